@@ -1,0 +1,112 @@
+"""The ``kgpu`` command line: one Typer app whose subcommands live in ``kgpu.cli.commands``.
+
+Each module there exposes ``register(app)``; modules import their heavy dependencies
+(grpc, prometheus, Kubernetes clients) inside the command function so that quick
+commands such as ``kgpu gpus`` start fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from kgpu import __version__
+from kgpu.cli.state import GlobalOptions
+from kgpu.errors import KgpuError
+
+app = typer.Typer(
+    name="kgpu",
+    help="NVIDIA GPUs as first-class Kubernetes citizens: inspect, prepare, expose, label, export, validate.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    rich_markup_mode="rich",
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"kgpu {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _global_options(
+    ctx: typer.Context,
+    backend: Annotated[
+        str,
+        typer.Option(
+            help="Where GPU facts come from: nvml (the driver), simulated (a fixture), or auto "
+            "(NVML, or the simulated node when --simulate is given).",
+            envvar="KGPU_BACKEND",
+        ),
+    ] = "auto",
+    simulate: Annotated[
+        str | None,
+        typer.Option(
+            help="Run on a simulated node: a built-in fixture (p100, t4, a30, a100-mig, h100x8, mixed) "
+            "or a YAML file. Implies --backend simulated.",
+            envvar="KGPU_SIMULATE",
+            metavar="NAME_OR_PATH",
+        ),
+    ] = None,
+    simulate_events: Annotated[
+        Path | None,
+        typer.Option(
+            help="With a simulated node: a file of JSON-lines health events to follow, e.g. "
+            '{"uuid": "GPU-…", "kind": "xid", "xid": 79} (kinds: xid, ecc, lost, recovered).',
+            envvar="KGPU_SIMULATE_EVENTS",
+            metavar="FILE",
+        ),
+    ] = None,
+    driver_root: Annotated[
+        Path | None,
+        typer.Option(
+            help="Root of the NVIDIA driver installation if not the host's / "
+            "(e.g. /usr/local/nvidia, /run/nvidia/driver).",
+            envvar="NVIDIA_DRIVER_ROOT",
+            metavar="DIR",
+        ),
+    ] = None,
+    log_level: Annotated[
+        str, typer.Option(help="debug, info, warning or error.", envvar="KGPU_LOG_LEVEL")
+    ] = "info",
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    from kgpu.gpu.backend import BACKEND_NAMES
+    from kgpu.log import LEVELS, setup_logging
+
+    if backend not in BACKEND_NAMES:
+        raise typer.BadParameter(f"{backend!r}; allowed: {', '.join(BACKEND_NAMES)}", param_hint="--backend")
+    if log_level.lower() not in LEVELS:
+        raise typer.BadParameter(f"{log_level!r}; allowed: {', '.join(LEVELS)}", param_hint="--log-level")
+    setup_logging(log_level.lower())
+    ctx.obj = GlobalOptions(
+        backend=backend, simulate=simulate, simulate_events=simulate_events, driver_root=driver_root
+    )
+
+
+def _register_commands() -> None:
+    from kgpu.cli import commands
+
+    for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
+        module = importlib.import_module(f"kgpu.cli.commands.{info.name}")
+        module.register(app)
+
+
+_register_commands()
+
+
+def main() -> None:
+    try:
+        app()
+    except KgpuError as exc:
+        print(f"kgpu: error: {exc}", file=sys.stderr)
+        sys.exit(exc.exit_code)

@@ -1,0 +1,67 @@
+"""The one small interface every GPU backend implements, and how a backend is chosen."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Protocol
+
+from kgpu.errors import KgpuError
+from kgpu.gpu.health import HealthEvent
+from kgpu.gpu.model import GPUReadings, Inventory
+
+BACKEND_NAMES = ("auto", "nvml", "simulated")
+
+
+class BackendError(KgpuError):
+    """The GPU backend could not be opened or answered with an error."""
+
+
+class GPUBackend(Protocol):
+    """What kgpu needs from a source of GPU facts.
+
+    ``inventory`` is static and cheap to call again (backends cache it);
+    ``readings`` touches sensors; ``health_events`` blocks, yielding events until ``stop`` is set.
+    """
+
+    name: str
+
+    def inventory(self) -> Inventory: ...
+
+    def readings(self, uuid: str) -> GPUReadings: ...
+
+    def health_events(self, stop: threading.Event) -> Iterator[HealthEvent]: ...
+
+    def probe(self, uuid: str) -> bool:
+        """True when the GPU answers basic queries again (used to recover unhealthy devices)."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def open_backend(
+    backend: str = "auto",
+    *,
+    simulate: str | None = None,
+    driver_root: Path | None = None,
+    simulate_events: Path | None = None,
+) -> GPUBackend:
+    """Open the backend a user asked for.
+
+    ``simulate`` (a built-in fixture name or a YAML path) implies the simulated backend.
+    ``auto`` means NVML when it loads; otherwise the NVML error, which says how to simulate.
+    """
+    if backend not in BACKEND_NAMES:
+        raise BackendError(f"unknown backend {backend!r}: allowed values are {', '.join(BACKEND_NAMES)}")
+    simulate = simulate or os.environ.get("KGPU_SIMULATE") or None
+    if backend == "simulated" or (backend == "auto" and simulate):
+        from kgpu.gpu.simulated import SimulatedBackend
+
+        events_env = os.environ.get("KGPU_SIMULATE_EVENTS")
+        events = simulate_events or (Path(events_env) if events_env else None)
+        return SimulatedBackend.open(simulate or "h100x8", events_file=events)
+    from kgpu.gpu.nvml import NvmlBackend
+
+    return NvmlBackend.open(driver_root=driver_root)

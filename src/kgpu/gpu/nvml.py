@@ -1,0 +1,367 @@
+"""The NVML backend: the only module in kgpu that imports ``pynvml`` (nvidia-ml-py)."""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pynvml
+
+from kgpu.gpu.backend import BackendError
+from kgpu.gpu.health import HealthEvent, HealthEventKind
+from kgpu.gpu.model import (
+    GPU,
+    ComputeCapability,
+    ComputeMode,
+    CudaVersion,
+    GPUReadings,
+    Inventory,
+    MigDevice,
+    NvLinkPeer,
+    architecture_family,
+    sysfs_bus_id,
+)
+from kgpu.host.driverroot import NVML_SONAME, WELL_KNOWN_DRIVER_ROOTS, find_library
+
+log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
+
+_BRANDS = {
+    0: "Unknown", 1: "Quadro", 2: "Tesla", 3: "NVS", 4: "GRID", 5: "GeForce", 6: "Titan",
+    7: "NVIDIA Virtual Applications", 8: "NVIDIA Virtual PC", 9: "NVIDIA Virtual Compute Server",
+    10: "NVIDIA RTX Virtual Workstation", 11: "NVIDIA Cloud Gaming", 12: "Quadro RTX", 13: "NVIDIA RTX",
+    14: "NVIDIA", 15: "GeForce RTX", 16: "Titan RTX",
+}
+_COMPUTE_MODES = {
+    0: ComputeMode.DEFAULT, 1: ComputeMode.EXCLUSIVE_THREAD, 2: ComputeMode.PROHIBITED,
+    3: ComputeMode.EXCLUSIVE_PROCESS,
+}
+# NVML's ceiling on NVLink links per GPU has grown (6 Volta, 12 Ampere, 18 Hopper, more since).
+_MAX_NVLINKS = getattr(pynvml, "NVML_NVLINK_MAX_LINKS", 18)
+_HEALTH_EVENTS = pynvml.nvmlEventTypeXidCriticalError | pynvml.nvmlEventTypeDoubleBitEccError
+_LOST_PROBE_SECONDS = 5.0
+
+_init_lock = threading.Lock()
+_init_count = 0
+
+
+def _text(value: str | bytes) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _optional(call: Callable[[], _T]) -> _T | None:
+    """Sensors a GPU does not have answer NOT_SUPPORTED; that is 'no value', not an error."""
+    try:
+        return call()
+    except pynvml.NVMLError:
+        return None
+
+
+def _load_library(driver_root: Path | None) -> str:
+    """Load libnvidia-ml.so.1 and return where it came from; BackendError says where we looked."""
+    looked: list[str] = []
+    candidates: list[Path] = []
+    if driver_root is not None:
+        found = find_library(driver_root, NVML_SONAME)
+        if found is None:
+            raise BackendError(
+                f"{NVML_SONAME} not found under driver root {driver_root} (looked in its lib64, lib, "
+                f"usr/lib64, usr/lib/<arch>); point --driver-root at the directory holding the driver's "
+                f"lib64/ or usr/lib/, or run on a simulated node with --simulate h100x8"
+            )
+        candidates.append(found)
+    if driver_root is None:
+        try:
+            pynvml.nvmlLib = ctypes.CDLL(NVML_SONAME)
+            return f"{NVML_SONAME} (dynamic loader path)"
+        except OSError:
+            looked.append("the dynamic loader path (LD_LIBRARY_PATH, /etc/ld.so.cache)")
+        for root in WELL_KNOWN_DRIVER_ROOTS:
+            lib = find_library(root, NVML_SONAME)
+            if lib is not None:
+                candidates.append(lib)
+            looked.append(str(root))
+    for lib in candidates:
+        try:
+            pynvml.nvmlLib = ctypes.CDLL(str(lib))
+            return str(lib)
+        except OSError as exc:
+            looked.append(f"{lib} ({exc})")
+    raise BackendError(
+        f"NVML library {NVML_SONAME} not found; looked in: {'; '.join(looked)}. Is the NVIDIA driver installed? "
+        f"If it lives elsewhere pass --driver-root DIR (e.g. /usr/local/nvidia, /run/nvidia/driver); "
+        f"to try kgpu without a GPU use --simulate h100x8 (built-in nodes: p100, t4, a30, a100-mig, h100x8, mixed)"
+    )
+
+
+def mig_profile_name(attrs: Any) -> str:
+    """Profile name as NVIDIA's device plugin derives it from a MIG device's attributes."""
+    gb = math.ceil(attrs.memorySizeMB / 1024)
+    g, c = attrs.gpuInstanceSliceCount, attrs.computeInstanceSliceCount
+    return f"{g}g.{gb}gb" if c == g else f"{c}c.{g}g.{gb}gb"
+
+
+def read_numa_node(bus_id: str, sys_root: Path = Path("/")) -> int | None:
+    path = sys_root / "sys/bus/pci/devices" / sysfs_bus_id(bus_id) / "numa_node"
+    try:
+        node = int(path.read_text().strip())
+    except (OSError, ValueError):
+        return None
+    return node if node >= 0 else None
+
+
+class NvmlBackend:
+    name = "nvml"
+
+    def __init__(self, library: str) -> None:
+        self.library = library
+        self._inventory: Inventory | None = None
+        self._handles: dict[str, Any] = {}
+
+    @classmethod
+    def open(cls, driver_root: Path | None = None) -> NvmlBackend:
+        global _init_count
+        with _init_lock:
+            library = "already loaded"
+            if _init_count == 0:
+                library = _load_library(driver_root)
+                try:
+                    pynvml.nvmlInit()
+                except pynvml.NVMLError as exc:
+                    raise BackendError(
+                        f"NVML ({library}) failed to initialise: {exc}. Check that the nvidia kernel module is "
+                        f"loaded (lsmod | grep nvidia) and that its version matches the user-space driver; "
+                        f"'kgpu doctor' lists the usual causes. Without a GPU, use --simulate h100x8"
+                    ) from exc
+            _init_count += 1
+        log.debug("NVML initialised from %s", library)
+        return cls(library)
+
+    def close(self) -> None:
+        global _init_count
+        with _init_lock:
+            if _init_count > 0:
+                _init_count -= 1
+                if _init_count == 0:
+                    _optional(pynvml.nvmlShutdown)
+
+    # -- inventory -------------------------------------------------------------------------------
+
+    def inventory(self) -> Inventory:
+        if self._inventory is None:
+            try:
+                self._inventory = self._read_inventory()
+            except pynvml.NVMLError as exc:
+                raise BackendError(f"NVML failed while reading the GPU inventory: {exc}") from exc
+        return self._inventory
+
+    def _read_inventory(self) -> Inventory:
+        driver = _text(pynvml.nvmlSystemGetDriverVersion())
+        cuda = CudaVersion.from_int(pynvml.nvmlSystemGetCudaDriverVersion())
+        count = pynvml.nvmlDeviceGetCount()
+        handles = [pynvml.nvmlDeviceGetHandleByIndex(i) for i in range(count)]
+        bus_to_index: dict[str, int] = {}
+        uuids: list[str] = []
+        for i, h in enumerate(handles):
+            uuid = _text(pynvml.nvmlDeviceGetUUID(h))
+            uuids.append(uuid)
+            self._handles[uuid] = h
+            bus_to_index[sysfs_bus_id(_text(pynvml.nvmlDeviceGetPciInfo(h).busId))] = i
+        gpus = tuple(self._read_gpu(i, h, uuids, bus_to_index) for i, h in enumerate(handles))
+        return Inventory(backend="nvml", driver_version=driver, cuda_driver_version=cuda, gpus=gpus)
+
+    def _read_gpu(self, index: int, h: Any, uuids: list[str], bus_to_index: dict[str, int]) -> GPU:
+        uuid = uuids[index]
+        pci = pynvml.nvmlDeviceGetPciInfo(h)
+        bus_id = _text(pci.busId)
+        cc = ComputeCapability(*pynvml.nvmlDeviceGetCudaComputeCapability(h))
+        mig = _optional(lambda: pynvml.nvmlDeviceGetMigMode(h))
+        mig_enabled = bool(mig and mig[0] == pynvml.NVML_DEVICE_MIG_ENABLE)
+        ecc = _optional(lambda: pynvml.nvmlDeviceGetEccMode(h))
+        attrs = _optional(lambda: pynvml.nvmlDeviceGetAttributes(h))
+        return GPU(
+            index=index,
+            minor=pynvml.nvmlDeviceGetMinorNumber(h),
+            uuid=uuid,
+            name=_text(pynvml.nvmlDeviceGetName(h)),
+            brand=_BRANDS.get(_optional(lambda: pynvml.nvmlDeviceGetBrand(h)) or 0, "Unknown"),
+            family=architecture_family(cc),
+            compute_capability=cc,
+            memory_total_mib=pynvml.nvmlDeviceGetMemoryInfo(h).total // (1024 * 1024),
+            pci_bus_id=bus_id,
+            pci_device_id=pci.pciDeviceId,
+            numa_node=read_numa_node(bus_id),
+            multiprocessor_count=attrs.multiprocessorCount if attrs is not None else 0,
+            persistence_mode=bool(_optional(lambda: pynvml.nvmlDeviceGetPersistenceMode(h))),
+            compute_mode=_COMPUTE_MODES.get(
+                _optional(lambda: pynvml.nvmlDeviceGetComputeMode(h)) or 0, ComputeMode.DEFAULT
+            ),
+            ecc_enabled=None if ecc is None else bool(ecc[0]),
+            mig_capable=mig is not None,
+            mig_enabled=mig_enabled,
+            mig_devices=self._read_mig_devices(index, uuid, h) if mig_enabled else (),
+            nvlink_peers=self._read_nvlinks(h, uuids, bus_to_index),
+        )
+
+    def _read_mig_devices(self, parent_index: int, parent_uuid: str, h: Any) -> tuple[MigDevice, ...]:
+        out = []
+        for slot in range(pynvml.nvmlDeviceGetMaxMigDeviceCount(h)):
+            try:
+                mh = pynvml.nvmlDeviceGetMigDeviceHandleByIndex(h, slot)
+            except pynvml.NVMLError:
+                continue  # empty slot
+            attrs = pynvml.nvmlDeviceGetAttributes(mh)
+            uuid = _text(pynvml.nvmlDeviceGetUUID(mh))
+            self._handles[uuid] = mh
+            out.append(
+                MigDevice(
+                    uuid=uuid,
+                    index=slot,
+                    profile=mig_profile_name(attrs),
+                    gpu_instance_id=pynvml.nvmlDeviceGetGpuInstanceId(mh),
+                    compute_instance_id=pynvml.nvmlDeviceGetComputeInstanceId(mh),
+                    memory_total_mib=pynvml.nvmlDeviceGetMemoryInfo(mh).total // (1024 * 1024),
+                    multiprocessor_count=attrs.multiprocessorCount,
+                    parent_uuid=parent_uuid,
+                    parent_index=parent_index,
+                )
+            )
+        return tuple(out)
+
+    def _read_nvlinks(self, h: Any, uuids: list[str], bus_to_index: dict[str, int]) -> tuple[NvLinkPeer, ...]:
+        links: dict[int, int] = {}
+        for link in range(_MAX_NVLINKS):
+            try:
+                if pynvml.nvmlDeviceGetNvLinkState(h, link) != pynvml.NVML_FEATURE_ENABLED:
+                    continue
+                remote = sysfs_bus_id(_text(pynvml.nvmlDeviceGetNvLinkRemotePciInfo(h, link).busId))
+            except pynvml.NVMLError as exc:
+                if exc.value in (pynvml.NVML_ERROR_NOT_SUPPORTED, pynvml.NVML_ERROR_INVALID_ARGUMENT):
+                    break  # no NVLink on this GPU, or past its last link
+                continue
+            # Links that end at an NVSwitch rather than a GPU are not counted as GPU peers.
+            if remote in bus_to_index:
+                links[bus_to_index[remote]] = links.get(bus_to_index[remote], 0) + 1
+        return tuple(NvLinkPeer(peer_index=p, peer_uuid=uuids[p], links=n) for p, n in sorted(links.items()))
+
+    # -- readings --------------------------------------------------------------------------------
+
+    def _handle(self, uuid: str) -> Any:
+        if uuid not in self._handles:
+            self.inventory()
+        if uuid not in self._handles:
+            try:
+                self._handles[uuid] = pynvml.nvmlDeviceGetHandleByUUID(uuid)
+            except pynvml.NVMLError as exc:
+                raise BackendError(f"no GPU with UUID {uuid}: {exc}") from exc
+        return self._handles[uuid]
+
+    def readings(self, uuid: str) -> GPUReadings:
+        h = self._handle(uuid)
+        try:
+            # One mandatory query first: a lost or hung GPU fails here and the caller drops its series.
+            pynvml.nvmlDeviceGetTemperature(h, pynvml.NVML_TEMPERATURE_GPU)
+        except pynvml.NVMLError as exc:
+            raise BackendError(f"GPU {uuid}: reading sensors failed: {exc}") from exc
+        util = _optional(lambda: pynvml.nvmlDeviceGetUtilizationRates(h))
+        mem = _optional(lambda: pynvml.nvmlDeviceGetMemoryInfo(h, version=pynvml.nvmlMemory_v2))
+        if mem is None:
+            mem = _optional(lambda: pynvml.nvmlDeviceGetMemoryInfo(h))
+        remap = _optional(lambda: pynvml.nvmlDeviceGetRemappedRows(h))
+        power_mw = _optional(lambda: pynvml.nvmlDeviceGetPowerUsage(h))
+        mem_temp = _optional(lambda: pynvml.nvmlDeviceGetFieldValues(h, [pynvml.NVML_FI_DEV_MEMORY_TEMP])[0])
+        mib = 1024 * 1024
+        return GPUReadings(
+            uuid=uuid,
+            gpu_utilization_percent=util.gpu if util is not None else None,
+            memory_copy_utilization_percent=util.memory if util is not None else None,
+            encoder_utilization_percent=_first(_optional(lambda: pynvml.nvmlDeviceGetEncoderUtilization(h))),
+            decoder_utilization_percent=_first(_optional(lambda: pynvml.nvmlDeviceGetDecoderUtilization(h))),
+            memory_used_mib=mem.used // mib if mem is not None else None,
+            memory_free_mib=mem.free // mib if mem is not None else None,
+            memory_reserved_mib=getattr(mem, "reserved", 0) // mib if mem is not None else None,
+            temperature_c=_optional(lambda: pynvml.nvmlDeviceGetTemperature(h, pynvml.NVML_TEMPERATURE_GPU)),
+            memory_temperature_c=(
+                int(mem_temp.value.uiVal) if mem_temp is not None and mem_temp.nvmlReturn == 0 else None
+            ),
+            power_w=power_mw / 1000.0 if power_mw is not None else None,
+            total_energy_mj=_optional(lambda: pynvml.nvmlDeviceGetTotalEnergyConsumption(h)),
+            sm_clock_mhz=_optional(lambda: pynvml.nvmlDeviceGetClockInfo(h, pynvml.NVML_CLOCK_SM)),
+            memory_clock_mhz=_optional(lambda: pynvml.nvmlDeviceGetClockInfo(h, pynvml.NVML_CLOCK_MEM)),
+            pcie_replay_counter=_optional(lambda: pynvml.nvmlDeviceGetPcieReplayCounter(h)),
+            correctable_remapped_rows=remap[0] if remap is not None else None,
+            uncorrectable_remapped_rows=remap[1] if remap is not None else None,
+            row_remap_failure=bool(remap[3]) if remap is not None else None,
+        )
+
+    def probe(self, uuid: str) -> bool:
+        try:
+            h = self._handle(uuid)
+            pynvml.nvmlDeviceGetUUID(h)
+            pynvml.nvmlDeviceGetTemperature(h, pynvml.NVML_TEMPERATURE_GPU)
+        except (pynvml.NVMLError, BackendError):
+            return False
+        return True
+
+    # -- health ----------------------------------------------------------------------------------
+
+    def health_events(self, stop: threading.Event) -> Iterator[HealthEvent]:
+        inv = self.inventory()
+        event_set = pynvml.nvmlEventSetCreate()
+        try:
+            for gpu in inv.gpus:
+                try:
+                    pynvml.nvmlDeviceRegisterEvents(self._handle(gpu.uuid), _HEALTH_EVENTS, event_set)
+                except pynvml.NVMLError as exc:
+                    log.warning("GPU %s does not report XID/ECC events (%s); only loss is detected", gpu.uuid, exc)
+            lost: set[str] = set()
+            next_probe = 0.0
+            while not stop.is_set():
+                now = time.monotonic()
+                if now >= next_probe:
+                    next_probe = now + _LOST_PROBE_SECONDS
+                    for gpu in inv.gpus:
+                        ok = self.probe(gpu.uuid)
+                        if not ok and gpu.uuid not in lost:
+                            lost.add(gpu.uuid)
+                            yield HealthEvent(gpu.uuid, HealthEventKind.LOST, detail="NVML no longer answers")
+                        elif ok and gpu.uuid in lost:
+                            lost.discard(gpu.uuid)
+                            yield HealthEvent(gpu.uuid, HealthEventKind.RECOVERED, detail="NVML answers again")
+                try:
+                    data = pynvml.nvmlEventSetWait(event_set, 500)
+                except pynvml.NVMLError as exc:
+                    if exc.value == pynvml.NVML_ERROR_TIMEOUT:
+                        continue
+                    if exc.value == pynvml.NVML_ERROR_GPU_IS_LOST:
+                        next_probe = 0.0  # find out which GPU on the next turn
+                        continue
+                    log.warning("waiting for NVML events failed: %s", exc)
+                    stop.wait(1.0)
+                    continue
+                event = self._event_from(data)
+                if event is not None:
+                    yield event
+        finally:
+            _optional(lambda: pynvml.nvmlEventSetFree(event_set))
+
+    def _event_from(self, data: Any) -> HealthEvent | None:
+        uuid = _optional(lambda: _text(pynvml.nvmlDeviceGetUUID(data.device)))
+        if uuid is None:
+            return None
+        if data.eventType == pynvml.nvmlEventTypeXidCriticalError:
+            return HealthEvent(uuid, HealthEventKind.XID, xid=int(data.eventData))
+        if data.eventType == pynvml.nvmlEventTypeDoubleBitEccError:
+            return HealthEvent(uuid, HealthEventKind.ECC, detail="double-bit ECC error")
+        return None
+
+
+def _first(pair: Any) -> int | None:
+    return int(pair[0]) if pair is not None else None
