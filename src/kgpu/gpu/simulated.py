@@ -36,12 +36,12 @@ def parse_event_line(line: str, source: str, known_uuids: set[str]) -> HealthEve
     except json.JSONDecodeError as exc:
         raise ValueError(f"{source}: not JSON: {exc.msg}") from exc
     if not isinstance(raw, dict):
-        raise ValueError(f"{source}: expected an object such as {{\"uuid\": \"GPU-…\", \"kind\": \"xid\", \"xid\": 79}}")
+        raise ValueError(f'{source}: expected an object such as {{"uuid": "GPU-…", "kind": "xid", "xid": 79}}')
     uuid = raw.get("uuid")
     if uuid not in known_uuids:
         raise ValueError(f"{source}: uuid {uuid!r} is not a GPU or MIG device of this node")
     try:
-        kind = HealthEventKind(raw.get("kind"))
+        kind = HealthEventKind(str(raw.get("kind")))
     except ValueError:
         allowed = ", ".join(k.value for k in HealthEventKind)
         raise ValueError(f"{source}: kind {raw.get('kind')!r} is not one of {allowed}") from None

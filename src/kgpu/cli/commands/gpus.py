@@ -23,13 +23,17 @@ def register(app: typer.Typer) -> None:
 
 def gpus(
     ctx: typer.Context,
-    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON array, one object per GPU (stable keys).")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print a JSON array, one object per GPU (stable keys).")
+    ] = False,
     readings: Annotated[
         bool, typer.Option("--readings", help="Also read live sensors: utilization, memory used, temperature, ...")
     ] = False,
     watch_health: Annotated[
         bool,
-        typer.Option("--watch-health", help="Print health events (XID, ECC, lost, recovered) as they arrive, until Ctrl-C."),
+        typer.Option(
+            "--watch-health", help="Print health events (XID, ECC, lost, recovered) as they arrive, until Ctrl-C."
+        ),
     ] = False,
 ) -> None:
     """List the node's GPUs: UUID, product, memory, PCI bus, NUMA node, MIG devices, NVLink peers.
