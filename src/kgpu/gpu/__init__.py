@@ -18,8 +18,10 @@ from kgpu.gpu.model import (
     GPUReadings,
     Inventory,
     MigDevice,
+    MigEngines,
     NvLinkPeer,
     architecture_family,
+    mig_profile_slices,
     sysfs_bus_id,
 )
 
@@ -36,8 +38,10 @@ __all__ = [
     "HealthEventKind",
     "Inventory",
     "MigDevice",
+    "MigEngines",
     "NvLinkPeer",
     "architecture_family",
+    "mig_profile_slices",
     "open_backend",
     "sysfs_bus_id",
 ]

@@ -23,8 +23,10 @@ from kgpu.gpu.model import (
     GPUReadings,
     Inventory,
     MigDevice,
+    MigEngines,
     NvLinkPeer,
     architecture_family,
+    mig_profile_slices,
 )
 
 _BUS_ID = re.compile(r"^[0-9A-Fa-f]{4,8}:[0-9A-Fa-f]{2}:[0-9A-Fa-f]{2}\.[0-7]$")
@@ -46,6 +48,14 @@ class MigDeviceSpec(_Strict):
     compute_instance_id: int = Field(default=0, ge=0)
     memory_total_mib: int = Field(gt=0)
     multiprocessor_count: int = Field(gt=0)
+    # NVML's MIG device attributes; slices default to the profile's, copy engines to one per GPU slice.
+    gpu_instance_slices: int | None = Field(default=None, gt=0)
+    compute_instance_slices: int | None = Field(default=None, gt=0)
+    copy_engines: int | None = Field(default=None, ge=0)
+    decoders: int = Field(default=0, ge=0)
+    encoders: int = Field(default=0, ge=0)
+    jpeg_decoders: int = Field(default=0, ge=0)
+    ofa_engines: int = Field(default=0, ge=0)
 
     @field_validator("uuid")
     @classmethod
@@ -257,6 +267,19 @@ def build_inventory(spec: NodeSpec) -> Inventory:
                         multiprocessor_count=m.multiprocessor_count,
                         parent_uuid=g.uuid,
                         parent_index=g.index,
+                        gpu_instance_slices=m.gpu_instance_slices or 0,
+                        compute_instance_slices=m.compute_instance_slices or 0,
+                        engines=MigEngines(
+                            copy=(
+                                m.copy_engines
+                                if m.copy_engines is not None
+                                else m.gpu_instance_slices or mig_profile_slices(m.profile)[0]
+                            ),
+                            decoder=m.decoders,
+                            encoder=m.encoders,
+                            jpeg=m.jpeg_decoders,
+                            ofa=m.ofa_engines,
+                        ),
                     )
                     for i, m in enumerate(g.mig_devices)
                 ),

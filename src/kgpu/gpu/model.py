@@ -84,6 +84,29 @@ def architecture_family(cc: ComputeCapability) -> str:
 
 
 @dataclass(frozen=True, slots=True)
+class MigEngines:
+    """Engines a MIG device holds, as NVML's device attributes count them (``shared*Count``)."""
+
+    copy: int = 0
+    decoder: int = 0
+    encoder: int = 0
+    jpeg: int = 0
+    ofa: int = 0
+
+
+def mig_profile_slices(profile: str) -> tuple[int, int]:
+    """(GPU instance slices, compute instance slices) from a profile name.
+
+    ``3g.40gb`` → (3, 3); ``1c.3g.40gb`` → (3, 1); ``1g.10gb+me`` → (1, 1); unparsable → (0, 0).
+    """
+    parts = profile.split(".")
+    ci = int(parts[0][:-1]) if parts and parts[0].endswith("c") and parts[0][:-1].isdigit() else 0
+    gpart = parts[1] if ci else parts[0]
+    gi = int(gpart[:-1]) if gpart.endswith("g") and gpart[:-1].isdigit() else 0
+    return gi, ci or gi
+
+
+@dataclass(frozen=True, slots=True)
 class MigDevice:
     """One MIG device (a GPU instance plus its compute instance) carved out of a parent GPU."""
 
@@ -98,6 +121,18 @@ class MigDevice:
     multiprocessor_count: int
     parent_uuid: str
     parent_index: int
+    gpu_instance_slices: int = 0
+    """GPU instance slices (NVML ``gpuInstanceSliceCount``); 0 means "derive from the profile"."""
+    compute_instance_slices: int = 0
+    """Compute instance slices (NVML ``computeInstanceSliceCount``); 0 means "derive from the profile"."""
+    engines: MigEngines = MigEngines()
+
+    def __post_init__(self) -> None:
+        gi, ci = mig_profile_slices(self.profile)
+        if self.gpu_instance_slices == 0:
+            object.__setattr__(self, "gpu_instance_slices", gi)
+        if self.compute_instance_slices == 0:
+            object.__setattr__(self, "compute_instance_slices", ci)
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,6 +23,7 @@ from kgpu.gpu.model import (
     GPUReadings,
     Inventory,
     MigDevice,
+    MigEngines,
     NvLinkPeer,
     architecture_family,
     sysfs_bus_id,
@@ -231,6 +232,15 @@ class NvmlBackend:
                     multiprocessor_count=attrs.multiprocessorCount,
                     parent_uuid=parent_uuid,
                     parent_index=parent_index,
+                    gpu_instance_slices=attrs.gpuInstanceSliceCount,
+                    compute_instance_slices=attrs.computeInstanceSliceCount,
+                    engines=MigEngines(
+                        copy=attrs.sharedCopyEngineCount,
+                        decoder=attrs.sharedDecoderCount,
+                        encoder=attrs.sharedEncoderCount,
+                        jpeg=attrs.sharedJpegCount,
+                        ofa=attrs.sharedOfaCount,
+                    ),
                 )
             )
         return tuple(out)
