@@ -99,7 +99,8 @@ class FakeNvml:
 def _mig(uuid: str, gi: int, slices: int, mem: int, sms: int, ci_slices: int | None = None) -> SimpleNamespace:
     attrs = SimpleNamespace(
         gpuInstanceSliceCount=slices, computeInstanceSliceCount=ci_slices or slices, memorySizeMB=mem,
-        multiprocessorCount=sms,
+        multiprocessorCount=sms, sharedCopyEngineCount=slices, sharedDecoderCount=slices // 2,
+        sharedEncoderCount=0, sharedJpegCount=int(slices == 7), sharedOfaCount=int(slices == 7),
     )
     return SimpleNamespace(uuid=uuid, gi=gi, mem=mem, attrs=attrs)
 
