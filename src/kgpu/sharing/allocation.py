@@ -1,0 +1,97 @@
+"""What a container gets for MPS slices: the client environment and the mounts that reach the daemon.
+
+Pure. For a request of one or more slice IDs::
+
+    alloc = slice_allocation(layout, ["GPU-…::gpu-20gb-0"], MpsPaths())
+    alloc.envs["CUDA_MPS_PINNED_DEVICE_MEM_LIMIT"]   # '0=20480M'
+    alloc.envs["CUDA_MPS_ACTIVE_THREAD_PERCENTAGE"]  # '25'
+
+The limits are set per client through the environment, which is what lets slices of one GPU
+differ in size. The container sees only the parent GPU, as device 0, so the memory limit names
+device 0. Several slices of the same GPU in one request add up; slices of different GPUs cannot
+be served by one client (one pipe directory per process) and are refused.
+
+Mounts follow NVIDIA's plugin: the daemon's pipe directory (read-write: clients connect to its
+sockets), and a ``/dev/shm`` shared with the daemon (MPS passes memory handles through it).
+The device list strategy (``NVIDIA_VISIBLE_DEVICES``, CDI, driver mounts) is the device plugin's
+to add for the parent GPU; :func:`slice_allocation` sets ``NVIDIA_VISIBLE_DEVICES`` itself so the
+result is complete on its own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from kgpu.deviceplugin.plan import AllocationError, ContainerAllocation, Mount
+from kgpu.sharing.layout import MpsLayout, MpsSlice
+from kgpu.sharing.paths import CONTAINER_SHM, MpsPaths
+
+ENV_PIPE = "CUDA_MPS_PIPE_DIRECTORY"
+ENV_LOG = "CUDA_MPS_LOG_DIRECTORY"
+ENV_MEM_LIMIT = "CUDA_MPS_PINNED_DEVICE_MEM_LIMIT"
+ENV_THREADS = "CUDA_MPS_ACTIVE_THREAD_PERCENTAGE"
+
+
+def resolve_slices(layout: MpsLayout, device_ids: Sequence[str], resource: str | None = None) -> list[MpsSlice]:
+    """The slices behind ``device_ids``; AllocationError for unknown IDs, mixed GPUs or >1 when refused."""
+    if not device_ids:
+        raise AllocationError("empty request: the kubelet asked for no device")
+    slices: list[MpsSlice] = []
+    for device_id in device_ids:
+        s = layout.slice(device_id)
+        if s is None or (resource is not None and s.resource != resource):
+            where = f" of {resource}" if resource else ""
+            raise AllocationError(f"unknown MPS slice {device_id!r}{where}: this node does not advertise it")
+        slices.append(s)
+    if len(set(device_ids)) != len(device_ids):
+        raise AllocationError(f"the request names a slice twice: {', '.join(device_ids)}")
+    if len(slices) > 1 and layout.fail_requests_greater_than_one:
+        raise AllocationError(
+            f"request for {len(slices)} MPS slices of {slices[0].resource} refused: "
+            "sharing.mps.failRequestsGreaterThanOne is true, so a container may ask for 1; "
+            "request a larger slice resource instead"
+        )
+    gpus = {s.gpu_uuid for s in slices}
+    if len(gpus) > 1:
+        raise AllocationError(
+            f"request for {len(slices)} MPS slices spans {len(gpus)} GPUs ({', '.join(sorted(gpus))}): "
+            "an MPS client talks to one GPU's daemon, so its slices must share a GPU; request 1 slice "
+            "or a larger slice resource"
+        )
+    return slices
+
+
+def slice_allocation(
+    layout: MpsLayout,
+    device_ids: Sequence[str],
+    paths: MpsPaths,
+    *,
+    resource: str | None = None,
+    visible_device: str | None = None,
+) -> ContainerAllocation:
+    """The container's MPS environment and mounts for ``device_ids`` (all on one GPU).
+
+    ``visible_device`` is the ID to put in ``NVIDIA_VISIBLE_DEVICES`` (the GPU's UUID by default,
+    its index under ``deviceIDStrategy: index``).
+    """
+    slices = resolve_slices(layout, device_ids, resource)
+    gpu = layout.gpu(slices[0].gpu_uuid)
+    assert gpu is not None  # resolve_slices only returns slices of the layout's GPUs
+    memory_mib = min(sum(s.memory_mib for s in slices), gpu.memory_total_mib)
+    percent = min(sum(s.compute_percent for s in slices), 100)
+    pipe = str(paths.pipe_dir(gpu.uuid))
+    log = str(paths.log_dir(gpu.uuid))
+    envs = {
+        "NVIDIA_VISIBLE_DEVICES": visible_device or gpu.uuid,
+        ENV_PIPE: pipe,
+        ENV_LOG: log,
+        # The container sees only this GPU, as CUDA device 0.
+        ENV_MEM_LIMIT: f"0={memory_mib}M",
+        ENV_THREADS: str(percent),
+    }
+    mounts = (
+        Mount(container_path=pipe, host_path=pipe, read_only=False),
+        Mount(container_path=log, host_path=log, read_only=True),
+        Mount(container_path=CONTAINER_SHM, host_path=str(paths.shm_dir), read_only=False),
+    )
+    return ContainerAllocation(envs=envs, mounts=mounts)
