@@ -157,7 +157,8 @@ def test_mig_enabled_gpus_cannot_be_shared_through_mps() -> None:
     with pytest.raises(ConfigError, match=r"GPU 0 .* has MIG enabled"):
         layout("a100-mig", {"resources": [{"name": "nvidia.com/gpu", "replicas": 2, "devices": [0]}]})
     # The A100 next to it, without MIG, can be
-    assert len(layout("a100-mig", {"resources": [{"name": "nvidia.com/gpu", "replicas": 2, "devices": [1]}]}).slices) == 2
+    other = layout("a100-mig", {"resources": [{"name": "nvidia.com/gpu", "replicas": 2, "devices": [1]}]})
+    assert len(other.slices) == 2
 
 
 def test_pre_volta_gpus_are_refused_because_limits_need_volta() -> None:
