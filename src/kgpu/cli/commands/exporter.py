@@ -1,0 +1,114 @@
+"""``kgpu exporter``: GPU metrics for Prometheus under dcgm-exporter's names, without DCGM."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from kgpu.cli.state import global_options
+from kgpu.errors import ConfigError
+
+DEFAULT_POD_RESOURCES_SOCKET = "/var/lib/kubelet/pod-resources/kubelet.sock"
+
+log = logging.getLogger("kgpu.exporter")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("exporter")(exporter)
+
+
+def exporter(
+    ctx: typer.Context,
+    listen: Annotated[
+        str, typer.Option(help="Address to serve /metrics and /healthz on: HOST:PORT, :PORT or [::]:PORT.",
+                          envvar="KGPU_EXPORTER_LISTEN")
+    ] = "0.0.0.0:9400",
+    collect: Annotated[
+        Path | None,
+        typer.Option(help="Counters to publish, in dcgm-exporter's CSV format ('FIELD, gauge|counter|label, help'). "
+                     "Default: kgpu's built-in list (see --print-default-counters).",
+                     envvar="KGPU_EXPORTER_COLLECT", metavar="FILE"),
+    ] = None,
+    kubelet_pod_resources: Annotated[
+        str, typer.Option(help="The kubelet's PodResources socket, for pod/namespace/container labels; "
+                          "'none' turns pod attribution off.", envvar="KGPU_KUBELET_POD_RESOURCES",
+                          metavar="SOCKET")
+    ] = DEFAULT_POD_RESOURCES_SOCKET,
+    hostname_label: Annotated[
+        str, typer.Option(help="Name of the host label: Hostname (dcgm-exporter before 2026), hostname "
+                          "(dcgm-exporter since), or none.")
+    ] = "Hostname",
+    hostname: Annotated[
+        str | None, typer.Option(help="Value of the host label. Default: $NODE_NAME, else this machine's host name.")
+    ] = None,
+    kubernetes_virtual_gpus: Annotated[
+        bool, typer.Option("--kubernetes-virtual-gpus",
+                           help="One series per container sharing a GPU, with a vgpu=<replica> label, as "
+                           "dcgm-exporter's flag of that name. Default: the last container the kubelet lists wins.")
+    ] = False,
+    nvidia_resource_names: Annotated[
+        str, typer.Option(help="Extra extended-resource names (comma-separated) whose devices are GPUs, e.g. "
+                          "nvidia.com/gpu.shared. nvidia.com/gpu and nvidia.com/mig-* are always included.")
+    ] = "",
+    read_timeout: Annotated[
+        float, typer.Option(help="Seconds a scrape waits for one GPU; a GPU slower than this is left out of "
+                            "that scrape and counted in kgpu_gpu_read_errors_total.", min=0.01)
+    ] = 2.0,
+    once: Annotated[
+        bool, typer.Option("--once", help="Print one scrape to stdout and exit instead of serving.")
+    ] = False,
+    print_default_counters: Annotated[
+        bool, typer.Option("--print-default-counters", help="Print the built-in counters CSV and exit.")
+    ] = False,
+) -> None:
+    """Serve GPU metrics with dcgm-exporter's names, labels and types, read straight from NVML.
+
+    Every scrape reads each GPU afresh; a GPU that fails or hangs loses its series for that scrape
+    and counts in kgpu_gpu_read_errors_total, the scrape itself never fails. Containers holding a GPU
+    (from the kubelet's PodResources API) become pod/namespace/container labels.
+
+    Examples:
+
+      kgpu exporter                                   # on a GPU node: http://0.0.0.0:9400/metrics
+
+      kgpu --simulate h100x8 exporter --once          # one scrape of a simulated 8-GPU node
+
+      kgpu exporter --collect my-counters.csv --hostname-label hostname
+    """
+    from kgpu.exporter.counters import DEFAULT_COUNTERS_CSV, load_counters
+    from kgpu.exporter.snapshot import HOSTNAME_LABELS, ExporterOptions
+
+    if print_default_counters:
+        sys.stdout.write(DEFAULT_COUNTERS_CSV)
+        return
+    if hostname_label not in HOSTNAME_LABELS:
+        raise ConfigError(f"--hostname-label {hostname_label!r}: allowed values are {', '.join(HOSTNAME_LABELS)}")
+    counters = load_counters(collect)
+    for skipped in counters.skipped:
+        log.warning("%s needs DCGM; kgpu does not provide it and skips it", skipped)
+    options = ExporterOptions(
+        counters=counters,
+        hostname=hostname or os.environ.get("NODE_NAME") or socket.gethostname(),
+        hostname_label=hostname_label,
+        all_sharing_containers=kubernetes_virtual_gpus,
+    )
+    from kgpu.exporter.daemon import run_exporter
+    from kgpu.exporter.server import parse_listen
+
+    host, port = parse_listen(listen)
+    pod_devices = None
+    if kubelet_pod_resources != "none":
+        from kgpu.exporter.podresources import PodResourcesClient
+
+        pod_devices = PodResourcesClient(Path(kubelet_pod_resources))
+    run_exporter(
+        global_options(ctx).open_backend(), options, host=host, port=port, pod_devices=pod_devices,
+        extra_resource_names=tuple(n.strip() for n in nvidia_resource_names.split(",") if n.strip()),
+        read_timeout=read_timeout, once=once,
+    )

@@ -1,0 +1,62 @@
+"""The long-running exporter: XID follower, collector and HTTP server, stopped by SIGTERM."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+from typing import TextIO
+
+from kgpu.exporter.collector import DEFAULT_READ_TIMEOUT, GPUCollector, PodDevicesSource
+from kgpu.exporter.server import MetricsServer
+from kgpu.exporter.snapshot import ExporterOptions
+from kgpu.exporter.xid import XidTracker
+from kgpu.gpu.backend import GPUBackend
+
+log = logging.getLogger("kgpu.exporter")
+
+
+def run_exporter(
+    backend: GPUBackend,
+    options: ExporterOptions,
+    *,
+    host: str = "0.0.0.0",
+    port: int = 9400,
+    pod_devices: PodDevicesSource | None = None,
+    extra_resource_names: tuple[str, ...] = (),
+    read_timeout: float = DEFAULT_READ_TIMEOUT,
+    once: bool = False,
+    out: TextIO = sys.stdout,
+    stop: threading.Event | None = None,
+) -> None:
+    """Serve until SIGTERM/SIGINT (or ``stop``); with ``once``, print one scrape to ``out`` instead."""
+    stop = stop or threading.Event()
+    collector = None
+    try:
+        inventory = backend.inventory()
+        xids = XidTracker(inventory)
+        if not once:
+            xids.follow(backend, stop)
+        collector = GPUCollector(backend, options, xids=xids, pod_devices=pod_devices,
+                                 extra_resource_names=extra_resource_names, read_timeout=read_timeout)
+        if once:
+            out.write(collector.render())
+            return
+        server = MetricsServer(collector, host, port).start()
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, lambda *_: stop.set())
+            signal.signal(signal.SIGINT, lambda *_: stop.set())
+        log.info("serving GPU metrics on http://%s:%d/metrics", host, server.port,
+                 extra={"gpus": len(inventory.gpus), "backend": inventory.backend,
+                        "counters": len(options.counters.metrics)})
+        stop.wait()
+        log.info("stopping: closing the listener and the GPU readers")
+        server.stop()
+    finally:
+        stop.set()
+        if collector is not None:
+            collector.close()
+        if pod_devices is not None:
+            pod_devices.close()
+        backend.close()
