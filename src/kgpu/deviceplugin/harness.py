@@ -1,0 +1,296 @@
+"""A stand-in for the kubelet's side of the device plugin protocol, for tests, the demo and the bench.
+
+:class:`FakeKubelet` serves the v1beta1 ``Registration`` service on ``<dir>/kubelet.sock``, checks
+requests the way the kubelet does (version, resource name, endpoint socket), records them, and, like
+the kubelet, then connects to the plugin's endpoint and follows its ``ListAndWatch`` stream so that
+:meth:`FakeKubelet.capacity` shows what the node would advertise. :meth:`FakeKubelet.restart` does
+what a kubelet restart does to the directory: stop, wipe every file, serve a new ``kubelet.sock``.
+
+:class:`PluginClient` calls a plugin's socket exactly as the kubelet does.
+
+Example::
+
+    kubelet = FakeKubelet(Path(tempfile.mkdtemp(dir="/tmp"))).start()
+    # ... start `kgpu device-plugin --kubelet-dir <dir>` ...
+    reg = kubelet.wait_for_registration("nvidia.com/gpu")
+    with PluginClient(kubelet.directory / reg.endpoint) as plugin:
+        response = plugin.allocate([[first_device_id]])
+"""
+
+from __future__ import annotations
+
+import queue
+import re
+import threading
+import time
+from collections.abc import Sequence
+from concurrent import futures
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import grpc
+
+from kgpu.deviceplugin.api import HEALTHY, KUBELET_SOCKET, VERSION
+from kgpu.deviceplugin.api import deviceplugin_pb2 as pb
+from kgpu.deviceplugin.api import deviceplugin_pb2_grpc as pb_grpc
+
+# The kubelet accepts extended resource names: a DNS subdomain prefix outside kubernetes.io, '/', a name.
+_RESOURCE_NAME = re.compile(
+    r"^(?!(?:[^/]*\.)?kubernetes\.io/)[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*"
+    r"/[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Registration:
+    """One accepted RegisterRequest, as the kubelet received it."""
+
+    version: str
+    endpoint: str
+    resource_name: str
+    pre_start_required: bool
+    get_preferred_allocation_available: bool
+    at: float
+    """time.monotonic() when it arrived."""
+
+
+class DeviceWatch:
+    """A ListAndWatch stream read in the background; each full list arrives on a queue."""
+
+    def __init__(self, stub: Any) -> None:
+        self.updates: queue.Queue[list[pb.Device]] = queue.Queue()
+        self.latest: list[pb.Device] = []
+        self.error: grpc.RpcError | None = None
+        self.ended = threading.Event()
+        self._call = stub.ListAndWatch(pb.Empty(), wait_for_ready=True)
+        self._thread = threading.Thread(target=self._read, name="harness-watch", daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        try:
+            for response in self._call:
+                devices = list(response.devices)
+                self.latest = devices
+                self.updates.put(devices)
+        except grpc.RpcError as exc:
+            if exc.code() is not grpc.StatusCode.CANCELLED:
+                self.error = exc
+        finally:
+            self.ended.set()
+
+    def next(self, timeout: float = 5.0) -> list[pb.Device]:
+        """The next full device list; queue.Empty when none arrives within ``timeout``."""
+        return self.updates.get(timeout=timeout)
+
+    def wait_for(self, predicate: Any, timeout: float = 5.0) -> list[pb.Device]:
+        """Read lists until ``predicate(devices)`` holds; returns that list (AssertionError on timeout)."""
+        deadline = time.monotonic() + timeout
+        if self.latest and predicate(self.latest):
+            return self.latest
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"no ListAndWatch update satisfied the condition within {timeout}s")
+            try:
+                devices = self.updates.get(timeout=left)
+            except queue.Empty:
+                continue
+            if predicate(devices):
+                return devices
+
+    def close(self) -> None:
+        self._call.cancel()
+        self._thread.join(timeout=5)
+
+
+class PluginClient:
+    """Talks to one plugin socket the way the kubelet does."""
+
+    def __init__(self, socket_path: Path, timeout: float = 5.0) -> None:
+        self.socket_path = socket_path
+        self.timeout = timeout
+        self._channel = grpc.insecure_channel(f"unix://{socket_path}")
+        self.stub = pb_grpc.DevicePluginStub(self._channel)
+        self._watches: list[DeviceWatch] = []
+
+    def __enter__(self) -> PluginClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        for w in self._watches:
+            w.close()
+        self._channel.close()
+
+    def options(self) -> pb.DevicePluginOptions:
+        return self.stub.GetDevicePluginOptions(pb.Empty(), timeout=self.timeout, wait_for_ready=True)
+
+    def watch(self) -> DeviceWatch:
+        w = DeviceWatch(self.stub)
+        self._watches.append(w)
+        return w
+
+    def list_devices(self, timeout: float = 5.0) -> list[pb.Device]:
+        """The first ListAndWatch answer (what the kubelet learns right after registration)."""
+        w = DeviceWatch(self.stub)
+        try:
+            return w.next(timeout)
+        finally:
+            w.close()
+
+    def allocate(self, container_requests: Sequence[Sequence[str]]) -> pb.AllocateResponse:
+        request = pb.AllocateRequest()
+        for ids in container_requests:
+            request.container_requests.add(devices_ids=list(ids))
+        return self.stub.Allocate(request, timeout=self.timeout)
+
+    def preferred_allocation(
+        self, available: Sequence[str], must_include: Sequence[str], size: int
+    ) -> list[str]:
+        request = pb.PreferredAllocationRequest()
+        request.container_requests.add(
+            available_deviceIDs=list(available), must_include_deviceIDs=list(must_include), allocation_size=size
+        )
+        response = self.stub.GetPreferredAllocation(request, timeout=self.timeout)
+        return list(response.container_responses[0].deviceIDs)
+
+    def pre_start(self, ids: Sequence[str]) -> pb.PreStartContainerResponse:
+        return self.stub.PreStartContainer(pb.PreStartContainerRequest(devices_ids=list(ids)), timeout=self.timeout)
+
+
+class _RegistrationService:
+    def __init__(self, kubelet: FakeKubelet) -> None:
+        self.kubelet = kubelet
+
+    def Register(self, request: pb.RegisterRequest, context: Any) -> pb.Empty:  # noqa: N802
+        problem = self.kubelet.check(request)
+        if problem:
+            self.kubelet.refused.append((request.resource_name, problem))
+            context.abort(grpc.StatusCode.UNKNOWN, problem)
+        self.kubelet._accept(request)
+        return pb.Empty()
+
+
+class FakeKubelet:
+    """The kubelet's device-manager side: Registration on ``<directory>/kubelet.sock``, then ListAndWatch."""
+
+    def __init__(self, directory: Path, follow: bool = True) -> None:
+        self.directory = directory
+        self.follow = follow
+        self.socket = directory / KUBELET_SOCKET
+        self.registrations: list[Registration] = []
+        self.refused: list[tuple[str, str]] = []
+        self.restarts = 0
+        self._server: Any = None
+        self._cond = threading.Condition()
+        self._clients: dict[str, PluginClient] = {}
+        self._watches: dict[str, DeviceWatch] = {}
+
+    def __enter__(self) -> FakeKubelet:
+        return self.start()
+
+    def __exit__(self, typ: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.stop()
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def start(self) -> FakeKubelet:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        server = grpc.server(futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="fake-kubelet"))
+        pb_grpc.add_RegistrationServicer_to_server(_RegistrationService(self), server)
+        if server.add_insecure_port(f"unix://{self.socket}") == 0:
+            raise OSError(f"cannot listen on {self.socket}")
+        server.start()
+        self._server = server
+        return self
+
+    def stop(self) -> None:
+        """Stop serving Registration and drop every plugin connection; files stay, as when a kubelet dies."""
+        with self._cond:
+            clients, self._clients, self._watches = self._clients, {}, {}
+        for client in clients.values():
+            client.close()
+        if self._server is not None:
+            self._server.stop(None).wait()
+            self._server = None
+
+    def restart(self) -> None:
+        """What a kubelet restart does: stop, remove every file in the directory, serve a new kubelet.sock."""
+        self.stop()
+        for path in self.directory.iterdir():
+            if path.is_file() or path.is_socket():
+                path.unlink()
+        self.restarts += 1
+        self.start()
+
+    # -- registration ------------------------------------------------------------------------
+
+    def check(self, request: pb.RegisterRequest) -> str:
+        """The kubelet's checks on a RegisterRequest; an empty string means accepted."""
+        if request.version != VERSION:
+            return f"Unsupported version: {request.version!r}; supported versions: {VERSION}"
+        if not _RESOURCE_NAME.match(request.resource_name):
+            return f"invalid extended resource name {request.resource_name!r}"
+        if "/" in request.endpoint or not (self.directory / request.endpoint).is_socket():
+            return f"endpoint {request.endpoint!r} is not a socket in {self.directory}"
+        return ""
+
+    def _accept(self, request: pb.RegisterRequest) -> None:
+        registration = Registration(
+            version=request.version,
+            endpoint=request.endpoint,
+            resource_name=request.resource_name,
+            pre_start_required=request.options.pre_start_required,
+            get_preferred_allocation_available=request.options.get_preferred_allocation_available,
+            at=time.monotonic(),
+        )
+        if self.follow:
+            client = PluginClient(self.directory / request.endpoint)
+            watch = client.watch()
+            with self._cond:
+                old = self._clients.pop(request.resource_name, None)
+                self._clients[request.resource_name] = client
+                self._watches[request.resource_name] = watch
+            if old is not None:
+                old.close()
+        with self._cond:
+            self.registrations.append(registration)
+            self._cond.notify_all()
+
+    def wait_for_registration(self, resource_name: str, count: int = 1, timeout: float = 10.0) -> Registration:
+        """Block until ``resource_name`` has registered ``count`` times in total; returns the latest."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                mine = [r for r in self.registrations if r.resource_name == resource_name]
+                if len(mine) >= count:
+                    return mine[-1]
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError(
+                        f"{resource_name} registered {len(mine)} time(s) within {timeout}s, expected {count}; "
+                        f"refused: {self.refused}"
+                    )
+                self._cond.wait(left)
+
+    # -- what the node advertises ------------------------------------------------------------
+
+    def watch(self, resource_name: str) -> DeviceWatch:
+        """The ListAndWatch stream this kubelet follows for ``resource_name`` (after its registration)."""
+        with self._cond:
+            return self._watches[resource_name]
+
+    def capacity(self, resource_name: str) -> tuple[int, int]:
+        """(devices, healthy devices) from the latest list the plugin sent; (0, 0) before any."""
+        with self._cond:
+            watch = self._watches.get(resource_name)
+        devices = watch.latest if watch is not None else []
+        return len(devices), sum(1 for d in devices if d.health == HEALTHY)
+
+    def client(self, resource_name: str) -> PluginClient:
+        with self._cond:
+            return self._clients[resource_name]
