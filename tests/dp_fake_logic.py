@@ -39,7 +39,8 @@ class FakeLogic:
                     AdvertisedDevice(m.uuid, (m.uuid, g.uuid), g.uuid, g.numa_node)
                 )
         for profile, devices in sorted(migs.items()):
-            resources.append(AdvertisedResource(f"nvidia.com/mig-{profile}", f"nvidia-mig-{profile}.sock", tuple(devices)))
+            name, sock = f"nvidia.com/mig-{profile}", f"nvidia-mig-{profile}.sock"
+            resources.append(AdvertisedResource(name, sock, tuple(devices)))
         self._resources = tuple(resources)
         self.calls: list[tuple[str, list[str]]] = []
 

@@ -96,7 +96,7 @@ def node(tmpdir_short: Path) -> Iterator[Node]:
 
 
 def health_of(devices: list, device_id: str) -> str:  # type: ignore[type-arg]
-    return next(d.health for d in devices if d.ID == device_id)
+    return next(d.health for d in devices if device_id == d.ID)
 
 
 def test_plugin_registers_and_the_kubelet_sees_eight_healthy_gpus_with_numa(node: Node) -> None:

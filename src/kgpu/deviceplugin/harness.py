@@ -127,7 +127,10 @@ class PluginClient:
         self._channel.close()
 
     def options(self) -> pb.DevicePluginOptions:
-        return self.stub.GetDevicePluginOptions(pb.Empty(), timeout=self.timeout, wait_for_ready=True)
+        options: pb.DevicePluginOptions = self.stub.GetDevicePluginOptions(
+            pb.Empty(), timeout=self.timeout, wait_for_ready=True
+        )
+        return options
 
     def watch(self) -> DeviceWatch:
         w = DeviceWatch(self.stub)
@@ -146,7 +149,8 @@ class PluginClient:
         request = pb.AllocateRequest()
         for ids in container_requests:
             request.container_requests.add(devices_ids=list(ids))
-        return self.stub.Allocate(request, timeout=self.timeout)
+        response: pb.AllocateResponse = self.stub.Allocate(request, timeout=self.timeout)
+        return response
 
     def preferred_allocation(
         self, available: Sequence[str], must_include: Sequence[str], size: int
@@ -159,14 +163,17 @@ class PluginClient:
         return list(response.container_responses[0].deviceIDs)
 
     def pre_start(self, ids: Sequence[str]) -> pb.PreStartContainerResponse:
-        return self.stub.PreStartContainer(pb.PreStartContainerRequest(devices_ids=list(ids)), timeout=self.timeout)
+        response: pb.PreStartContainerResponse = self.stub.PreStartContainer(
+            pb.PreStartContainerRequest(devices_ids=list(ids)), timeout=self.timeout
+        )
+        return response
 
 
 class _RegistrationService:
     def __init__(self, kubelet: FakeKubelet) -> None:
         self.kubelet = kubelet
 
-    def Register(self, request: pb.RegisterRequest, context: Any) -> pb.Empty:  # noqa: N802
+    def Register(self, request: pb.RegisterRequest, context: Any) -> pb.Empty:
         problem = self.kubelet.check(request)
         if problem:
             self.kubelet.refused.append((request.resource_name, problem))
