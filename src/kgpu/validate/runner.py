@@ -1,0 +1,286 @@
+"""Runs the steps in order and stops at the first broken link.
+
+Example::
+
+    results = validate(ValidateOptions(root=Path("/")), open_backend)
+    exit_code(results)  # 0 only when every step that ran passed
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from kgpu.errors import ConfigError, KgpuError
+from kgpu.validate import host
+from kgpu.validate.result import STEP_NAMES, STEPS, StepResult, failed, not_run, passed, skipped
+
+if TYPE_CHECKING:
+    from kgpu.gpu.backend import GPUBackend
+    from kgpu.gpu.model import Inventory
+    from kgpu.validate.cuda import CudaDevice
+
+IN_POD_STEPS = frozenset({"cuda"})
+
+
+def parse_skip(text: str | None) -> frozenset[str]:
+    """``--skip runtime,6`` → {"runtime", "device-plugin"}; names or step numbers."""
+    out: set[str] = set()
+    for raw in (text or "").split(","):
+        item = raw.strip().lower()
+        if not item:
+            continue
+        if item.isdigit() and 1 <= int(item) <= len(STEPS):
+            out.add(STEPS[int(item) - 1].name)
+        elif item in STEP_NAMES:
+            out.add(item)
+        else:
+            raise ConfigError(
+                f"--skip: unknown step {raw.strip()!r}; allowed: {', '.join(STEP_NAMES)} or 1-{len(STEPS)}"
+            )
+    return frozenset(out)
+
+
+def parse_duration(text: str) -> float:
+    """``120s``, ``2m``, ``90`` (seconds) → seconds."""
+    value = text.strip().lower()
+    scale = {"s": 1.0, "m": 60.0, "h": 3600.0}.get(value[-1:], 0.0)
+    number = value[:-1] if scale else value
+    try:
+        seconds = float(number) * (scale or 1.0)
+    except ValueError:
+        raise ConfigError(f"--timeout: {text!r} is not a duration; use e.g. 120s, 2m or 90") from None
+    if seconds <= 0:
+        raise ConfigError(f"--timeout: {text!r} must be positive")
+    return seconds
+
+
+@dataclass(frozen=True, slots=True)
+class ValidateOptions:
+    root: Path = Path("/")
+    skip: frozenset[str] = frozenset()
+    gpu: int | None = None
+    pod: bool = False
+    in_pod: bool = False
+    kubeconfig: Path | None = None
+    timeout_s: float = 120.0
+    driver_root: Path | None = None
+    cuda_library: Path | None = None
+    node: str | None = None
+    image: str = "kgpu:0.1.0"
+    namespace: str = "default"
+    runtime_class: str | None = None
+    simulated: bool = False
+    """The GPU backend is a fixture: there is no GPU to run CUDA on."""
+    env: dict[str, str] = field(default_factory=lambda: dict(os.environ))
+
+    @property
+    def api_access(self) -> bool:
+        return self.kubeconfig is not None or "KUBERNETES_SERVICE_HOST" in self.env
+
+    @property
+    def node_name(self) -> str:
+        return self.node or self.env.get("NODE_NAME") or socket.gethostname()
+
+
+class _Run:
+    """One validation run: the steps share what earlier ones learned (the inventory)."""
+
+    def __init__(self, opts: ValidateOptions, open_backend: Callable[[], GPUBackend]) -> None:
+        self.opts = opts
+        self.open_backend = open_backend
+        self.inventory: Inventory | None = None
+        self.backend_name = ""
+
+    def driver(self) -> StepResult:
+        return host.judge_driver(host.read_driver_facts(self.opts.root))
+
+    def nvml(self) -> StepResult:
+        from kgpu.gpu.backend import BackendError
+
+        try:
+            backend = self.open_backend()
+        except KgpuError as exc:
+            return failed(
+                "nvml",
+                str(exc),
+                "install the driver's user-space libraries (libnvidia-ml.so.1) or "
+                "point --driver-root at them",
+            )
+        try:
+            inventory = backend.inventory()
+            self.backend_name = backend.name
+            unhealthy = [g for g in inventory.gpus if not backend.probe(g.uuid)]
+        except BackendError as exc:
+            return failed(
+                "nvml", str(exc), "run `nvidia-smi`; a GPU that does not answer needs a reset or a reboot"
+            )
+        finally:
+            backend.close()
+        if not inventory.gpus:
+            return failed(
+                "nvml",
+                f"{backend.name}: NVML answers but sees no GPU",
+                "check `lspci -d 10de:` and `dmesg | grep -i nvrm` for GPUs the driver did not claim",
+            )
+        if unhealthy:
+            names = ", ".join(f"GPU {g.index} {g.uuid}" for g in unhealthy)
+            return failed(
+                "nvml",
+                f"{names} does not answer (fallen off the bus or lost)",
+                "see `nvidia-smi -q` and `dmesg` for XID 79/48; the GPU needs a reset or the node a reboot",
+            )
+        if backend.name == "nvml":
+            kernel = host.kernel_driver_version(host.read_driver_facts(self.opts.root).version_text)
+            if kernel and kernel != inventory.driver_version:
+                return failed(
+                    "nvml",
+                    f"kernel module is {kernel} but libnvidia-ml is {inventory.driver_version}",
+                    "driver/library version mismatch: reboot, or unload and reload the nvidia modules",
+                )
+        self.inventory = inventory
+        gpus = "; ".join(f"{g.index}: {g.name} {g.uuid}" for g in inventory.gpus)
+        return passed(
+            "nvml",
+            f"{len(inventory.gpus)} GPU(s) via {backend.name}, driver {inventory.driver_version}, "
+            f"CUDA {inventory.cuda_driver_version}, all answer: {gpus}",
+        )
+
+    def device_nodes(self) -> StepResult:
+        if self.inventory is not None:
+            gpus = [g for g in self.inventory.gpus if self.opts.gpu is None or g.index == self.opts.gpu]
+            minors = [g.minor for g in gpus]
+        else:
+            minors = sorted(
+                int(p.name[6:]) for p in (self.opts.root / "dev").glob("nvidia[0-9]*") if p.name[6:].isdigit()
+            )
+        paths = host.required_device_nodes(minors)
+        return host.judge_device_nodes([host.read_device_node(self.opts.root, p) for p in paths])
+
+    def cuda(self) -> StepResult:
+        from kgpu.validate.cuda import CudaDriver, CudaLibraryError, run_vector_add
+
+        if self.opts.simulated or self.backend_name == "simulated":
+            return skipped("cuda", "no real GPU (simulated backend): the CUDA kernel was not run")
+        try:
+            driver = CudaDriver.load(self.opts.cuda_library, self.opts.driver_root)
+        except CudaLibraryError as exc:
+            return failed(
+                "cuda",
+                str(exc),
+                "install the driver's libcuda.so.1 (in a container: run it with the "
+                "NVIDIA runtime and NVIDIA_DRIVER_CAPABILITIES=compute,utility), or pass --driver-root DIR",
+            )
+        try:
+            devices = driver.devices()
+        except KgpuError as exc:
+            return failed(
+                "cuda",
+                f"{driver.path}: {exc}",
+                "CUDA cannot see a GPU: check CUDA_VISIBLE_DEVICES, "
+                "/dev/nvidia-uvm, and that the driver and libcuda versions match",
+            )
+        if self.opts.gpu is not None:
+            devices = self._select(devices, self.opts.gpu)
+            if not devices:
+                return failed(
+                    "cuda",
+                    f"--gpu {self.opts.gpu}: no such GPU visible to CUDA",
+                    "use an index from `kgpu gpus` (nvidia-smi's numbering)",
+                )
+        if not devices:
+            return failed(
+                "cuda",
+                f"{driver.path}: CUDA sees no device",
+                "check CUDA_VISIBLE_DEVICES and the device nodes",
+            )
+        results = [run_vector_add(driver, d) for d in devices]
+        lines = [r.line for r in results]
+        detail = (
+            f"libcuda {driver.path}, CUDA {driver.version // 1000}.{driver.version % 1000 // 10}; "
+            + "; ".join(lines)
+        )
+        if all(r.passed for r in results):
+            return passed("cuda", detail)
+        return failed(
+            "cuda",
+            detail,
+            "a kernel failed or computed wrong results on a GPU that NVML calls healthy: "
+            "check `dmesg` for XIDs, then reset the GPU or drain the node",
+        )
+
+    def _select(self, devices: list[CudaDevice], index: int) -> list[CudaDevice]:
+        """``--gpu N`` is nvidia-smi's index when NVML ran (matched by UUID), else the CUDA ordinal."""
+        if self.inventory is not None:
+            gpu = self.inventory.by_index(index)
+            return [d for d in devices if gpu is not None and d.uuid == gpu.uuid]
+        return [d for d in devices if d.ordinal == index]
+
+    def runtime(self) -> StepResult:
+        return host.judge_runtime(host.read_runtime_facts(self.opts.root))
+
+    def device_plugin(self) -> StepResult:
+        facts = host.read_plugin_facts(self.opts.root)
+        if not facts.kubelet_socket or not facts.plugin_sockets:
+            return host.judge_plugin(facts, None, "")
+        if not self.opts.api_access:
+            return host.judge_plugin(
+                facts, None, "allocatable not checked (no API access; pass --kubeconfig)"
+            )
+        try:
+            from kgpu.validate.kube import node_allocatable, open_client
+
+            allocatable = node_allocatable(open_client(self.opts.kubeconfig), self.opts.node_name)
+        except Exception as exc:  # any API or config failure is this step's finding, not a crash
+            return failed(
+                "device-plugin",
+                f"reading node {self.opts.node_name}: {exc}",
+                "pass --node NAME (or set NODE_NAME) and check --kubeconfig / RBAC get on nodes",
+            )
+        return host.judge_plugin(facts, allocatable, "")
+
+    def pod(self) -> StepResult:
+        from kgpu.validate.kube import PodSpec, judge_pod, open_client, run_pod
+
+        spec = PodSpec(self.opts.image, self.opts.namespace, self.opts.node, self.opts.runtime_class)
+        try:
+            client = open_client(self.opts.kubeconfig, self.opts.namespace)
+        except Exception as exc:  # lightkube raises ConfigError and OSError for a missing/broken kubeconfig
+            return failed(
+                "pod",
+                f"no Kubernetes API access: {exc}",
+                "pass --kubeconfig PATH, or run inside the cluster with a ServiceAccount",
+            )
+        return judge_pod(run_pod(client, spec, self.opts.timeout_s), self.opts.timeout_s)
+
+
+def validate(
+    opts: ValidateOptions,
+    open_backend: Callable[[], GPUBackend],
+    on_result: Callable[[StepResult], None] | None = None,
+) -> list[StepResult]:
+    """Every step's result, in order; after the first failure the rest are ``not-run``."""
+    run = _Run(opts, open_backend)
+    results: list[StepResult] = []
+    broken: StepResult | None = None
+    for step in STEPS:
+        if opts.in_pod and step.name not in IN_POD_STEPS:
+            result = skipped(step.name, "--in-pod runs only the CUDA step")
+        elif broken is not None:
+            result = not_run(step.name, f"step {broken.step} ({broken.name}) failed")
+        elif step.name in opts.skip:
+            result = skipped(step.name, "--skip")
+        elif step.name == "pod" and not opts.pod:
+            result = skipped(step.name, "pass --pod to run a GPU pod through the cluster")
+        else:
+            result = getattr(run, step.name.replace("-", "_"))()
+            if not result.ok:
+                broken = result
+        results.append(result)
+        if on_result is not None:
+            on_result(result)
+    return results
