@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -101,7 +102,7 @@ def test_unparseable_config_is_refused_with_line_and_column_and_left_untouched(t
         plan_configure(ConfigureRequest(runtime="containerd"), root)
 
     result = subprocess.run(
-        [shutil.which("kgpu") or "kgpu", "runtime", "configure", "--root", str(root)],
+        [sys.executable, "-m", "kgpu", "runtime", "configure", "--root", str(root)],
         capture_output=True, text=True, check=False,
     )
     assert result.returncode == 2
