@@ -1,0 +1,285 @@
+"""Supervising MPS control daemons with a fake nvidia-cuda-mps-control that can crash, fail and hang."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from kgpu.gpu.backend import open_backend
+from kgpu.sharing import MpsPaths, build_layout, parse_mps_section
+from kgpu.sharing.daemon import (
+    ControlClient,
+    GpuDaemon,
+    Supervisor,
+    backoff_seconds,
+    driver_env,
+    pid_alive,
+    spec_for,
+)
+from kgpu.sharing.status import DaemonState, MpsHealthWatcher, judge, read_status
+
+FAKE = Path(__file__).parent / "fakes" / "nvidia-cuda-mps-control"
+UUID0 = "GPU-04af0a9b-6df0-595a-bd74-7498840294e2"
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"condition not met within {timeout} s")
+
+
+@pytest.fixture
+def paths(tmp_path: Path) -> Iterator[MpsPaths]:
+    mps = MpsPaths(tmp_path / "mps")
+    yield mps
+    # Never leave a fake daemon running, whatever the test did.
+    for pid_file in mps.root.glob("*/pipe/nvidia-cuda-mps-control.pid"):
+        try:
+            os.kill(int(pid_file.read_text()), signal.SIGKILL)
+        except (ProcessLookupError, ValueError):
+            pass
+
+
+def daemons_for(paths: MpsPaths, gpus: list[int], **kwargs: float) -> list[GpuDaemon]:
+    backend = open_backend(simulate="h100x8")
+    inventory = backend.inventory()
+    backend.close()
+    mps = {"slices": [
+        {"name": "gpu-20gb", "memory": "20Gi", "computePercent": 50, "count": 1, "devices": gpus},
+        {"name": "gpu-10gb", "memory": "10Gi", "computePercent": 25, "count": 2, "devices": gpus},
+    ]}
+    layout = build_layout(inventory, parse_mps_section(mps, "config.yaml"))
+    timeout = kwargs.pop("timeout", 2.0)
+    return [
+        GpuDaemon(spec, client=ControlClient(spec, timeout=timeout), **kwargs)
+        for spec in (spec_for(g, paths, FAKE, driver_env(FAKE, Path("/opt/driver/lib64"))) for g in layout.gpus)
+    ]
+
+
+def fake_pid(paths: MpsPaths, uuid: str = UUID0) -> int:
+    return int(paths.pid_file(uuid).read_text())
+
+
+def test_backoff_doubles_and_is_capped() -> None:
+    assert [backoff_seconds(n) for n in range(0, 8)] == [0, 1, 2, 4, 8, 16, 30, 30]
+
+
+def test_a_daemon_starts_per_gpu_with_its_own_pipe_and_the_largest_slice_as_default_limits(paths: MpsPaths) -> None:
+    # Given GPU 0 shared as one 20 GiB/50 % and two 10 GiB/25 % slices
+    (daemon,) = daemons_for(paths, [0])
+    # When the supervisor checks once
+    Supervisor([daemon], paths).check_all()
+    # Then the daemon runs with the GPU's UUID as its only visible device and its own directories
+    assert daemon.state is DaemonState.RUNNING and pid_alive(fake_pid(paths))
+    env = json.loads((paths.log_dir(UUID0) / "env.json").read_text())
+    assert env["CUDA_VISIBLE_DEVICES"] == UUID0
+    assert env["CUDA_MPS_PIPE_DIRECTORY"] == str(paths.pipe_dir(UUID0))
+    assert env["CUDA_MPS_LOG_DIRECTORY"] == str(paths.log_dir(UUID0))
+    assert str(FAKE.parent) in env["PATH"].split(os.pathsep)
+    assert env["LD_LIBRARY_PATH"].split(os.pathsep)[0] == "/opt/driver/lib64"
+    # And the defaults are the largest slice's
+    control_log = (paths.log_dir(UUID0) / "control.log").read_text()
+    assert "set_default_device_pinned_mem_limit 0 20480M" in control_log
+    assert "set_default_active_thread_percentage 50" in control_log
+    # And the device plugin side sees a healthy daemon; the node is ready
+    status = read_status(paths, UUID0)
+    assert not isinstance(status, str) and status.state is DaemonState.RUNNING and status.pid == fake_pid(paths)
+    assert judge(status, time.time()) == (True, "MPS daemon running")
+    assert paths.ready_file.exists()
+    Supervisor([daemon], paths).stop_all()
+
+
+def test_a_crashed_daemon_makes_slices_unhealthy_then_is_restarted_and_healthy_again(paths: MpsPaths) -> None:
+    # Given the supervisor running in the background and the device plugin's watcher
+    (daemon,) = daemons_for(paths, [0])
+    stop = threading.Event()
+    supervisor = Supervisor([daemon], paths, interval=0.05)
+    thread = threading.Thread(target=supervisor.run, args=(stop,))
+    thread.start()
+    watcher = MpsHealthWatcher(paths, [UUID0], interval=0.01)
+    seen: list[bool] = []
+
+    def observed(tail: list[bool]) -> Callable[[], bool]:
+        def check() -> bool:
+            seen.extend(c.healthy for c in watcher.check())
+            return seen[-len(tail):] == tail
+        return check
+
+    try:
+        wait_for(observed([True]))
+        assert seen in ([True], [False, True])  # unhealthy until the first status file is written
+        seen.clear()
+        first = fake_pid(paths)
+        # When the daemon is killed
+        os.kill(first, signal.SIGKILL)
+        # Then its slices go Unhealthy, and come back Healthy once a new daemon answers
+        wait_for(observed([False, True]))
+        assert seen == [False, True]
+        assert fake_pid(paths) != first and daemon.restarts == 1
+        status = read_status(paths, UUID0)
+        assert not isinstance(status, str) and status.restarts == 1
+    finally:
+        stop.set()
+        thread.join(10)
+    # And on stop the daemon was told to quit
+    assert not paths.pid_file(UUID0).exists()
+    assert "quit" in (paths.log_dir(UUID0) / "control.log").read_text()
+    stopped = read_status(paths, UUID0)
+    assert not isinstance(stopped, str) and stopped.state is DaemonState.STOPPED
+    assert not paths.ready_file.exists()
+
+
+def test_a_daemon_that_dies_leaving_its_pid_file_and_socket_is_detected_and_replaced(paths: MpsPaths) -> None:
+    (daemon,) = daemons_for(paths, [0])
+    supervisor = Supervisor([daemon], paths)
+    supervisor.check_all()
+    first = fake_pid(paths)
+    daemon.client.send("fake_crash")  # the fake exits at once, as if it crashed
+    wait_for(lambda: not pid_alive(first))
+    assert paths.pid_file(UUID0).exists()  # stale
+    supervisor.check_all()  # notices: down
+    assert daemon.state is DaemonState.DOWN and "exited" in daemon.detail
+    supervisor.check_all()  # restarts (the first failure has no backoff)
+    assert daemon.state is DaemonState.RUNNING and fake_pid(paths) != first
+    assert daemon.restarts == 1
+    supervisor.stop_all()
+
+
+def test_a_failing_start_is_retried_with_backoff_and_reported(paths: MpsPaths) -> None:
+    (daemon,) = daemons_for(paths, [0], backoff_base=0.2)
+    marker = paths.gpu_dir(UUID0) / "fail-start"
+    marker.parent.mkdir(parents=True)
+    marker.touch()
+    supervisor = Supervisor([daemon], paths)
+    supervisor.check_all()
+    assert daemon.state is DaemonState.DOWN
+    status = read_status(paths, UUID0)
+    assert not isinstance(status, str)
+    assert "already running" in status.detail and "retrying in 0.2 s" in status.detail
+    assert judge(status, time.time())[0] is False
+    # Not retried before the backoff is over
+    marker.unlink()
+    supervisor.check_all()
+    assert daemon.state is DaemonState.DOWN
+    time.sleep(0.25)
+    supervisor.check_all()
+    assert daemon.state is DaemonState.RUNNING
+    supervisor.stop_all()
+
+
+def test_a_daemon_that_never_answers_is_down_and_killed_before_the_next_try(paths: MpsPaths) -> None:
+    (daemon,) = daemons_for(paths, [0], timeout=0.3, start_timeout=0.6, backoff_base=0.01)
+    marker = paths.gpu_dir(UUID0) / "hang-start"
+    marker.parent.mkdir(parents=True)
+    marker.touch()
+    supervisor = Supervisor([daemon], paths)
+    supervisor.check_all()
+    assert daemon.state is DaemonState.DOWN and "did not answer" in daemon.detail
+    hung = fake_pid(paths)
+    marker.unlink()
+    time.sleep(0.05)
+    supervisor.check_all()  # quits (times out), signals the hung daemon, starts a fresh one
+    assert not pid_alive(hung)
+    assert daemon.state is DaemonState.RUNNING and fake_pid(paths) != hung
+    supervisor.stop_all()
+
+
+def test_a_daemon_left_from_an_earlier_run_is_replaced_so_new_limits_apply(paths: MpsPaths) -> None:
+    (daemon,) = daemons_for(paths, [0])
+    daemon.spec.pipe_dir.mkdir(parents=True)
+    daemon.spec.log_dir.mkdir(parents=True)
+    daemon.client.start()
+    leftover = fake_pid(paths)
+    supervisor = Supervisor([daemon], paths)
+    supervisor.check_all()
+    assert not pid_alive(leftover) and fake_pid(paths) != leftover
+    supervisor.stop_all()
+
+
+def test_a_crash_on_one_gpu_leaves_the_other_gpus_daemon_alone(paths: MpsPaths) -> None:
+    daemons = daemons_for(paths, [0, 1])
+    supervisor = Supervisor(daemons, paths)
+    supervisor.check_all()
+    other = daemons[1].spec.uuid
+    other_pid = fake_pid(paths, other)
+    os.kill(fake_pid(paths), signal.SIGKILL)
+    wait_for(lambda: not pid_alive(daemons[0].pid or 0))
+    supervisor.check_all()
+    assert [d.state for d in daemons] == [DaemonState.DOWN, DaemonState.RUNNING]
+    supervisor.check_all()
+    assert daemons[0].restarts == 1 and daemons[1].restarts == 0
+    assert fake_pid(paths, other) == other_pid
+    supervisor.stop_all()
+
+
+def test_a_stale_status_file_means_unhealthy(paths: MpsPaths) -> None:
+    (daemon,) = daemons_for(paths, [0])
+    supervisor = Supervisor([daemon], paths)
+    supervisor.check_all()
+    status = read_status(paths, UUID0)
+    assert not isinstance(status, str)
+    healthy, reason = judge(status, status.updated + 60)
+    assert not healthy and "60 s old" in reason
+    assert judge(read_status(paths, "GPU-00000000-0000-0000-0000-000000000000"), time.time())[1].startswith(
+        "no MPS daemon status at"
+    )
+    supervisor.stop_all()
+
+
+def test_kgpu_mps_daemon_runs_until_sigterm_and_stops_its_daemons(paths: MpsPaths, tmp_path: Path) -> None:
+    # Given a config that shares GPUs 0 and 1 of the simulated H100 node
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        "version: v1\nsharing:\n  mps:\n    resources:\n    - name: nvidia.com/gpu\n      replicas: 4\n"
+        "      devices: [0, 1]\n"
+    )
+    env = {**os.environ, "KGPU_LOG_LEVEL": "info"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "kgpu", "--simulate", "h100x8", "mps-daemon", "--config-file", str(config),
+         "--mps-root", str(paths.root), "--control-binary", str(FAKE), "--interval", "0.1"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )
+    try:
+        wait_for(paths.ready_file.exists, timeout=15)
+        layout = json.loads(paths.layout_file.read_text())
+        assert [len(g["slices"]) for g in layout["gpus"]] == [4, 4]
+        pids = [int(f.read_text()) for f in sorted(paths.root.glob("*/pipe/nvidia-cuda-mps-control.pid"))]
+        assert len(pids) == 2 and all(pid_alive(p) for p in pids)
+        control_log = (paths.log_dir(UUID0) / "control.log").read_text()
+        assert "set_default_device_pinned_mem_limit 0 20389M" in control_log
+        assert "set_default_active_thread_percentage 25" in control_log
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=15)
+    assert proc.returncode == 0, err
+    assert not any(pid_alive(p) for p in pids)
+    assert not paths.ready_file.exists()
+    assert '"msg": "MPS daemon running"' in err
+
+
+def test_kgpu_mps_daemon_refuses_an_oversubscribed_layout(tmp_path: Path) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        "version: v1\nsharing:\n  mps:\n    slices:\n"
+        "    - {name: gpu-20gb, memory: 20Gi, computePercent: 25, count: 4, devices: [0]}\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "kgpu", "--simulate", "h100x8", "mps-daemon", "--config-file", str(config),
+         "--mps-root", str(tmp_path / "mps"), "--control-binary", str(FAKE)],
+        capture_output=True, text=True, timeout=30,
+    )
+    assert done.returncode == 2
+    assert "4×20480 = 81920 MiB > 81559 MiB" in done.stderr
+    assert not (tmp_path / "mps").exists()
