@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from kgpu.deviceplugin.health import APPLICATION_XIDS, HealthTracker, XidPolicy, recover_due
+from kgpu.deviceplugin.health import APPLICATION_XIDS, HealthTracker, XidPolicy, parse_duration, recover_due
 from kgpu.errors import ConfigError
 from kgpu.gpu.health import HealthEvent, HealthEventKind
 
@@ -145,3 +145,48 @@ def test_recovery_never_clears_another_sources_verdict() -> None:
     clock.now += 5
     assert recover_due(tracker, lambda u: True) == []
     assert not tracker.device_health([GPU])[0]
+
+
+class _Health:
+    def __init__(self, **kw: object) -> None:
+        self.disabled = kw.get("disabled", False)
+        self.event_types = kw.get("event_types", ())
+        self.ignored_xids = kw.get("ignored_xids", ())
+        self.critical_xids = kw.get("critical_xids")
+
+
+def test_config_health_block_replaces_the_default_ignore_list() -> None:
+    policy = XidPolicy.from_environ({}, _Health(ignored_xids=(13,), critical_xids="all"))  # type: ignore[arg-type]
+    assert not policy.xid_is_fatal(13)
+    assert policy.xid_is_fatal(31)  # no longer ignored: the file's list replaced NVIDIA's default
+
+
+def test_config_critical_list_makes_only_those_xids_fatal_and_env_still_adds_ignores() -> None:
+    health = _Health(critical_xids=(48, 79))
+    policy = XidPolicy.from_environ({"DP_DISABLE_HEALTHCHECKS": "79"}, health)  # type: ignore[arg-type]
+    assert policy.xid_is_fatal(48)
+    assert not policy.xid_is_fatal(79) and not policy.xid_is_fatal(94)
+
+
+def test_config_event_types_without_double_bit_ecc_ignore_ecc() -> None:
+    policy = XidPolicy.from_environ({}, _Health(event_types=("EventTypeXidCriticalError",)))  # type: ignore[arg-type]
+    assert not policy.is_fatal(HealthEvent(GPU, HealthEventKind.ECC))
+    assert policy.is_fatal(xid(79))
+
+
+def test_env_disable_all_wins_over_a_config_that_enables_checks() -> None:
+    policy = XidPolicy.from_environ({"DP_DISABLE_HEALTHCHECKS": "all"}, _Health(disabled=False))  # type: ignore[arg-type]
+    assert not policy.monitoring
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("300", 300), ("90s", 90), ("5m", 300), ("1h30m", 5400), ("250ms", 0.25)]
+)
+def test_recovery_window_durations(text: str, seconds: float) -> None:
+    assert parse_duration(text, "--health-recovery-window") == seconds
+
+
+@pytest.mark.parametrize("text", ["", "5 minutes", "m5", "5x"])
+def test_a_bad_duration_names_the_flag_and_the_accepted_forms(text: str) -> None:
+    with pytest.raises(ConfigError, match=r"--health-recovery-window=.* is not a duration; use seconds"):
+        parse_duration(text, "--health-recovery-window")

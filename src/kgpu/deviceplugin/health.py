@@ -7,7 +7,8 @@ Two ideas:
   healthy; ``DP_DISABLE_HEALTHCHECKS`` (``all``, ``xids`` or a comma list of XIDs) ignores more;
   ``DP_ENABLE_HEALTHCHECKS`` (a comma list, or ``all``) makes listed XIDs fatal again, even ones
   disabled above. Double-bit ECC errors and a GPU that fell off the bus are fatal unless health
-  checks are disabled entirely.
+  checks are disabled entirely. The config file's ``health`` block (NVIDIA's newer format:
+  ``disabled``, ``eventTypes``, ``ignoredXIDs``, ``criticalXIDs``) replaces the default ignore list.
 * :class:`HealthTracker` holds, per UUID and per *source*, whether that source considers the device
   healthy. A device is healthy when no source objects. The ``gpu`` source is fed from the backend's
   health stream; other components (e.g. MPS daemon supervision) call
@@ -27,10 +28,12 @@ Example::
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from typing import Literal, Protocol
 
 from kgpu.errors import ConfigError
 from kgpu.gpu.health import HealthEvent, HealthEventKind
@@ -39,10 +42,22 @@ APPLICATION_XIDS: tuple[int, ...] = (13, 31, 43, 45, 68, 109)
 """XIDs caused by the application, not the GPU (NVIDIA's plugin ignores the same list)."""
 ENV_DISABLE = "DP_DISABLE_HEALTHCHECKS"
 ENV_ENABLE = "DP_ENABLE_HEALTHCHECKS"
+EVENT_XID = "EventTypeXidCriticalError"
+EVENT_DBE = "EventTypeDoubleBitEccError"
 GPU_SOURCE = "gpu"
 """The source name for the backend's health stream (XID, ECC, lost, recovered)."""
 
 HealthListener = Callable[["HealthChange"], None]
+
+
+class HealthSettings(Protocol):
+    """The ``health`` block of NVIDIA's config file (``kgpu.deviceplugin.config.Health`` has this shape)."""
+
+    disabled: bool
+    event_types: tuple[str, ...]
+    """NVML event types to watch: EventTypeXidCriticalError, EventTypeDoubleBitEccError, ...; empty = all."""
+    ignored_xids: tuple[int, ...]
+    critical_xids: Literal["all"] | tuple[int, ...] | None
 
 
 def _parse_xids(environ: Mapping[str, str], name: str) -> tuple[bool, frozenset[int]]:
@@ -65,24 +80,45 @@ def _parse_xids(environ: Mapping[str, str], name: str) -> tuple[bool, frozenset[
 
 @dataclass(frozen=True, slots=True)
 class XidPolicy:
-    """Which health events are fatal. The default policy ignores only application XIDs."""
+    """Which health events are fatal. The default policy ignores only the application XIDs."""
 
     disabled_all: bool = False
+    """Health checks off (``DP_DISABLE_HEALTHCHECKS=all`` or ``health.disabled``)."""
     enabled_all: bool = False
-    disabled: frozenset[int] = frozenset(APPLICATION_XIDS)
-    """Explicitly disabled XIDs plus the application XIDs."""
+    """``DP_ENABLE_HEALTHCHECKS=all``: every XID is fatal, application ones included."""
+    ignored: frozenset[int] = frozenset(APPLICATION_XIDS)
     enabled: frozenset[int] = frozenset()
+    """XIDs made fatal by ``DP_ENABLE_HEALTHCHECKS``, whatever else says."""
+    critical: frozenset[int] | None = None
+    """Only these XIDs are fatal (``health.criticalXIDs`` as a list); None means every XID not ignored."""
+    xid_events: bool = True
+    ecc_events: bool = True
+    """Whether double-bit ECC errors count (``health.eventTypes``)."""
 
     @classmethod
-    def from_environ(cls, environ: Mapping[str, str]) -> XidPolicy:
-        """Read ``DP_DISABLE_HEALTHCHECKS`` / ``DP_ENABLE_HEALTHCHECKS``; ConfigError on a malformed value."""
+    def from_environ(cls, environ: Mapping[str, str], health: HealthSettings | None = None) -> XidPolicy:
+        """NVIDIA's rules: the config file's ``health`` block, then ``DP_DISABLE_HEALTHCHECKS`` and
+        ``DP_ENABLE_HEALTHCHECKS`` on top. ConfigError on a malformed variable."""
         disabled_all, disabled = _parse_xids(environ, ENV_DISABLE)
         enabled_all, enabled = _parse_xids(environ, ENV_ENABLE)
+        if health is None:
+            return cls(
+                disabled_all=disabled_all,
+                enabled_all=enabled_all,
+                ignored=disabled | frozenset(APPLICATION_XIDS),
+                enabled=enabled,
+            )
+        types = set(health.event_types) or {EVENT_XID, EVENT_DBE}
+        critical_xids = health.critical_xids
+        critical = None if critical_xids is None or critical_xids == "all" else frozenset(critical_xids)
         return cls(
-            disabled_all=disabled_all,
+            disabled_all=disabled_all or health.disabled,
             enabled_all=enabled_all,
-            disabled=disabled | frozenset(APPLICATION_XIDS),
+            ignored=disabled | frozenset(health.ignored_xids),
             enabled=enabled,
+            critical=critical,
+            xid_events=EVENT_XID in types,
+            ecc_events=EVENT_DBE in types,
         )
 
     @property
@@ -93,28 +129,33 @@ class XidPolicy:
     def xid_is_fatal(self, xid: int) -> bool:
         if self.enabled_all or xid in self.enabled:
             return True
-        if xid in self.disabled:
+        if self.disabled_all or not self.xid_events or xid in self.ignored:
             return False
-        return not self.disabled_all
+        return self.critical is None or xid in self.critical
 
     def is_fatal(self, event: HealthEvent) -> bool:
         """Whether ``event`` marks its device unhealthy (``recovered`` never does)."""
         match event.kind:
             case HealthEventKind.XID:
                 return event.xid is not None and self.xid_is_fatal(event.xid)
-            case HealthEventKind.ECC | HealthEventKind.LOST:
+            case HealthEventKind.ECC:
+                return self.ecc_events and (not self.disabled_all or self.enabled_all)
+            case HealthEventKind.LOST:
                 return not self.disabled_all or self.enabled_all
         return False
 
     def describe(self) -> str:
         if not self.monitoring:
-            return f"health checks disabled ({ENV_DISABLE}=all)"
+            return "health checks disabled"
         if self.enabled_all:
             return "every XID is fatal"
-        ignored = sorted(self.disabled - self.enabled)
-        text = "all XIDs ignored except " + ",".join(map(str, sorted(self.enabled))) if self.disabled_all else (
-            "ignoring XIDs " + ",".join(map(str, ignored))
-        )
+        if self.disabled_all:
+            return "all XIDs ignored except " + ",".join(map(str, sorted(self.enabled)))
+        text = "ignoring XIDs " + ",".join(map(str, sorted(self.ignored - self.enabled)))
+        if self.critical is not None:
+            text += "; fatal XIDs only " + ",".join(map(str, sorted(self.critical | self.enabled)))
+        if not self.ecc_events:
+            text += "; ECC errors ignored"
         return text
 
 
@@ -290,3 +331,20 @@ def recover_due(tracker: HealthTracker, probe: Callable[[str], bool]) -> list[He
             window = tracker.recovery_window
             changes += tracker.recover(uuid, f"GPU answers and no fatal event for {window:g}s")
     return changes
+
+
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
+
+
+def parse_duration(text: str, where: str) -> float:
+    """Seconds from ``90``, ``90s``, ``5m``, ``1h30m`` or ``250ms``; ConfigError naming ``where`` otherwise."""
+    value = text.strip()
+    if re.fullmatch(r"\d+(\.\d+)?", value):
+        return float(value)
+    parts = _DURATION.findall(value)
+    if not value or "".join(n + u for n, u in parts) != value:
+        raise ConfigError(
+            f"{where}={text!r} is not a duration; use seconds or a number with a unit: 90, 90s, 5m, 1h30m, 250ms"
+        )
+    return sum(float(n) * _DURATION_UNITS[u] for n, u in parts)
