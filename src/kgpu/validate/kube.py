@@ -167,13 +167,8 @@ def run_pod(
 
     try:
         created = client.create(codecs.from_dict(build_pod_manifest(spec)))
-    except ApiError as exc:
-        return PodOutcome(
-            "kgpu-validate-…",
-            "",
-            error=f"creating the validation pod in {spec.namespace} failed: "
-            f"{exc.status.code} {exc.status.message}",
-        )
+    except Exception as exc:  # ApiError, or the HTTP client's transport errors (refused, TLS, DNS)
+        return PodOutcome("", "", error=f"creating the validation pod in {spec.namespace} failed: {_api_error(exc)}")
     name = str(created.metadata.name) if created.metadata is not None else ""
     deadline = clock() + timeout_s
     pod: dict[str, Any] = {}
@@ -185,18 +180,23 @@ def run_pod(
                 try:
                     log = "".join(client.log(name, namespace=spec.namespace))
                 except ApiError as exc:
-                    log = f"(log unavailable: {exc.status.message})"
+                    log = f"(log unavailable: {_api_error(exc)})"
                 return PodOutcome(name, phase, _exit_code(pod), log)
             if clock() >= deadline:
                 return PodOutcome(name, phase, waiting=_waiting_reason(pod), timed_out=True)
             time.sleep(poll_s)
-    except ApiError as exc:
-        return PodOutcome(
-            name, "", error=f"watching pod {name} failed: {exc.status.code} {exc.status.message}"
-        )
+    except Exception as exc:  # as above: the API server went away or refused us mid-way
+        return PodOutcome(name, "", error=f"watching pod {name} failed: {_api_error(exc)}")
     finally:
-        with contextlib.suppress(ApiError):
+        with contextlib.suppress(Exception):
             client.delete(Pod, name, namespace=spec.namespace)
+
+
+def _api_error(exc: Exception) -> str:
+    status = getattr(exc, "status", None)
+    if status is not None and getattr(status, "code", None) is not None:
+        return f"{status.code} {status.message}"
+    return f"{type(exc).__name__}: {exc}"
 
 
 def node_allocatable(client: Client, node: str) -> str:
