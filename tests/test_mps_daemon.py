@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -46,10 +47,8 @@ def paths(tmp_path: Path) -> Iterator[MpsPaths]:
     yield mps
     # Never leave a fake daemon running, whatever the test did.
     for pid_file in mps.root.glob("*/pipe/nvidia-cuda-mps-control.pid"):
-        try:
+        with contextlib.suppress(ProcessLookupError, ValueError):
             os.kill(int(pid_file.read_text()), signal.SIGKILL)
-        except (ProcessLookupError, ValueError):
-            pass
 
 
 def daemons_for(paths: MpsPaths, gpus: list[int], **kwargs: float) -> list[GpuDaemon]:
