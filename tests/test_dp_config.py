@@ -1,0 +1,324 @@
+"""The device plugin's config: NVIDIA's v1 file, flags and env vars, precedence, and errors an admin can act on."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from kgpu.deviceplugin.config import (
+    FLAG_NAMES,
+    PLUGIN_FLAGS,
+    PluginConfig,
+    ReplicatedDevices,
+    parse_config_text,
+    resolve_config,
+)
+from kgpu.errors import ConfigError
+
+NVIDIA_EXAMPLE = """\
+version: v1
+flags:
+  migStrategy: "mixed"
+  failOnInitError: true
+  nvidiaDriverRoot: "/run/nvidia/driver"
+  gdsEnabled: false
+  mofedEnabled: false
+  plugin:
+    passDeviceSpecs: true
+    deviceListStrategy: ["envvar", "cdi-annotations"]
+    deviceIDStrategy: "index"
+    cdiAnnotationPrefix: "cdi.k8s.io/"
+    nvidiaCTKPath: "/usr/bin/nvidia-ctk"
+    containerDriverRoot: "/driver-root"
+  gfd:
+    oneshot: false
+    noTimestamp: false
+    sleepInterval: 60s
+    outputFile: /etc/kubernetes/node-feature-discovery/features.d/gfd
+resources:
+  gpus:
+  - pattern: "NVIDIA H100*"
+    name: h100
+  mig:
+  - pattern: "1g.10gb"
+    name: mig-small
+sharing:
+  timeSlicing:
+    renameByDefault: true
+    failRequestsGreaterThanOne: true
+    resources:
+    - name: nvidia.com/gpu
+      replicas: 10
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "config.yaml"
+    path.write_text(text)
+    return path
+
+
+def error_of(tmp_path: Path, text: str) -> str:
+    with pytest.raises(ConfigError) as exc:
+        resolve_config({}, {}, write(tmp_path, text))
+    return str(exc.value)
+
+
+def test_no_file_no_flags_gives_nvidias_defaults() -> None:
+    config = resolve_config({}, {})
+    f = config.flags
+    assert (f.mig_strategy, f.fail_on_init_error, f.nvidia_driver_root, f.dev_root) == ("none", True, "/", "/")
+    assert f.plugin.pass_device_specs is False
+    assert f.plugin.device_list_strategy == ("envvar",)
+    assert f.plugin.device_id_strategy == "uuid"
+    assert f.plugin.cdi_annotation_prefix == "cdi.k8s.io/"
+    assert f.plugin.container_driver_root == "/driver-root"
+    assert f.plugin.shared_devices_allocation_policy == "distributed"
+    assert config.sharing.strategy == "none"
+    assert config.config_file is None
+
+
+def test_nvidias_documented_example_file_is_read_key_for_key(tmp_path: Path) -> None:
+    config = resolve_config({}, {}, write(tmp_path, NVIDIA_EXAMPLE))
+    f = config.flags
+    assert f.mig_strategy == "mixed"
+    assert f.nvidia_driver_root == "/run/nvidia/driver"
+    assert f.dev_root == "/run/nvidia/driver"
+    assert f.plugin.pass_device_specs is True
+    assert f.plugin.device_list_strategy == ("envvar", "cdi-annotations")
+    assert f.plugin.device_id_strategy == "index"
+    assert [(r.pattern, r.name) for r in config.resources.gpus] == [("NVIDIA H100*", "nvidia.com/h100")]
+    assert [(r.pattern, r.name) for r in config.resources.mig] == [("1g.10gb", "nvidia.com/mig-small")]
+    ts = config.sharing.time_slicing
+    assert ts is not None and ts.fail_requests_greater_than_one is True
+    (entry,) = ts.resources
+    assert (entry.name, entry.replicas, entry.rename) == ("nvidia.com/gpu", 10, "nvidia.com/gpu.shared")
+    assert entry.devices == ReplicatedDevices(all=True)
+    assert config.sharing.strategy == "time-slicing"
+    assert config.config_file == str(tmp_path / "config.yaml")
+
+
+def test_an_empty_file_is_all_defaults(tmp_path: Path) -> None:
+    assert resolve_config({}, {}, write(tmp_path, "")).flags == resolve_config({}, {}).flags
+
+
+def test_device_list_strategy_may_be_a_single_string_in_the_file(tmp_path: Path) -> None:
+    config = resolve_config({}, {}, write(tmp_path, "flags: {plugin: {deviceListStrategy: volume-mounts}}"))
+    assert config.flags.plugin.device_list_strategy == ("volume-mounts",)
+
+
+def test_kgpus_driver_mounts_strategy_is_accepted(tmp_path: Path) -> None:
+    text = "flags: {plugin: {deviceListStrategy: [driver-mounts]}}"
+    assert resolve_config({}, {}, write(tmp_path, text)).flags.plugin.device_list_strategy == ("driver-mounts",)
+
+
+@pytest.mark.parametrize(
+    ("flag", "env", "file", "expected"),
+    [
+        ("single", "mixed", "none", "single"),  # flag beats env and file
+        (None, "mixed", "single", "mixed"),  # env beats file
+        (None, None, "single", "single"),  # file beats default
+        (None, None, None, "none"),  # default
+    ],
+)
+def test_precedence_is_flag_then_env_then_file_then_default(
+    tmp_path: Path, flag: str | None, env: str | None, file: str | None, expected: str
+) -> None:
+    path = write(tmp_path, f"flags: {{migStrategy: {file}}}" if file else "")
+    environ = {"MIG_STRATEGY": env} if env else {}
+    assert resolve_config({"mig-strategy": flag}, environ, path).flags.mig_strategy == expected
+
+
+def test_every_flag_has_nvidias_env_var_and_is_settable_both_ways() -> None:
+    names = {f.name: f.env[0] for f in PLUGIN_FLAGS}
+    assert names["mig-strategy"] == "MIG_STRATEGY"
+    assert names["fail-on-init-error"] == "FAIL_ON_INIT_ERROR"
+    assert names["pass-device-specs"] == "PASS_DEVICE_SPECS"
+    assert names["device-list-strategy"] == "DEVICE_LIST_STRATEGY"
+    assert names["device-id-strategy"] == "DEVICE_ID_STRATEGY"
+    assert names["nvidia-driver-root"] == "NVIDIA_DRIVER_ROOT"
+    assert names["shared-devices-allocation-policy"] == "SHARED_DEVICES_ALLOCATION_POLICY"
+    assert "config-file" in FLAG_NAMES
+
+
+def test_env_vars_are_parsed_like_nvidias_cli() -> None:
+    environ = {
+        "FAIL_ON_INIT_ERROR": "false",
+        "PASS_DEVICE_SPECS": "1",
+        "DEVICE_LIST_STRATEGY": "envvar,volume-mounts",
+        "DEVICE_ID_STRATEGY": "index",
+        "NVIDIA_DRIVER_ROOT": "/run/nvidia/driver",
+        "SHARED_DEVICES_ALLOCATION_POLICY": "packed",
+    }
+    f = resolve_config({}, environ).flags
+    assert f.fail_on_init_error is False
+    assert f.plugin.pass_device_specs is True
+    assert f.plugin.device_list_strategy == ("envvar", "volume-mounts")
+    assert f.plugin.device_id_strategy == "index"
+    assert f.nvidia_driver_root == "/run/nvidia/driver"
+    assert f.plugin.shared_devices_allocation_policy == "packed"
+
+
+def test_flags_accept_python_values_and_underscore_names() -> None:
+    f = resolve_config({"pass_device_specs": True, "device-list-strategy": ["cdi-cri"]}, {}).flags
+    assert f.plugin.pass_device_specs is True
+    assert f.plugin.device_list_strategy == ("cdi-cri",)
+
+
+def test_an_empty_env_var_does_not_override_the_file(tmp_path: Path) -> None:
+    path = write(tmp_path, "flags: {migStrategy: mixed}")
+    assert resolve_config({}, {"MIG_STRATEGY": ""}, path).flags.mig_strategy == "mixed"
+
+
+def test_config_file_comes_from_the_flag_or_CONFIG_FILE(tmp_path: Path) -> None:
+    path = write(tmp_path, "flags: {migStrategy: single}")
+    assert resolve_config({"config-file": str(path)}, {}).flags.mig_strategy == "single"
+    assert resolve_config({}, {"CONFIG_FILE": str(path)}).flags.mig_strategy == "single"
+
+
+def test_nvidia_dev_root_defaults_to_the_driver_root_but_can_be_set() -> None:
+    f = resolve_config({"nvidia-driver-root": "/run/nvidia/driver"}, {"NVIDIA_DEV_ROOT": "/"}).flags
+    assert (f.nvidia_driver_root, f.dev_root) == ("/run/nvidia/driver", "/")
+
+
+def test_per_gpu_replica_counts_and_explicit_renames_are_kept(tmp_path: Path) -> None:
+    config = resolve_config({}, {}, write(tmp_path, """
+sharing:
+  timeSlicing:
+    resources:
+    - {name: gpu, replicas: 4, devices: [0, "1"]}
+    - {name: gpu, replicas: 2, devices: ["GPU-04af0a9b-6df0-595a-bd74-7498840294e2"], rename: gpu-small}
+    - {name: mig-1g.10gb, replicas: 3, devices: 2}
+"""))
+    ts = config.sharing.time_slicing
+    assert ts is not None
+    a, b, c = ts.resources
+    assert (a.name, a.replicas, a.rename, a.devices.refs) == ("nvidia.com/gpu", 4, None, ("0", "1"))
+    assert b.advertised_name == "nvidia.com/gpu-small"
+    assert b.devices.refs == ("GPU-04af0a9b-6df0-595a-bd74-7498840294e2",)
+    assert (c.name, c.replicas, c.devices.count, c.devices.all) == ("nvidia.com/mig-1g.10gb", 3, 2, False)
+
+
+def test_mps_section_keeps_nvidias_shape_and_makes_the_strategy_mps(tmp_path: Path) -> None:
+    text = "sharing: {mps: {resources: [{name: nvidia.com/gpu, replicas: 4}]}}"
+    config = resolve_config({}, {}, write(tmp_path, text))
+    assert config.sharing.strategy == "mps"
+    assert config.sharing.mps is not None and config.sharing.mps.resources[0].replicas == 4
+
+
+def test_config_in_nvidias_shape_round_trips_for_logging(tmp_path: Path) -> None:
+    out = resolve_config({}, {}, write(tmp_path, NVIDIA_EXAMPLE)).to_dict()
+    assert out["flags"]["plugin"]["deviceIDStrategy"] == "index"
+    assert out["flags"]["plugin"]["deviceListStrategy"] == ["envvar", "cdi-annotations"]
+    assert out["sharing"]["timeSlicing"]["resources"][0]["rename"] == "nvidia.com/gpu.shared"
+    assert isinstance(resolve_config({}, {}), PluginConfig)
+
+
+# --- errors: each names the file, the key, the value and what is allowed ---------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("version: v2", ["version", "'v2'", "'v1'"]),
+        ("flags: {migStrategy: half}", ["flags.migStrategy", "'half'", "'none'", "'single'", "'mixed'"]),
+        ("flags: {plugin: {deviceIDStrategy: serial}}", ["flags.plugin.deviceIDStrategy", "'serial'", "'uuid'"]),
+        ("flags: {plugin: {deviceListStrategy: [envvar, tarball]}}", ["deviceListStrategy", "'tarball'",
+                                                                     "volume-mounts", "driver-mounts"]),
+        ("flags: {plugin: {deviceListStrategy: []}}", ["deviceListStrategy", "at least one of"]),
+        ("flags: {failOnInitError: sometimes}", ["flags.failOnInitError", "boolean", "'sometimes'"]),
+        ("flags: {plugin: {sharedDevicesAllocationPolicy: random}}", ["sharedDevicesAllocationPolicy", "'packed'"]),
+        ("flags: {gfd: {sleepInterval: soon}}", ["flags.gfd.sleepInterval", "'soon'", "60s"]),
+        ("resources: {gpus: [{pattern: '*', name: 'Big_GPU'}]}", ["resources.gpus[0].name", "Big_GPU", "lower-case"]),
+        ("resources: {gpus: [{name: gpu}]}", ["resources.gpus[0].pattern", "required"]),
+        ("sharing: {timeSlicing: {resources: [{name: gpu, replicas: 1}]}}",
+         ["sharing.timeSlicing.resources[0].replicas", "greater than or equal to 2", "1"]),
+        ("sharing: {timeSlicing: {resources: [{name: gpu}]}}", ["sharing.timeSlicing.resources[0].replicas",
+                                                                 "required"]),
+        ("sharing: {timeSlicing: {resources: [{name: gpu, replicas: 2, devices: some}]}}",
+         ["resources[0].devices", "'some'", "'all'"]),
+        ("sharing: {timeSlicing: {resources: [{name: gpu, replicas: 2, devices: 0}]}}", ["devices", "> 0"]),
+        ("sharing: {timeSlicing: {resources: [{name: gpu, replicas: 2, devices: [GPU-nope]}]}}",
+         ["devices", "GPU-nope", "GPU index"]),
+        ("sharing: {timeSlicing: {}}", ["sharing.timeSlicing", "no resources"]),
+        ("imex: {channelIDs: [3]}", ["imex.channelIDs", "[] or [0]"]),
+        ("health: {criticalXIDs: [79], ignoredXIDs: [79]}", ["health", "79", "ignoredXIDs"]),
+        ("[1, 2]", ["expected a mapping"]),
+        ("flags: [", ["line 1", "not valid YAML"]),
+    ],
+)
+def test_bad_values_are_refused_with_file_key_value_and_allowed_values(
+    tmp_path: Path, text: str, expected: list[str]
+) -> None:
+    message = error_of(tmp_path, text)
+    assert message.startswith(f"config file {tmp_path / 'config.yaml'}:")
+    for part in expected:
+        assert part in message, (part, message)
+
+
+def test_unknown_keys_are_errors_that_list_the_allowed_keys_and_guess_the_typo(tmp_path: Path) -> None:
+    message = error_of(tmp_path, "flags:\n  plugin:\n    deviceIdStrategy: index\n")
+    assert "unknown key flags.plugin.deviceIdStrategy" in message
+    assert "'index'" in message
+    assert "did you mean deviceIDStrategy?" in message
+    assert "passDeviceSpecs" in message and "deviceListStrategy" in message
+
+
+def test_unknown_top_level_key(tmp_path: Path) -> None:
+    message = error_of(tmp_path, "sharding: {}")
+    assert "unknown key sharding" in message and "did you mean sharing?" in message
+
+
+def test_unknown_key_inside_mps_is_an_error(tmp_path: Path) -> None:
+    message = error_of(tmp_path, "sharing: {mps: {resources: [{name: gpu, replicas: 2}], bogus: 1}}")
+    assert "sharing.mps" in message and "bogus" in message
+
+
+def test_time_slicing_and_mps_together_are_refused(tmp_path: Path) -> None:
+    message = error_of(tmp_path, """
+sharing:
+  timeSlicing: {resources: [{name: gpu, replicas: 2}]}
+  mps: {resources: [{name: gpu, replicas: 2}]}
+""")
+    assert "either sharing.timeSlicing or sharing.mps" in message
+
+
+def test_mps_with_mixed_mig_strategy_is_refused_as_nvidia_does(tmp_path: Path) -> None:
+    message = error_of(tmp_path, "flags: {migStrategy: mixed}\nsharing: {mps: {resources: [{name: gpu, replicas: 2}]}}")
+    assert "migStrategy mixed" in message
+
+
+def test_a_missing_config_file_is_named(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"config file .*nope.yaml: cannot read it"):
+        resolve_config({}, {}, tmp_path / "nope.yaml")
+
+
+@pytest.mark.parametrize(
+    ("flags", "environ", "expected"),
+    [
+        ({"mig-strategy": "half"}, {}, ["flag --mig-strategy", "'half'", "none, single, mixed"]),
+        ({}, {"MIG_STRATEGY": "half"}, ["environment variable MIG_STRATEGY=half", "none, single, mixed"]),
+        ({}, {"PASS_DEVICE_SPECS": "maybe"}, ["PASS_DEVICE_SPECS", "'maybe'", "true or false"]),
+        ({}, {"DEVICE_LIST_STRATEGY": "envvar,nope"}, ["DEVICE_LIST_STRATEGY", "'nope'", "cdi-cri"]),
+        ({"device-id-strategy": "serial"}, {}, ["--device-id-strategy", "uuid, index"]),
+    ],
+)
+def test_bad_flags_and_env_vars_name_their_source(
+    flags: dict[str, object], environ: dict[str, str], expected: list[str]
+) -> None:
+    with pytest.raises(ConfigError) as exc:
+        resolve_config(flags, environ)
+    for part in expected:
+        assert part in str(exc.value), (part, str(exc.value))
+
+
+def test_a_bad_value_in_the_file_is_reported_even_if_a_flag_would_override_it(tmp_path: Path) -> None:
+    # NVIDIA parses the whole file first; so do we, so a broken ConfigMap never goes unnoticed.
+    with pytest.raises(ConfigError, match=r"flags\.migStrategy"):
+        resolve_config({"mig-strategy": "none"}, {}, write(tmp_path, "flags: {migStrategy: half}"))
+
+
+def test_parse_config_text_names_the_given_source() -> None:
+    with pytest.raises(ConfigError, match=r"^ConfigMap kube-system/dp: "):
+        parse_config_text("version: v3", "ConfigMap kube-system/dp")
