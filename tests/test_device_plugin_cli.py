@@ -1,0 +1,257 @@
+"""`kgpu device-plugin` as a real process, driven by the kubelet stand-in over real unix sockets."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from kgpu.deviceplugin.harness import FakeKubelet, PluginClient
+from kgpu.gpu import open_backend
+from kgpu.gpu.simulated import inject_event
+
+H100 = [g.uuid for g in open_backend(simulate="h100x8").inventory().gpus]
+
+
+class Plugin:
+    """A running `kgpu device-plugin` subprocess and its kubelet."""
+
+    def __init__(self, root: Path, fixture: str, args: list[str], env: dict[str, str] | None = None) -> None:
+        self.root = root
+        self.events = root / "events.jsonl"
+        self.state_file = root / "state.json"
+        self.log = root / "plugin.log"
+        self.kubelet = FakeKubelet(root / "dp").start()
+        command = [
+            sys.executable, "-m", "kgpu", "--simulate", fixture, "--simulate-events", str(self.events),
+            "device-plugin", "--kubelet-dir", str(self.kubelet.directory), "--state-file", str(self.state_file),
+            *args,
+        ]
+        full_env = {**os.environ, **(env or {})}
+        with open(self.log, "wb") as log:
+            self.proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=full_env)
+
+    def client(self, resource: str = "nvidia.com/gpu") -> PluginClient:
+        reg = self.kubelet.wait_for_registration(resource)
+        return PluginClient(self.kubelet.directory / reg.endpoint)
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            code = self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            code = self.proc.wait()
+        self.kubelet.stop()
+        return code
+
+    def output(self) -> str:
+        return self.log.read_text()
+
+
+@pytest.fixture
+def root() -> Iterator[Path]:
+    d = Path(tempfile.mkdtemp(dir="/tmp", prefix="kgpu-dpc-"))
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture
+def launch(root: Path) -> Iterator[object]:
+    started: list[Plugin] = []
+
+    def _launch(fixture: str = "h100x8", *args: str, env: dict[str, str] | None = None) -> Plugin:
+        p = Plugin(root / f"p{len(started)}", fixture, list(args), env)
+        started.append(p)
+        return p
+
+    yield _launch
+    for p in started:
+        p.stop()
+
+
+# Given each built-in node with NVIDIA's defaults (MIG strategy none), the kubelet learns its whole GPUs.
+@pytest.mark.parametrize(
+    ("fixture", "count"), [("p100", 1), ("t4", 1), ("a30", 1), ("a100-mig", 1), ("h100x8", 8), ("mixed", 2)]
+)
+def test_every_fixture_registers_and_lists_its_whole_gpus(launch, fixture: str, count: int) -> None:  # type: ignore[no-untyped-def]
+    plugin = launch(fixture)
+    reg = plugin.kubelet.wait_for_registration("nvidia.com/gpu")
+    assert (reg.version, reg.endpoint) == ("v1beta1", "nvidia-gpu.sock")
+    devices = plugin.kubelet.watch("nvidia.com/gpu").wait_for(lambda ds: len(ds) >= 1)
+    inventory = open_backend(simulate=fixture).inventory()
+    whole = {g.uuid: g.numa_node for g in inventory.gpus if not g.mig_enabled}
+    assert len(devices) == count
+    assert {d.ID: (d.topology.nodes[0].ID if d.topology.nodes else None) for d in devices} == whole
+    assert {d.health for d in devices} == {"Healthy"}
+
+
+def test_mixed_mig_strategy_registers_one_resource_per_profile(launch) -> None:  # type: ignore[no-untyped-def]
+    plugin = launch("a100-mig", "--mig-strategy", "mixed")
+    inventory = open_backend(simulate="a100-mig").inventory()
+    for profile in {m.profile for m in inventory.mig_devices}:
+        reg = plugin.kubelet.wait_for_registration(f"nvidia.com/mig-{profile}")
+        assert reg.endpoint == f"nvidia-mig-{profile}.sock"
+        devices = plugin.kubelet.watch(f"nvidia.com/mig-{profile}").wait_for(lambda ds: len(ds) >= 1)
+        assert {d.ID for d in devices} == {m.uuid for m in inventory.mig_devices if m.profile == profile}
+
+
+@pytest.mark.parametrize(
+    ("strategy", "check"),
+    [
+        ("envvar", lambda r, ids: dict(r.envs) == {"NVIDIA_VISIBLE_DEVICES": ",".join(ids)}),
+        (
+            "volume-mounts",
+            lambda r, ids: dict(r.envs)["NVIDIA_VISIBLE_DEVICES"] == "/var/run/nvidia-container-devices"
+            and [(m.container_path, m.host_path) for m in r.mounts]
+            == [(f"/var/run/nvidia-container-devices/{i}", "/dev/null") for i in ids],
+        ),
+        (
+            "cdi-annotations",
+            lambda r, ids: any(
+                k.startswith("cdi.k8s.io/") and v == ",".join(f"nvidia.com/gpu={i}" for i in ids)
+                for k, v in r.annotations.items()
+            ),
+        ),
+        ("cdi-cri", lambda r, ids: [c.name for c in r.cdi_devices] == [f"nvidia.com/gpu={i}" for i in ids]),
+    ],
+)
+def test_allocate_answers_in_the_shape_of_each_device_list_strategy(launch, strategy: str, check) -> None:  # type: ignore[no-untyped-def]
+    plugin = launch("h100x8", "--device-list-strategy", strategy)
+    ids = H100[:2]
+    with plugin.client() as client:
+        response = client.allocate([ids])
+    assert len(response.container_responses) == 1
+    assert check(response.container_responses[0], ids), response
+
+
+def test_time_sliced_replicas_and_fail_requests_greater_than_one(launch, root: Path) -> None:  # type: ignore[no-untyped-def]
+    config = root / "dp.yaml"
+    config.write_text(
+        "version: v1\n"
+        "sharing:\n"
+        "  timeSlicing:\n"
+        "    failRequestsGreaterThanOne: true\n"
+        "    resources:\n"
+        "    - name: nvidia.com/gpu\n"
+        "      replicas: 4\n"
+    )
+    plugin = launch("t4", "--config-file", str(config))
+    reg = plugin.kubelet.wait_for_registration("nvidia.com/gpu")
+    devices = plugin.kubelet.watch(reg.resource_name).wait_for(lambda ds: len(ds) == 4)
+    t4 = open_backend(simulate="t4").inventory().gpus[0].uuid
+    assert sorted(d.ID for d in devices) == [f"{t4}::{n}" for n in range(4)]
+    with plugin.client() as client:
+        ok = client.allocate([[f"{t4}::2"]])
+        assert dict(ok.container_responses[0].envs)["NVIDIA_VISIBLE_DEVICES"] == t4
+        with pytest.raises(grpc.RpcError) as err:
+            client.allocate([[f"{t4}::0", f"{t4}::1"]])
+    assert err.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert "failRequestsGreaterThanOne" in (err.value.details() or "")
+
+
+def test_preferred_allocation_on_h100x8_keeps_a_pair_on_one_numa_node(launch) -> None:  # type: ignore[no-untyped-def]
+    plugin = launch("h100x8")
+    numa = {g.uuid: g.numa_node for g in open_backend(simulate="h100x8").inventory().gpus}
+    with plugin.client() as client:
+        # GPUs 3 and 4 sit on different NUMA nodes; with 3 required, the partner should be on node 0.
+        chosen = client.preferred_allocation(H100, [H100[3]], 2)
+    assert len(chosen) == 2 and H100[3] in chosen
+    assert {numa[c] for c in chosen} == {0}
+
+
+def test_injected_xid_goes_unhealthy_then_recovered_event_heals(launch) -> None:  # type: ignore[no-untyped-def]
+    plugin = launch("h100x8")
+    plugin.kubelet.wait_for_registration("nvidia.com/gpu")
+    watch = plugin.kubelet.watch("nvidia.com/gpu")
+    watch.wait_for(lambda ds: len(ds) == 8)
+    inject_event(plugin.events, H100[5], "xid", 79)
+    devices = watch.wait_for(lambda ds: any(d.health == "Unhealthy" for d in ds), timeout=3)
+    assert [d.ID for d in devices if d.health == "Unhealthy"] == [H100[5]]
+    inject_event(plugin.events, H100[5], "recovered")
+    watch.wait_for(lambda ds: all(d.health == "Healthy" for d in ds), timeout=3)
+    lines = [json.loads(line) for line in plugin.output().splitlines() if line.startswith("{")]
+    health = [(entry["uuid"], entry["healthy"]) for entry in lines if entry.get("event") == "health"]
+    assert health == [(H100[5], False), (H100[5], True)]
+
+
+def test_kubelet_restart_leads_to_a_new_registration_within_a_second(launch) -> None:  # type: ignore[no-untyped-def]
+    plugin = launch("h100x8")
+    plugin.kubelet.wait_for_registration("nvidia.com/gpu")
+    plugin.kubelet.restart()
+    restarted = time.monotonic()
+    again = plugin.kubelet.wait_for_registration("nvidia.com/gpu", count=2, timeout=5)
+    assert again.at - restarted < 1.0
+    devices = plugin.kubelet.watch("nvidia.com/gpu").wait_for(lambda ds: len(ds) == 8)
+    assert {d.health for d in devices} == {"Healthy"}
+
+
+def test_sigterm_stops_cleanly_and_removes_the_socket(launch) -> None:  # type: ignore[no-untyped-def]
+    plugin = launch("t4")
+    plugin.kubelet.wait_for_registration("nvidia.com/gpu")
+    assert (plugin.kubelet.directory / "nvidia-gpu.sock").is_socket()
+    assert plugin.stop() == 0
+    assert not (plugin.kubelet.directory / "nvidia-gpu.sock").exists()
+    state = json.loads(plugin.state_file.read_text())
+    assert [r["registered"] for r in state["resources"]] == [False]
+
+
+def test_a_bad_flag_value_exits_non_zero_naming_the_value_and_the_choices(launch) -> None:  # type: ignore[no-untyped-def]
+    plugin = launch("t4", "--mig-strategy", "mixd")
+    assert plugin.proc.wait(timeout=20) != 0
+    out = plugin.output()
+    assert "mixd" in out and "none" in out and "single" in out and "mixed" in out
+    assert plugin.kubelet.registrations == []
+
+
+def test_an_unknown_config_key_exits_non_zero_naming_the_file_and_key(launch, root: Path) -> None:  # type: ignore[no-untyped-def]
+    config = root / "bad.yaml"
+    config.write_text("version: v1\nflags:\n  migStrategi: mixed\n")
+    plugin = launch("t4", env={"CONFIG_FILE": str(config)})
+    assert plugin.proc.wait(timeout=20) != 0
+    out = plugin.output()
+    assert str(config) in out and "migStrategi" in out
+
+
+def test_a_malformed_healthcheck_variable_exits_non_zero(launch) -> None:  # type: ignore[no-untyped-def]
+    plugin = launch("t4", env={"DP_DISABLE_HEALTHCHECKS": "48,abc"})
+    assert plugin.proc.wait(timeout=20) != 0
+    assert "DP_DISABLE_HEALTHCHECKS" in plugin.output()
+
+
+def test_without_nvml_and_fail_on_init_error_false_it_idles_without_registering(root: Path) -> None:
+    kubelet = FakeKubelet(root / "dp").start()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KGPU_SIMULATE")}
+    env["LD_LIBRARY_PATH"] = ""
+    command = [
+        sys.executable, "-m", "kgpu", "--backend", "nvml", "--driver-root", str(root / "no-driver"),
+        "device-plugin", "--kubelet-dir", str(kubelet.directory), "--state-file", str(root / "s.json"),
+    ]
+    try:
+        failing = subprocess.run(command, env=env, capture_output=True, text=True, timeout=30)
+        assert failing.returncode != 0
+        assert "libnvidia-ml.so.1" in failing.stderr
+        idle = subprocess.Popen(
+            [*command, "--no-fail-on-init-error"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            text=True,
+        )
+        time.sleep(2.0)
+        assert idle.poll() is None  # still running: no crash loop
+        idle.send_signal(signal.SIGTERM)
+        out, _ = idle.communicate(timeout=10)
+        assert idle.returncode == 0
+        assert "idling" in out
+        assert kubelet.registrations == []
+    finally:
+        kubelet.stop()
