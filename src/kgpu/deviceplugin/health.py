@@ -53,11 +53,19 @@ HealthListener = Callable[["HealthChange"], None]
 class HealthSettings(Protocol):
     """The ``health`` block of NVIDIA's config file (``kgpu.deviceplugin.config.Health`` has this shape)."""
 
-    disabled: bool
-    event_types: tuple[str, ...]
-    """NVML event types to watch: EventTypeXidCriticalError, EventTypeDoubleBitEccError, ...; empty = all."""
-    ignored_xids: tuple[int, ...]
-    critical_xids: Literal["all"] | tuple[int, ...] | None
+    @property
+    def disabled(self) -> bool: ...
+
+    @property
+    def event_types(self) -> tuple[str, ...]:
+        """NVML event types to watch: EventTypeXidCriticalError, EventTypeDoubleBitEccError, ...; empty = all."""
+        ...
+
+    @property
+    def ignored_xids(self) -> tuple[int, ...]: ...
+
+    @property
+    def critical_xids(self) -> Literal["all"] | tuple[int, ...] | None: ...
 
 
 def _parse_xids(environ: Mapping[str, str], name: str) -> tuple[bool, frozenset[int]]:
