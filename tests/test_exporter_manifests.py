@@ -1,0 +1,51 @@
+"""deploy/manifests/exporter*.yaml: a DaemonSet whose command line kgpu accepts, a Service, a ServiceMonitor."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from exporter_helpers import samples
+from typer.testing import CliRunner
+
+from kgpu.cli import app
+
+MANIFESTS = Path(__file__).resolve().parents[1] / "deploy" / "manifests"
+
+
+def docs(name: str) -> dict[str, Any]:
+    return {d["kind"]: d for d in yaml.safe_load_all((MANIFESTS / name).read_text()) if d}
+
+
+def test_the_daemonset_command_line_is_one_kgpu_accepts() -> None:
+    ds = docs("exporter.yaml")["DaemonSet"]
+    container = ds["spec"]["template"]["spec"]["containers"][0]
+    assert container["command"] == ["kgpu"]
+    # The same arguments, with a simulated node and one scrape instead of serving.
+    result = CliRunner().invoke(app, ["--simulate", "t4", *container["args"], "--once"])
+    assert result.exit_code == 0, result.output
+    assert "DCGM_FI_DEV_GPU_TEMP" in samples(result.stdout)
+
+
+def test_the_daemonset_mounts_the_kubelet_socket_and_serves_9400() -> None:
+    spec = docs("exporter.yaml")["DaemonSet"]["spec"]["template"]["spec"]
+    container = spec["containers"][0]
+    mount = container["volumeMounts"][0]
+    volume = next(v for v in spec["volumes"] if v["name"] == mount["name"])
+    assert volume["hostPath"]["path"] == mount["mountPath"] == "/var/lib/kubelet/pod-resources"
+    assert "--kubelet-pod-resources=/var/lib/kubelet/pod-resources/kubelet.sock" in container["args"]
+    assert container["ports"] == [{"name": "metrics", "containerPort": 9400, "protocol": "TCP"}]
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert {"name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}} in container["env"]
+
+
+def test_service_and_service_monitor_select_the_exporter() -> None:
+    exporter = docs("exporter.yaml")
+    pod_labels = exporter["DaemonSet"]["spec"]["template"]["metadata"]["labels"]
+    service = exporter["Service"]
+    assert all(pod_labels[k] == v for k, v in service["spec"]["selector"].items())
+    assert service["spec"]["ports"][0]["port"] == 9400
+    monitor = docs("exporter-servicemonitor.yaml")["ServiceMonitor"]
+    assert all(service["metadata"]["labels"][k] == v for k, v in monitor["spec"]["selector"]["matchLabels"].items())
+    assert monitor["spec"]["endpoints"][0]["port"] == "metrics"
