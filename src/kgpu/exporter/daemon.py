@@ -27,7 +27,7 @@ def run_exporter(
     extra_resource_names: tuple[str, ...] = (),
     read_timeout: float = DEFAULT_READ_TIMEOUT,
     once: bool = False,
-    out: TextIO = sys.stdout,
+    out: TextIO | None = None,
     stop: threading.Event | None = None,
 ) -> None:
     """Serve until SIGTERM/SIGINT (or ``stop``); with ``once``, print one scrape to ``out`` instead."""
@@ -41,7 +41,7 @@ def run_exporter(
         collector = GPUCollector(backend, options, xids=xids, pod_devices=pod_devices,
                                  extra_resource_names=extra_resource_names, read_timeout=read_timeout)
         if once:
-            out.write(collector.render())
+            (out or sys.stdout).write(collector.render())
             return
         server = MetricsServer(collector, host, port).start()
         if threading.current_thread() is threading.main_thread():
