@@ -9,3 +9,23 @@ kgpu --simulate "$node" gpus
 echo "== kgpu exporter --once (simulated $node): a few dcgm-exporter series =="
 kgpu --simulate "$node" exporter --once --kubelet-pod-resources none 2>/dev/null \
   | awk '/^(# TYPE )?DCGM_FI_DEV_(GPU_TEMP|FB_USED)/ && n++ < 4'
+
+echo
+echo "== kgpu device-plugin (simulated $node) against a kubelet stand-in =="
+(
+  dp_dir="$(mktemp -d /tmp/kgpu-demo-XXXXXX)"
+  dp_pid=""
+  cleanup_dp() {
+    if [ -n "$dp_pid" ] && kill -0 "$dp_pid" 2>/dev/null; then kill -TERM "$dp_pid"; wait "$dp_pid" || true; fi
+    rm -rf "$dp_dir"
+  }
+  trap cleanup_dp EXIT
+  python -m kgpu.deviceplugin.harness --kubelet-dir "$dp_dir/device-plugins" --allocate 2 &
+  harness_pid=$!
+  KGPU_LOG_LEVEL=warning kgpu --simulate "$node" device-plugin \
+    --kubelet-dir "$dp_dir/device-plugins" --state-file "$dp_dir/state.json" &
+  dp_pid=$!
+  wait "$harness_pid"
+  kill -TERM "$dp_pid"; wait "$dp_pid"; dp_pid=""
+  echo "device plugin stopped cleanly (SIGTERM); sockets left: $(ls "$dp_dir/device-plugins" | wc -l)"
+)

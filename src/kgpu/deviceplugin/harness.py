@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import queue
 import re
+import sys
 import threading
 import time
 from collections.abc import Sequence
@@ -301,3 +302,59 @@ class FakeKubelet:
     def client(self, resource_name: str) -> PluginClient:
         with self._cond:
             return self._clients[resource_name]
+
+
+def _describe_allocation(response: pb.ContainerAllocateResponse) -> list[str]:
+    lines = [f"    env {k}={v}" for k, v in sorted(response.envs.items())]
+    lines += [f"    mount {m.host_path} -> {m.container_path}{' (ro)' if m.read_only else ''}" for m in response.mounts]
+    lines += [f"    device {d.host_path} -> {d.container_path} ({d.permissions})" for d in response.devices]
+    lines += [f"    annotation {k}={v}" for k, v in sorted(response.annotations.items())]
+    lines += [f"    cdi device {c.name}" for c in response.cdi_devices]
+    return lines or ["    (empty response)"]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Act as the kubelet for one plugin: accept its registration, list its devices, allocate once."""
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="python -m kgpu.deviceplugin.harness",
+        description="A kubelet stand-in: serves Registration on DIR/kubelet.sock, waits for a device plugin to "
+        "register RESOURCE, prints its devices and one allocation, then exits.",
+    )
+    parser.add_argument("--kubelet-dir", type=Path, required=True, metavar="DIR")
+    parser.add_argument("--resource", default="nvidia.com/gpu")
+    parser.add_argument("--allocate", type=int, default=1, metavar="N", help="devices to allocate (0: none)")
+    parser.add_argument("--timeout", type=float, default=30.0, metavar="SECONDS")
+    args = parser.parse_args(argv)
+
+    with FakeKubelet(args.kubelet_dir) as kubelet:
+        print(f"kubelet stand-in serving Registration on {kubelet.socket}", flush=True)
+        try:
+            reg = kubelet.wait_for_registration(args.resource, timeout=args.timeout)
+        except AssertionError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        print(
+            f"registered: {reg.resource_name} (API {reg.version}, endpoint {reg.endpoint}, "
+            f"preferred allocation {'yes' if reg.get_preferred_allocation_available else 'no'})"
+        )
+        devices = kubelet.watch(args.resource).wait_for(lambda ds: len(ds) > 0, timeout=args.timeout)
+        print(f"ListAndWatch: {len(devices)} device(s)")
+        for d in devices:
+            numa = ",".join(str(n.ID) for n in d.topology.nodes) or "-"
+            print(f"  {d.ID:45} {d.health:9} NUMA {numa}")
+        if args.allocate > 0:
+            client = kubelet.client(args.resource)
+            healthy = [d.ID for d in devices if d.health == HEALTHY]
+            chosen = client.preferred_allocation(healthy, [], args.allocate)
+            print(f"GetPreferredAllocation of {args.allocate}: {', '.join(chosen)}")
+            response = client.allocate([chosen])
+            print(f"Allocate {', '.join(chosen)}:")
+            for line in _describe_allocation(response.container_responses[0]):
+                print(line)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
