@@ -157,7 +157,9 @@ def test_a_daemon_that_dies_leaving_its_pid_file_and_socket_is_detected_and_repl
 
 
 def test_a_failing_start_is_retried_with_backoff_and_reported(paths: MpsPaths) -> None:
+    now = [1000.0]
     (daemon,) = daemons_for(paths, [0], backoff_base=0.2)
+    daemon.clock = lambda: now[0]
     marker = paths.gpu_dir(UUID0) / "fail-start"
     marker.parent.mkdir(parents=True)
     marker.touch()
@@ -172,14 +174,14 @@ def test_a_failing_start_is_retried_with_backoff_and_reported(paths: MpsPaths) -
     marker.unlink()
     supervisor.check_all()
     assert daemon.state is DaemonState.DOWN
-    time.sleep(0.25)
+    now[0] += 0.25
     supervisor.check_all()
     assert daemon.state is DaemonState.RUNNING
     supervisor.stop_all()
 
 
 def test_a_daemon_that_never_answers_is_down_and_killed_before_the_next_try(paths: MpsPaths) -> None:
-    (daemon,) = daemons_for(paths, [0], timeout=0.3, start_timeout=0.6, backoff_base=0.01)
+    (daemon,) = daemons_for(paths, [0], timeout=1.0, start_timeout=1.5, backoff_base=0.01)
     marker = paths.gpu_dir(UUID0) / "hang-start"
     marker.parent.mkdir(parents=True)
     marker.touch()

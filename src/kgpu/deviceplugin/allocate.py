@@ -160,7 +160,8 @@ def check_request(resource: ResourceSet, device_ids: Sequence[str]) -> list[Gran
     if resource.fail_requests_greater_than_one and len(grants) > 1 and any(g.is_replica for g in grants):
         raise AllocationError(
             f"request for {len(grants)} {resource.name} devices refused: these are shared replicas and "
-            "sharing.timeSlicing.failRequestsGreaterThanOne is true, so a container may request at most 1 "
+            f"sharing.{'mps' if resource.sharing == 'mps' else 'timeSlicing'}.failRequestsGreaterThanOne is true, "
+            "so a container may request at most 1 "
             "(more replicas would not give it more GPU); request 1, or set failRequestsGreaterThanOne: false"
         )
     return grants

@@ -43,6 +43,7 @@ from kgpu.gpu.model import GPU, Inventory, MigDevice, sysfs_bus_id
 
 if TYPE_CHECKING:
     from kgpu.deviceplugin.logic import GPUResources
+    from kgpu.sharing.layout import MpsSlice
 
 DEFAULT_GPU_RESOURCE = f"{RESOURCE_NAME_PREFIX}/gpu"
 CONTROL_DEVICE_NODES = ("/dev/nvidiactl", "/dev/nvidia-uvm", "/dev/nvidia-uvm-tools", "/dev/nvidia-modeset")
@@ -86,6 +87,8 @@ class Grant:
     device: Device
     envs: Mapping[str, str] = field(default_factory=dict)
     mounts: tuple[Mount, ...] = ()
+    mps: MpsSlice | None = None
+    """The MPS slice behind this ID (its memory and SM limits), for ``sharing.mps``."""
 
     @property
     def id(self) -> str:
@@ -435,11 +438,11 @@ def sharing_layouts(config: PluginConfig) -> list[SharingLayout]:
     if ts is not None and ts.resources:
         layouts.append(ReplicaLayout(ts))
     mps = config.sharing.mps
-    if mps is not None and mps.resources:
-        where = f"config file {config.config_file}" if config.config_file else "configuration"
-        raise ConfigError(
-            f"{where}: sharing.mps is not served by this kgpu build yet; use sharing.timeSlicing for now"
-        )
+    if mps is not None and mps.enabled:
+        from kgpu.sharing.paths import MpsPaths
+        from kgpu.sharing.plugin import MpsSharingLayout
+
+        layouts.append(MpsSharingLayout(mps, MpsPaths(Path(config.flags.mps_root))))
     return layouts
 
 
@@ -478,6 +481,10 @@ def build_logic(inventory: Inventory, config: PluginConfig, host_root: Path = Pa
 
 def allocation_extras(grants: Sequence[Grant]) -> ContainerAllocation:
     """Envs and mounts that the grants themselves carry (e.g. MPS limits), merged in request order."""
+    if any(g.mps is not None for g in grants):
+        from kgpu.sharing.plugin import mps_extras
+
+        return mps_extras(grants)
     envs: dict[str, str] = {}
     mounts: list[Mount] = []
     for g in grants:

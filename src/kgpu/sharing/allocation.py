@@ -51,6 +51,36 @@ def resolve_slices(layout: MpsLayout, device_ids: Sequence[str], resource: str |
             "sharing.mps.failRequestsGreaterThanOne is true, so a container may ask for 1; "
             "request a larger slice resource instead"
         )
+    check_one_gpu(slices)
+    return slices
+
+
+def limit_envs(slices: Sequence[MpsSlice]) -> dict[str, str]:
+    """The client limits of ``slices`` of one GPU, summed. The container sees only that GPU, as device 0."""
+    return {
+        ENV_MEM_LIMIT: f"0={sum(s.memory_mib for s in slices)}M",
+        ENV_THREADS: str(min(sum(s.compute_percent for s in slices), 100)),
+    }
+
+
+def slice_envs(slices: Sequence[MpsSlice], paths: MpsPaths) -> dict[str, str]:
+    """The MPS client environment for ``slices`` (one GPU): its daemon's directories and the summed limits."""
+    gpu_uuid = slices[0].gpu_uuid
+    return {ENV_PIPE: str(paths.pipe_dir(gpu_uuid)), ENV_LOG: str(paths.log_dir(gpu_uuid)), **limit_envs(slices)}
+
+
+def slice_mounts(gpu_uuid: str, paths: MpsPaths) -> tuple[Mount, ...]:
+    """The daemon's pipe directory (clients connect to its sockets), its logs, and the shared /dev/shm."""
+    pipe = str(paths.pipe_dir(gpu_uuid))
+    log = str(paths.log_dir(gpu_uuid))
+    return (
+        Mount(container_path=pipe, host_path=pipe, read_only=False),
+        Mount(container_path=log, host_path=log, read_only=True),
+        Mount(container_path=CONTAINER_SHM, host_path=str(paths.shm_dir), read_only=False),
+    )
+
+
+def check_one_gpu(slices: Sequence[MpsSlice]) -> None:
     gpus = {s.gpu_uuid for s in slices}
     if len(gpus) > 1:
         raise AllocationError(
@@ -58,7 +88,6 @@ def resolve_slices(layout: MpsLayout, device_ids: Sequence[str], resource: str |
             "an MPS client talks to one GPU's daemon, so its slices must share a GPU; request 1 slice "
             "or a larger slice resource"
         )
-    return slices
 
 
 def slice_allocation(
@@ -69,29 +98,8 @@ def slice_allocation(
     resource: str | None = None,
     visible_device: str | None = None,
 ) -> ContainerAllocation:
-    """The container's MPS environment and mounts for ``device_ids`` (all on one GPU).
-
-    ``visible_device`` is the ID to put in ``NVIDIA_VISIBLE_DEVICES`` (the GPU's UUID by default,
-    its index under ``deviceIDStrategy: index``).
-    """
+    """The container's MPS environment and mounts for ``device_ids`` (all on one GPU), with the
+    envvar device list (``NVIDIA_VISIBLE_DEVICES``: the GPU's UUID, or ``visible_device``)."""
     slices = resolve_slices(layout, device_ids, resource)
-    gpu = layout.gpu(slices[0].gpu_uuid)
-    assert gpu is not None  # resolve_slices only returns slices of the layout's GPUs
-    memory_mib = min(sum(s.memory_mib for s in slices), gpu.memory_total_mib)
-    percent = min(sum(s.compute_percent for s in slices), 100)
-    pipe = str(paths.pipe_dir(gpu.uuid))
-    log = str(paths.log_dir(gpu.uuid))
-    envs = {
-        "NVIDIA_VISIBLE_DEVICES": visible_device or gpu.uuid,
-        ENV_PIPE: pipe,
-        ENV_LOG: log,
-        # The container sees only this GPU, as CUDA device 0.
-        ENV_MEM_LIMIT: f"0={memory_mib}M",
-        ENV_THREADS: str(percent),
-    }
-    mounts = (
-        Mount(container_path=pipe, host_path=pipe, read_only=False),
-        Mount(container_path=log, host_path=log, read_only=True),
-        Mount(container_path=CONTAINER_SHM, host_path=str(paths.shm_dir), read_only=False),
-    )
-    return ContainerAllocation(envs=envs, mounts=mounts)
+    envs = {"NVIDIA_VISIBLE_DEVICES": visible_device or slices[0].gpu_uuid, **slice_envs(slices, paths)}
+    return ContainerAllocation(envs=envs, mounts=slice_mounts(slices[0].gpu_uuid, paths))

@@ -227,6 +227,13 @@ def _run(opts: GlobalOptions, config: PluginConfig, kubelet_dir: Path, window: f
             return
         parents = {m.uuid: m.parent_uuid for m in inventory.mig_devices}
         tracker = HealthTracker(policy, parents=parents, recovery_window=window if window > 0 else float("inf"))
+        if config.sharing.mps is not None and config.sharing.mps.enabled:
+            from kgpu.sharing.paths import MpsPaths
+            from kgpu.sharing.plugin import layout_for, start_health_feed
+
+            # Slices of a GPU are Unhealthy while its MPS daemon (kgpu mps-daemon) is not running.
+            start_health_feed(layout_for(inventory, config.sharing.mps), MpsPaths(Path(config.flags.mps_root)),
+                              tracker, stop)
         settings = DaemonSettings(kubelet_dir=kubelet_dir, state_file=state_file)
         DevicePluginDaemon(logic, tracker, backend, settings).run(stop)
     finally:

@@ -1,0 +1,126 @@
+"""MPS slices inside the device plugin: a sharing layout for its resources, and a health source.
+
+:class:`MpsSharingLayout` is the device plugin's sharing layout for ``sharing.mps`` (see
+:mod:`kgpu.deviceplugin.resources`): each shared GPU stops being advertised whole, and its slices
+become grants of their resources, each carrying the slice's client environment and mounts.
+:func:`mps_extras` turns the grants of one request into the container's MPS environment (limits
+of several slices of one GPU add up; slices of different GPUs are refused).
+
+:func:`start_health_feed` copies the daemons' status files (written by ``kgpu mps-daemon``) into
+the plugin's health tracker under the ``mps`` source: a GPU whose daemon is down, missing or stale
+makes all its slices Unhealthy; they are Healthy again once the daemon answers.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from typing import TYPE_CHECKING, Protocol
+
+from kgpu.deviceplugin.plan import AdvertisedDevice, AllocationError, ContainerAllocation
+from kgpu.errors import ConfigError
+from kgpu.gpu.model import Inventory
+from kgpu.sharing.allocation import check_one_gpu, limit_envs, slice_envs, slice_mounts
+from kgpu.sharing.config import MpsConfig
+from kgpu.sharing.layout import MpsLayout, MpsSlice, build_layout
+from kgpu.sharing.paths import MpsPaths
+from kgpu.sharing.status import MpsHealthWatcher
+
+if TYPE_CHECKING:
+    from kgpu.deviceplugin.resources import Grant, ResourceSet
+
+MPS_SOURCE = "mps"
+"""The health source name under which daemon status reaches the device plugin's tracker."""
+
+
+class MpsSharingLayout:
+    """``sharing.mps`` as a device-plugin sharing layout (NVIDIA's equal replicas and kgpu's slices)."""
+
+    def __init__(self, config: MpsConfig, paths: MpsPaths) -> None:
+        self.config = config
+        self.paths = paths
+
+    def apply(self, resources: Mapping[str, ResourceSet], node: Inventory) -> dict[str, ResourceSet]:
+        from kgpu.deviceplugin.resources import Grant, ResourceSet
+
+        layout = build_layout(node, self.config)
+        shared = layout.shared_uuids
+        whole: dict[str, Grant] = {}
+        for r in resources.values():
+            for g in r.grants:
+                if g.device.uuid in shared and not g.device.is_mig and not g.is_replica:
+                    whole[g.device.uuid] = g
+        missing = [g for g in layout.gpus if g.uuid not in whole]
+        if missing:
+            names = ", ".join(f"GPU {g.index} ({g.uuid})" for g in missing)
+            raise ConfigError(f"{self.config.source}: sharing.mps selects {names}, which this node does not "
+                              "advertise as a whole GPU, so it cannot be shared through MPS")
+        out: dict[str, ResourceSet] = {}
+        for name, r in resources.items():
+            kept = tuple(g for g in r.grants if g.device.uuid not in shared)
+            if kept:
+                out[name] = replace(r, grants=kept)
+        for gpu in layout.gpus:
+            device = whole[gpu.uuid].device
+            mounts = slice_mounts(gpu.uuid, self.paths)
+            for s in gpu.slices:
+                grant = Grant(
+                    advertised=AdvertisedDevice(
+                        id=s.id, health_uuids=device.health_uuids, gpu_uuid=gpu.uuid, numa_node=device.numa_node,
+                        replica=s.number,
+                    ),
+                    device=device,
+                    envs=slice_envs([s], self.paths),
+                    mounts=mounts,
+                    mps=s,
+                )
+                previous = out.get(s.resource)
+                out[s.resource] = ResourceSet(
+                    name=s.resource,
+                    grants=(*(previous.grants if previous else ()), grant),
+                    sharing="mps",
+                    fail_requests_greater_than_one=self.config.fail_requests_greater_than_one,
+                )
+        return out
+
+
+def mps_extras(grants: Sequence[Grant]) -> ContainerAllocation:
+    """The MPS environment and mounts for one request's grants: one GPU, limits summed."""
+    slices: list[MpsSlice] = [g.mps for g in grants if g.mps is not None]
+    if len(slices) != len(grants):
+        raise AllocationError("a request mixes MPS slices with unshared devices")
+    check_one_gpu(slices)
+    return ContainerAllocation(envs={**grants[0].envs, **limit_envs(slices)}, mounts=grants[0].mounts)
+
+
+def layout_for(inventory: Inventory, config: MpsConfig | None) -> MpsLayout:
+    return build_layout(inventory, config) if config is not None else MpsLayout()
+
+
+class SourceStateSink(Protocol):
+    """What :func:`start_health_feed` needs of the device plugin's ``HealthTracker``."""
+
+    def set_source_state(self, source: str, uuid: str, healthy: bool, reason: str = "") -> bool: ...
+
+
+def feed_tracker(watcher: MpsHealthWatcher, tracker: SourceStateSink, stop: threading.Event) -> None:
+    """Copy daemon health into the tracker under the ``mps`` source until ``stop`` is set."""
+    for change in watcher.changes(stop):
+        tracker.set_source_state(MPS_SOURCE, change.uuid, change.healthy, change.reason)
+
+
+def start_health_feed(layout: MpsLayout, paths: MpsPaths, tracker: SourceStateSink,
+                      stop: threading.Event, interval: float = 0.5) -> threading.Thread | None:
+    """Start :func:`feed_tracker` for the layout's GPUs in a daemon thread; None when nothing is shared.
+
+    The first reading happens before this returns, so no slice is offered before its daemon answers.
+    """
+    if not layout.enabled:
+        return None
+    watcher = MpsHealthWatcher(paths, [g.uuid for g in layout.gpus], interval=interval)
+    for change in watcher.check():
+        tracker.set_source_state(MPS_SOURCE, change.uuid, change.healthy, change.reason)
+    thread = threading.Thread(target=feed_tracker, args=(watcher, tracker, stop), name="mps-health", daemon=True)
+    thread.start()
+    return thread
