@@ -1,0 +1,136 @@
+{{/* Chart name, truncated to the 63 characters a label value allows. */}}
+{{- define "kgpu.name" -}}
+{{- .Chart.Name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* Base name of every object: the release name, with the chart name when the release is not called that. */}}
+{{- define "kgpu.fullname" -}}
+{{- if contains .Chart.Name .Release.Name -}}
+{{- .Release.Name | trunc 50 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name .Chart.Name | trunc 50 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "kgpu.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+app.kubernetes.io/name: {{ include "kgpu.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: kgpu
+{{- end -}}
+
+{{/* Selector labels of one component; call with (dict "root" $ "component" "device-plugin"). */}}
+{{- define "kgpu.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "kgpu.name" .root }}
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
+{{- end -}}
+
+{{- define "kgpu.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
+{{- end -}}
+
+{{/* Restarts the node components when the config file changes. */}}
+{{- define "kgpu.configChecksum" -}}
+checksum/config: {{ toYaml .Values.config | sha256sum }}
+{{- end -}}
+
+{{/* Environment every kgpu container shares: its node, log level, driver root, and the NVIDIA runtime's
+     device injection (all GPUs, without requesting one, as NVIDIA's own node components do). */}}
+{{- define "kgpu.env" -}}
+- name: NODE_NAME
+  valueFrom:
+    fieldRef:
+      fieldPath: spec.nodeName
+- name: KGPU_LOG_LEVEL
+  value: {{ .root.Values.logLevel | quote }}
+- name: NVIDIA_VISIBLE_DEVICES
+  value: all
+- name: NVIDIA_DRIVER_CAPABILITIES
+  value: {{ .capabilities | default "utility" | quote }}
+{{- if .root.Values.driverRoot }}
+- name: NVIDIA_DRIVER_ROOT
+  value: /driver-root
+{{- end }}
+{{- with .env }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{/* Root without any capability: for components that must write root-owned host paths. */}}
+{{- define "kgpu.rootSecurityContext" -}}
+runAsUser: 0
+runAsNonRoot: false
+allowPrivilegeEscalation: false
+readOnlyRootFilesystem: true
+capabilities:
+  drop: ["ALL"]
+seccompProfile:
+  type: RuntimeDefault
+{{- end -}}
+
+{{- define "kgpu.nonRootSecurityContext" -}}
+runAsUser: {{ .Values.nonRootUser }}
+runAsGroup: {{ .Values.nonRootUser }}
+runAsNonRoot: true
+allowPrivilegeEscalation: false
+readOnlyRootFilesystem: true
+capabilities:
+  drop: ["ALL"]
+seccompProfile:
+  type: RuntimeDefault
+{{- end -}}
+
+{{/* Pod-level settings every node component shares. */}}
+{{- define "kgpu.nodePodSpec" -}}
+priorityClassName: {{ .Values.priorityClassName }}
+{{- with .Values.imagePullSecrets }}
+imagePullSecrets:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .Values.runtimeClassName }}
+runtimeClassName: {{ . }}
+{{- end }}
+{{- with .Values.nodeSelector }}
+nodeSelector:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .Values.affinity }}
+affinity:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .Values.tolerations }}
+tolerations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end -}}
+
+{{/* Volumes and mounts for the config file, /tmp and the optional driver root. */}}
+{{- define "kgpu.commonVolumes" -}}
+- name: config
+  configMap:
+    name: {{ include "kgpu.fullname" . }}-config
+- name: tmp
+  emptyDir: {}
+{{- if .Values.driverRoot }}
+- name: driver-root
+  hostPath:
+    path: {{ .Values.driverRoot }}
+    type: Directory
+{{- end }}
+{{- end -}}
+
+{{- define "kgpu.commonMounts" -}}
+- name: config
+  mountPath: /etc/kgpu
+  readOnly: true
+- name: tmp
+  mountPath: /tmp
+{{- if .Values.driverRoot }}
+- name: driver-root
+  mountPath: /driver-root
+  readOnly: true
+{{- end }}
+{{- end -}}
