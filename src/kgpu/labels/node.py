@@ -35,13 +35,14 @@ def apply_body(node: str, labels: Mapping[str, str]) -> dict[str, Any]:
 def kube_client(kubeconfig: Path | None = None) -> Any:
     """A lightkube client from ``kubeconfig``, else as lightkube finds one: the in-cluster service
     account, then ``$KUBECONFIG``, then ``~/.kube/config``."""
+    import yaml
     from lightkube import Client, KubeConfig
     from lightkube.core.exceptions import ConfigError as LightkubeConfigError
 
     try:
         config = KubeConfig.from_file(kubeconfig) if kubeconfig is not None else KubeConfig.from_env()
         return Client(config=config, field_manager=FIELD_MANAGER, trust_env=False)
-    except (LightkubeConfigError, OSError, ValueError) as exc:
+    except (LightkubeConfigError, OSError, ValueError, TypeError, KeyError, AttributeError, yaml.YAMLError) as exc:
         where = str(kubeconfig) if kubeconfig else "the in-cluster service account, $KUBECONFIG or ~/.kube/config"
         raise NodeLabelError(f"no usable Kubernetes configuration from {where}: {exc}") from exc
 
