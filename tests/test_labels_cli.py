@@ -72,7 +72,7 @@ def test_a_bad_mig_strategy_is_one_clear_line_and_exit_2(tmp_path: Path) -> None
     code, _, err = run_kgpu("--simulate", "t4", "labels", "--root", str(tmp_path), "--mig-strategy", "double")
     assert code == 2
     assert len(err.strip().splitlines()) == 1
-    assert "--mig-strategy: MIG strategy 'double' is not one of none, single, mixed" in err
+    assert err == "kgpu: error: flag --mig-strategy: 'double' is not one of none, single, mixed\n"
 
 
 def test_a_bad_config_file_names_file_field_and_value(tmp_path: Path) -> None:
@@ -81,7 +81,8 @@ def test_a_bad_config_file_names_file_field_and_value(tmp_path: Path) -> None:
                    "    - name: nvidia.com/gpu\n      replicas: -1\n")
     code, _, err = run_kgpu("--simulate", "t4", "labels", "--root", str(tmp_path), "--config-file", str(cfg))
     assert code == 2
-    assert f"config file {cfg}: sharing.timeSlicing.resources[0].replicas: expected a whole number ≥ 1, got -1" in err
+    assert f"config file {cfg}: sharing.timeSlicing.resources[0].replicas:" in err
+    assert "(got -1)" in err
 
 
 def test_an_unwritable_output_file_is_a_clear_error(tmp_path: Path) -> None:

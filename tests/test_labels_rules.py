@@ -10,7 +10,7 @@ import pytest
 from kgpu.errors import ConfigError
 from kgpu.gpu import Inventory, open_backend
 from kgpu.labels import HostFacts, LabelSettings, MigStrategy, ReplicatedResource, SharingStrategy, node_labels
-from kgpu.labels.config import resolve_settings, settings_from_document
+from kgpu.labels.config import resolve_settings
 from kgpu.labels.gfd import make_valid, sanitise, valid_label_value
 from kgpu.labels.host import read_host_facts
 
@@ -124,45 +124,55 @@ def test_every_label_of_every_node_is_valid_in_kubernetes() -> None:
                 assert prefix in ("nvidia.com", "feature.node.kubernetes.io")
 
 
-def test_config_file_mps_section_wins_over_time_slicing() -> None:
-    doc = {
-        "version": "v1",
-        "sharing": {
-            "timeSlicing": {"resources": [{"name": "nvidia.com/gpu", "replicas": 4}]},
-            "mps": {"resources": [{"name": "nvidia.com/gpu", "replicas": 2}]},
-        },
-    }
-    settings = settings_from_document(doc, "test")
-    assert settings.active_sharing_strategy is SharingStrategy.MPS
-    assert settings.replicated("nvidia.com/gpu") == ReplicatedResource("nvidia.com/gpu", 2)
+def settings(tmp_path: Path, text: str, **flags: str) -> LabelSettings:
+    cfg = tmp_path / "plugin.yaml"
+    cfg.write_text(text)
+    return resolve_settings(cfg, flags.get("mig_strategy"), {})
 
 
-def test_an_explicit_rename_is_ignored_as_nvidia_does_but_rename_by_default_counts() -> None:
-    one = {"name": "nvidia.com/gpu", "replicas": 4, "rename": "nvidia.com/shared-gpu"}
-    plain = settings_from_document({"sharing": {"timeSlicing": {"resources": [one]}}}, "t")
-    renamed = {"sharing": {"timeSlicing": {"renameByDefault": True, "resources": [one]}}}
-    by_default = settings_from_document(renamed, "t")
-    assert plain.replicated("nvidia.com/gpu") == ReplicatedResource("nvidia.com/gpu", 4, renamed=False)
+def test_mps_replicas_share_nvidia_com_gpu(tmp_path: Path) -> None:
+    s = settings(tmp_path, "version: v1\nsharing:\n  mps:\n    resources:\n    - {name: nvidia.com/gpu, replicas: 2}\n")
+    assert s.active_sharing_strategy is SharingStrategy.MPS
+    assert s.replicated("nvidia.com/gpu") == ReplicatedResource("nvidia.com/gpu", 2)
+
+
+def test_renamed_replicas_are_not_shared_products(tmp_path: Path) -> None:
+    by_default = settings(tmp_path, "version: v1\nsharing:\n  timeSlicing:\n    renameByDefault: true\n"
+                                    "    resources:\n    - {name: nvidia.com/gpu, replicas: 4}\n")
+    explicit = settings(tmp_path, "version: v1\nsharing:\n  timeSlicing:\n    resources:\n"
+                                  "    - {name: nvidia.com/gpu, replicas: 4, rename: nvidia.com/gpu-ts}\n")
+    plain = settings(tmp_path, "version: v1\nsharing:\n  timeSlicing:\n    resources:\n"
+                               "    - {name: nvidia.com/gpu, replicas: 4}\n")
     assert by_default.replicated("nvidia.com/gpu") == ReplicatedResource("nvidia.com/gpu", 4, renamed=True)
+    assert explicit.replicated("nvidia.com/gpu") == ReplicatedResource("nvidia.com/gpu", 4, renamed=True)
+    assert plain.replicated("nvidia.com/gpu") == ReplicatedResource("nvidia.com/gpu", 4, renamed=False)
+    t4 = inventory("t4")
+    assert node_labels(t4, explicit, HOST)["nvidia.com/gpu.product"] == "Tesla-T4"
+    assert node_labels(t4, plain, HOST)["nvidia.com/gpu.product"] == "Tesla-T4-SHARED"
+
+
+def test_mps_slices_make_mps_capable(tmp_path: Path) -> None:
+    s = settings(tmp_path, "version: v1\nsharing:\n  mps:\n    slices:\n"
+                           "    - {name: nvidia.com/gpu-20gb, memory: 20Gi, computePercent: 25, count: 2}\n")
+    labels = node_labels(inventory("h100x8"), s, HOST)
+    assert labels["nvidia.com/mps.capable"] == "true"
+    assert labels["nvidia.com/gpu.replicas"] == "1" and labels["nvidia.com/gpu.product"] == "NVIDIA-H100-80GB-HBM3"
 
 
 @pytest.mark.parametrize(
-    ("doc", "message"),
+    ("text", "message"),
     [
-        ({"flags": {"migStrategy": "double"}},
-         "flags.migStrategy: MIG strategy 'double' is not one of none, single, mixed"),
-        ({"sharing": {"timeSlicing": {"resources": [{"name": "nvidia.com/gpu", "replicas": 0}]}}},
-         "sharing.timeSlicing.resources[0].replicas: expected a whole number ≥ 1, got 0"),
-        ({"sharing": {"mps": {"resources": []}}}, "sharing.mps.resources: expected a non-empty list"),
-        ({"sharing": {"timeSlicing": {"renameByDefault": "yes", "resources": [{"name": "x", "replicas": 2}]}}},
-         "sharing.timeSlicing.renameByDefault: expected true or false, got 'yes'"),
-        (["not", "a", "mapping"], "cfg.yaml: expected a mapping"),
+        ("version: v1\nflags:\n  migStrategy: double\n", "flags.migStrategy"),
+        ("version: v1\nsharing:\n  timeSlicing:\n    resources:\n    - {name: nvidia.com/gpu, replicas: 0}\n",
+         "sharing.timeSlicing.resources[0].replicas"),
+        ("version: v1\nsharing:\n  timeSlicing:\n    renameByDefault: yes please\n"
+         "    resources:\n    - {name: nvidia.com/gpu, replicas: 2}\n", "sharing.timeSlicing.renameByDefault"),
     ],
 )
-def test_bad_config_files_name_the_field_and_the_allowed_values(doc: object, message: str) -> None:
-    with pytest.raises(ConfigError, match=None) as info:
-        settings_from_document(doc, "cfg.yaml")
-    assert message in str(info.value)
+def test_bad_config_files_name_the_file_and_field(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        settings(tmp_path, text)
+    assert str(info.value).startswith(f"config file {tmp_path / 'plugin.yaml'}: {message}")
 
 
 def test_flag_beats_environment_beats_config_file(tmp_path: Path) -> None:
@@ -170,9 +180,11 @@ def test_flag_beats_environment_beats_config_file(tmp_path: Path) -> None:
     cfg.write_text("version: v1\nflags:\n  migStrategy: mixed\n")
     assert resolve_settings(cfg, None, {}).mig_strategy is MigStrategy.MIXED
     assert resolve_settings(cfg, None, {"MIG_STRATEGY": "single"}).mig_strategy is MigStrategy.SINGLE
+    assert resolve_settings(cfg, None, {"GFD_MIG_STRATEGY": "single"}).mig_strategy is MigStrategy.SINGLE
     assert resolve_settings(cfg, "none", {"MIG_STRATEGY": "single"}).mig_strategy is MigStrategy.NONE
     assert resolve_settings(None, None, {"CONFIG_FILE": str(cfg)}).mig_strategy is MigStrategy.MIXED
-    with pytest.raises(ConfigError, match="environment variable GFD_MIG_STRATEGY: MIG strategy 'all'"):
+    assert resolve_settings(None, None, {"GFD_CONFIG_FILE": str(cfg)}).mig_strategy is MigStrategy.MIXED
+    with pytest.raises(ConfigError, match="environment variable GFD_MIG_STRATEGY=all: 'all' is not one of"):
         resolve_settings(None, None, {"GFD_MIG_STRATEGY": "all"})
-    with pytest.raises(ConfigError, match=r"config file .*missing.yaml: cannot read it"):
+    with pytest.raises(ConfigError, match=r"missing.yaml"):
         resolve_settings(tmp_path / "missing.yaml", None, {})
