@@ -31,10 +31,16 @@ def test_the_daemonset_command_line_is_one_kgpu_accepts() -> None:
 def test_the_daemonset_mounts_the_kubelet_socket_and_serves_9400() -> None:
     spec = docs("exporter.yaml")["DaemonSet"]["spec"]["template"]["spec"]
     container = spec["containers"][0]
-    mount = container["volumeMounts"][0]
-    volume = next(v for v in spec["volumes"] if v["name"] == mount["name"])
-    assert volume["hostPath"]["path"] == mount["mountPath"] == "/var/lib/kubelet/pod-resources"
-    assert "--kubelet-pod-resources=/var/lib/kubelet/pod-resources/kubelet.sock" in container["args"]
+    mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    expected = [
+        ("/var/lib/kubelet/pod-resources", "--kubelet-pod-resources=/var/lib/kubelet/pod-resources/kubelet.sock"),
+        ("/run/kgpu/device-plugin", "--device-plugin-state=/run/kgpu/device-plugin/state.json"),
+    ]
+    for path, arg in expected:
+        assert volumes[mounts[path]["name"]]["hostPath"]["path"] == path
+        assert mounts[path]["readOnly"] is True
+        assert arg in container["args"]
     assert container["ports"] == [{"name": "metrics", "containerPort": 9400, "protocol": "TCP"}]
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert {"name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}} in container["env"]

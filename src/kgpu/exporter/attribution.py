@@ -18,6 +18,7 @@ from kgpu.gpu.model import Inventory
 
 GPU_RESOURCE = "nvidia.com/gpu"
 MIG_RESOURCE_PREFIX = "nvidia.com/mig-"
+VENDOR_PREFIX = "nvidia.com/"
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,7 +109,10 @@ def _resolve_base(device_id: str, inventory: Inventory) -> ResolvedID | None:
 
 
 def is_nvidia_resource(name: str, extra_names: Collection[str] = ()) -> bool:
-    return name == GPU_RESOURCE or name.startswith(MIG_RESOURCE_PREFIX) or name in extra_names
+    """dcgm-exporter takes ``nvidia.com/gpu``, ``nvidia.com/mig-*`` and configured names; kgpu also takes
+    every other ``nvidia.com/`` resource (renamed shared GPUs, MPS slices such as ``nvidia.com/gpu-20gb``),
+    whose device IDs must still resolve to a GPU of this node to count."""
+    return name == GPU_RESOURCE or name.startswith(VENDOR_PREFIX) or name in extra_names
 
 
 def attribute(

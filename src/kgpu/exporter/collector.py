@@ -23,6 +23,7 @@ from typing import Any, Protocol
 
 from kgpu.exporter.attribution import Attribution, ContainerDevices, attribute
 from kgpu.exporter.families import Family, render, to_prometheus
+from kgpu.exporter.pluginstate import PluginStateFile
 from kgpu.exporter.snapshot import ExporterOptions, NodeSnapshot, build_families
 from kgpu.exporter.xid import XidTracker
 from kgpu.gpu.backend import GPUBackend
@@ -91,6 +92,7 @@ class GPUCollector:
         xids: XidTracker | None = None,
         pod_devices: PodDevicesSource | None = None,
         extra_resource_names: tuple[str, ...] = (),
+        plugin_state: PluginStateFile | None = None,
         read_timeout: float = DEFAULT_READ_TIMEOUT,
     ) -> None:
         self.backend = backend
@@ -99,6 +101,7 @@ class GPUCollector:
         self.xids = xids if xids is not None else XidTracker(self.inventory)
         self.pod_devices = pod_devices
         self.extra_resource_names = extra_resource_names
+        self.plugin_state = plugin_state
         self.read_timeout = read_timeout
         self._readers = {g.uuid: _GPUReader(g.uuid, backend.readings) for g in self.inventory.gpus}
         self._errors: dict[str, int] = dict.fromkeys(self._readers, 0)
@@ -140,7 +143,7 @@ class GPUCollector:
                         extra={"gpu_uuid": uuid})
         self._failing[uuid] = why
 
-    def _read_pods(self) -> tuple[Attribution | None, bool | None]:
+    def _read_pods(self, plugin_resources: tuple[str, ...]) -> tuple[Attribution | None, bool | None]:
         source = self.pod_devices
         if source is None:
             return None, None
@@ -155,7 +158,7 @@ class GPUCollector:
                                  f"{source.description}: List failed ({exc}); metrics carry no pod labels")
             return None, False
         self._pod_transition("ok", logging.INFO, f"{source.description} answers; attributing GPUs to pods")
-        attribution = attribute(entries, self.inventory, self.extra_resource_names)
+        attribution = attribute(entries, self.inventory, self.extra_resource_names + plugin_resources)
         if attribution.unresolved:
             log.debug("device IDs that match no GPU of this node: %s", ", ".join(attribution.unresolved))
         return attribution, True
@@ -171,7 +174,8 @@ class GPUCollector:
         with self._lock:
             started = time.perf_counter()
             readings = self._read_gpus()
-            attribution, pods_ok = self._read_pods()
+            state = self.plugin_state.read() if self.plugin_state is not None else None
+            attribution, pods_ok = self._read_pods(state.resource_names if state is not None else ())
             xids = {g.uuid: r for g in self.inventory.gpus if (r := self.xids.last(g.uuid)) is not None}
             return NodeSnapshot(
                 inventory=self.inventory,
@@ -180,6 +184,7 @@ class GPUCollector:
                 xids=xids,
                 attribution=attribution,
                 pod_resources_ok=pods_ok,
+                plugin_state=state,
                 scrape_seconds=time.perf_counter() - started,
             )
 

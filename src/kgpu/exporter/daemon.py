@@ -9,6 +9,7 @@ import threading
 from typing import TextIO
 
 from kgpu.exporter.collector import DEFAULT_READ_TIMEOUT, GPUCollector, PodDevicesSource
+from kgpu.exporter.pluginstate import PluginStateFile
 from kgpu.exporter.server import MetricsServer
 from kgpu.exporter.snapshot import ExporterOptions
 from kgpu.exporter.xid import XidTracker
@@ -25,6 +26,7 @@ def run_exporter(
     port: int = 9400,
     pod_devices: PodDevicesSource | None = None,
     extra_resource_names: tuple[str, ...] = (),
+    plugin_state: PluginStateFile | None = None,
     read_timeout: float = DEFAULT_READ_TIMEOUT,
     once: bool = False,
     out: TextIO | None = None,
@@ -39,7 +41,8 @@ def run_exporter(
         if not once:
             xids.follow(backend, stop)
         collector = GPUCollector(backend, options, xids=xids, pod_devices=pod_devices,
-                                 extra_resource_names=extra_resource_names, read_timeout=read_timeout)
+                                 extra_resource_names=extra_resource_names, plugin_state=plugin_state,
+                                 read_timeout=read_timeout)
         if once:
             (out or sys.stdout).write(collector.render())
             return

@@ -15,6 +15,7 @@ from kgpu.exporter.attribution import Attribution, PodRef
 from kgpu.exporter.counters import CounterSet
 from kgpu.exporter.families import Family, Labels, Sample
 from kgpu.exporter.fields import FIELDS, XID_FIELD, Scope
+from kgpu.exporter.pluginstate import PluginState
 from kgpu.exporter.xid import XidRecord, xid_description
 from kgpu.gpu.model import GPU, GPUReadings, Inventory, MigDevice
 
@@ -42,6 +43,8 @@ class NodeSnapshot:
     attribution: Attribution | None = None
     pod_resources_ok: bool | None = None
     """None when pod attribution is off or the socket is absent; else whether ``List`` answered."""
+    plugin_state: PluginState | None = None
+    """The device plugin's state file, when present."""
     scrape_seconds: float | None = None
 
 
@@ -172,6 +175,8 @@ def build_kgpu_families(snapshot: NodeSnapshot, options: ExporterOptions) -> lis
         families.append(Family("kgpu_exporter_pod_resources_up", "gauge",
                                "1 when the kubelet's PodResources List answered this scrape.",
                                (Sample((), int(snapshot.pod_resources_ok)),)))
+    if snapshot.plugin_state is not None:
+        families.extend(build_plugin_families(snapshot.plugin_state, inventory, options))
     if snapshot.scrape_seconds is not None:
         families.append(Family("kgpu_exporter_scrape_duration_seconds", "gauge",
                                "Time this scrape spent reading GPUs, the kubelet and the plugin state.",
@@ -181,3 +186,44 @@ def build_kgpu_families(snapshot: NodeSnapshot, options: ExporterOptions) -> lis
 
 def build_families(snapshot: NodeSnapshot, options: ExporterOptions) -> list[Family]:
     return build_dcgm_families(snapshot, options) + build_kgpu_families(snapshot, options)
+
+
+def build_plugin_families(state: PluginState, inventory: Inventory, options: ExporterOptions) -> list[Family]:
+    """The device plugin's view of each advertised device, from its state file."""
+    base: dict[str, Labels] = {g.uuid: gpu_labels(g, None, options) for g in inventory.gpus}
+    registered, healthy, allocations, mps_memory, mps_compute = [], [], [], [], []
+    advertised: dict[tuple[str, str], int] = {}
+    for resource in state.resources:
+        registered.append(Sample((("resource", resource.name),), int(resource.registered)))
+        for device in resource.devices:
+            gpu = base.get(device.gpu_uuid, (("UUID", device.gpu_uuid),))
+            labels = (*gpu, ("resource", resource.name), ("device_id", device.id))
+            healthy.append(Sample(labels, int(device.healthy)))
+            allocations.append(Sample(labels, device.allocations))
+            advertised[(device.gpu_uuid, resource.name)] = advertised.get((device.gpu_uuid, resource.name), 0) + 1
+            if device.mps is not None and device.mps.memory_mib is not None:
+                mps_memory.append(Sample(labels, device.mps.memory_mib))
+            if device.mps is not None and device.mps.compute_percent is not None:
+                mps_compute.append(Sample(labels, device.mps.compute_percent))
+    per_gpu = tuple(
+        Sample((*base.get(uuid, (("UUID", uuid),)), ("resource", name)), count)
+        for (uuid, name), count in advertised.items()
+    )
+    return [
+        Family("kgpu_device_plugin_resource_registered", "gauge",
+               "1 while the device plugin is registered with the kubelet for this resource.", tuple(registered)),
+        Family("kgpu_device_plugin_device_healthy", "gauge",
+               "1 when the device plugin reports the device Healthy to the kubelet, 0 when Unhealthy.",
+               tuple(healthy)),
+        Family("kgpu_device_plugin_device_allocations_total", "counter",
+               "Allocate calls that included the device since the device plugin started.", tuple(allocations)),
+        Family("kgpu_gpu_advertised_devices", "gauge",
+               "Devices the plugin advertises on this GPU per resource (replicas or slices of a shared GPU).",
+               per_gpu),
+        Family("kgpu_mps_slice_pinned_memory_limit_mib", "gauge",
+               "Device memory an MPS client of this slice may pin (CUDA_MPS_PINNED_DEVICE_MEM_LIMIT), in MiB.",
+               tuple(mps_memory)),
+        Family("kgpu_mps_slice_active_thread_percentage", "gauge",
+               "Share of the GPU's SMs an MPS client of this slice may use (CUDA_MPS_ACTIVE_THREAD_PERCENTAGE).",
+               tuple(mps_compute)),
+    ]

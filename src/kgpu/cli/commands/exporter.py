@@ -15,6 +15,7 @@ from kgpu.cli.state import global_options
 from kgpu.errors import ConfigError
 
 DEFAULT_POD_RESOURCES_SOCKET = "/var/lib/kubelet/pod-resources/kubelet.sock"
+DEFAULT_DEVICE_PLUGIN_STATE = "/run/kgpu/device-plugin/state.json"
 
 log = logging.getLogger("kgpu.exporter")
 
@@ -40,6 +41,11 @@ def exporter(
                           "'none' turns pod attribution off.", envvar="KGPU_KUBELET_POD_RESOURCES",
                           metavar="SOCKET")
     ] = DEFAULT_POD_RESOURCES_SOCKET,
+    device_plugin_state: Annotated[
+        str, typer.Option(help="The device plugin's state file (health and allocations per advertised device) "
+                          "for the kgpu_device_plugin_* series; 'none' turns them off.", metavar="FILE",
+                          envvar="KGPU_DEVICE_PLUGIN_STATE")
+    ] = DEFAULT_DEVICE_PLUGIN_STATE,
     hostname_label: Annotated[
         str, typer.Option(help="Name of the host label: Hostname (dcgm-exporter before 2026), hostname "
                           "(dcgm-exporter since), or none.")
@@ -107,8 +113,13 @@ def exporter(
         from kgpu.exporter.podresources import PodResourcesClient
 
         pod_devices = PodResourcesClient(Path(kubelet_pod_resources))
+    plugin_state = None
+    if device_plugin_state != "none":
+        from kgpu.exporter.pluginstate import PluginStateFile
+
+        plugin_state = PluginStateFile(Path(device_plugin_state))
     run_exporter(
         global_options(ctx).open_backend(), options, host=host, port=port, pod_devices=pod_devices,
         extra_resource_names=tuple(n.strip() for n in nvidia_resource_names.split(",") if n.strip()),
-        read_timeout=read_timeout, once=once,
+        plugin_state=plugin_state, read_timeout=read_timeout, once=once,
     )
