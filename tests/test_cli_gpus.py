@@ -134,3 +134,23 @@ def test_watch_health_prints_injected_events_until_terminated(tmp_path: Path) ->
 def test_version() -> None:
     result = runner.invoke(app, ["--version"])
     assert result.stdout.startswith("kgpu 0.1.0")
+
+
+def test_logging_follows_stderr_after_it_is_replaced(capsys: pytest.CaptureFixture[str]) -> None:
+    import io
+    import logging
+
+    from kgpu.log import setup_logging
+
+    setup_logging("info", json_output=True)
+    first = io.StringIO()
+    sys.stderr = first
+    first.close()
+    second = io.StringIO()
+    sys.stderr = second
+    try:
+        logging.getLogger("kgpu.test").info("hello", extra={"gpu": 3})
+    finally:
+        sys.stderr = sys.__stderr__
+    record = json.loads(second.getvalue())
+    assert (record["msg"], record["gpu"], record["level"]) == ("hello", 3, "info")
