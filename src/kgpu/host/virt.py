@@ -1,0 +1,93 @@
+"""How the node runs: under which hypervisor (if any), booted with EFI or not, inside a container or not."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from kgpu.host.paths import read_text, under
+
+# DMI sys_vendor / product_name substrings that name a hypervisor even when the CPUID flag is hidden
+# (as it is with VMware's hypervisor.cpuid.v0 = FALSE).
+_DMI_HYPERVISORS = (
+    ("VMware", "vmware"),
+    ("QEMU", "kvm"),
+    ("KVM", "kvm"),
+    ("Microsoft Corporation|Virtual Machine", "hyper-v"),
+    ("Xen", "xen"),
+    ("innotek", "virtualbox"),
+    ("VirtualBox", "virtualbox"),
+    ("Parallels", "parallels"),
+    ("Nutanix", "nutanix-ahv"),
+    ("OpenStack", "kvm"),
+    ("Google Compute Engine", "kvm"),
+)
+
+
+# Bare-metal cloud instances keep their cloud's DMI vendor, so only these vendors prove a VM on their own.
+_ONLY_VIRTUAL = ("vmware", "virtualbox", "parallels")
+
+
+@dataclass(frozen=True, slots=True)
+class Virtualization:
+    hypervisor: str | None
+    """``kvm``, ``vmware``, ``hyper-v``, ``xen``, ... or ``None`` on bare metal."""
+    cpuid_flag: bool
+    """``hypervisor`` is among the CPU flags in ``/proc/cpuinfo`` (hidden when cpuid.v0 = FALSE)."""
+    sys_vendor: str
+    product_name: str
+    evidence: tuple[str, ...]
+
+
+def _cpuinfo_has_hypervisor_flag(text: str) -> bool:
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "flags":
+            return "hypervisor" in value.split()
+    return False
+
+
+def read_virtualization(root: Path) -> Virtualization:
+    evidence: list[str] = []
+    xen = (read_text(root, "/sys/hypervisor/type") or "").strip()
+    flag = _cpuinfo_has_hypervisor_flag(read_text(root, "/proc/cpuinfo") or "")
+    vendor = (read_text(root, "/sys/class/dmi/id/sys_vendor") or "").strip()
+    product = (read_text(root, "/sys/class/dmi/id/product_name") or "").strip()
+    dmi_name = None
+    for needle, name in _DMI_HYPERVISORS:
+        if "|" in needle:
+            v, p = needle.split("|")
+            if v in vendor and p in product:
+                dmi_name = name
+                break
+        elif needle in vendor or needle in product:
+            dmi_name = name
+            break
+    if xen:
+        evidence.append(f"/sys/hypervisor/type: {xen}")
+    if flag:
+        evidence.append("/proc/cpuinfo: 'hypervisor' CPU flag set")
+    if vendor or product:
+        evidence.append(f"/sys/class/dmi/id: sys_vendor={vendor!r} product_name={product!r}")
+    hypervisor: str | None = None
+    if xen:
+        hypervisor = xen
+    elif flag:
+        hypervisor = dmi_name or "unknown"
+    elif dmi_name in _ONLY_VIRTUAL or "QEMU" in vendor + product:
+        # The CPU flag can be hidden (VMware's hypervisor.cpuid.v0 = FALSE); these vendors never make
+        # hardware.
+        hypervisor = dmi_name
+    return Virtualization(hypervisor, flag, vendor, product, tuple(evidence))
+
+
+def efi_booted(root: Path) -> bool:
+    return under(root, "/sys/firmware/efi").is_dir()
+
+
+def container_marker(root: Path) -> str | None:
+    """The file that says this root is a container's, if any (``/.dockerenv``, ``/run/.containerenv``)."""
+    for marker in ("/.dockerenv", "/run/.containerenv"):
+        if under(root, marker).exists():
+            return marker
+    return None
