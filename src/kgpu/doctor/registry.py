@@ -36,6 +36,7 @@ CHECKS: tuple[Check, ...] = (
     Check("k8s.selinux", "SELinux enforcing", k8s.selinux),
     Check("k8s.firewall", "firewalld active", k8s.firewall),
     Check("k8s.time-sync", "no time sync service", k8s.time_sync),
+    Check("k8s.version-compat", "a kubelet too old for the device plugin / GPU Operator", k8s.version_compat),
     Check("runtime.toolkit", "nvidia-container-toolkit missing", runtime.toolkit),
     Check(
         "runtime.containerd",
@@ -53,7 +54,6 @@ CHECKS: tuple[Check, ...] = (
     Check("runtime.dockershim", "Kubernetes ≥ 1.24 on Docker without cri-dockerd", runtime.dockershim),
     Check("kubelet.device-plugins", "no kubelet.sock for device plugins", kubelet.device_plugins),
     Check("kubelet.cgroup-driver", "kubelet and runtime cgroup drivers differ", kubelet.cgroup_driver),
-    Check("k8s.version-compat", "a kubelet too old for the device plugin / GPU Operator", k8s.version_compat),
     Check("cdi.spec", "CDI spec absent, invalid or naming missing paths", cdi.spec),
 )
 CHECK_IDS: tuple[str, ...] = tuple(c.id for c in CHECKS)

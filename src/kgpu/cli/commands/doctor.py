@@ -119,4 +119,4 @@ def _print(findings: list[Finding], os_name: str, root: Path) -> None:
     todo = [f for f in findings if f.fix and f.status.value in ("fail", "warn")]
     for f in todo:
         console.print(Text(f"\n{f.status.value.upper()} {f.id}: {f.title}", style=_STYLE[f.status.value]))
-        console.print(Text(f.fix))
+        console.print(Text(f.fix), soft_wrap=True)

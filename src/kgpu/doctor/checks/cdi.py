@@ -57,16 +57,16 @@ def spec(facts: NodeFacts) -> Outcome:
     specs = [s for s in host.cdi_specs if s.error or s.kind == "nvidia.com/gpu"]
     cdi_required = host.toolkit.config is not None and host.toolkit.config.mode == "cdi"
     if not specs:
-        evidence = "no spec with kind nvidia.com/gpu in /etc/cdi or /var/run/cdi"
+        absent = "no spec with kind nvidia.com/gpu in /etc/cdi or /var/run/cdi"
         if cdi_required:
             return failed(
                 "no CDI spec, but the toolkit runs in CDI mode",
-                [evidence, f'{host.toolkit.config.path if host.toolkit.config else ""}: mode = "cdi"'],
+                [absent, f'{host.toolkit.config.path if host.toolkit.config else ""}: mode = "cdi"'],
                 _GENERATE,
             )
         return warned(
             "no CDI spec for the GPUs",
-            evidence,
+            absent,
             _GENERATE + "\nCDI lets runtimes inject exactly the allocated GPUs (containerd ≥ 1.7, CRI-O, "
             "docker ≥ 25)",
         )
@@ -79,7 +79,8 @@ def spec(facts: NodeFacts) -> Outcome:
             continue
         shape = _shape_errors(s)
         problems += [f"{s.path}: {e}" for e in shape]
-        devices = s.data.get("devices") if isinstance(s.data.get("devices"), list) else []
+        raw_devices = s.data.get("devices")
+        devices: list[Any] = raw_devices if isinstance(raw_devices, list) else []
         paths = _edits_paths(s.data.get("containerEdits"))
         for dev in devices:
             if isinstance(dev, dict):

@@ -107,9 +107,14 @@ def bar_mapped(facts: NodeFacts) -> Outcome:
             for d in gpus
         ]
         return passed("GPU BARs have addresses", *detail)
+    estimate = ""
     if unknown_bar1:
         mem = max((g.memory_total_mib for g in facts.gpus), default=0) * 1024**2
-        total64 = max(total64, len(gpus) * (1 << max(mem - 1, 0).bit_length()) if mem else 0)
+        if mem:
+            per_gpu = 1 << (mem - 1).bit_length()
+            total64 = max(total64, len(gpus) * per_gpu)
+            estimate = (f"BAR1 size unknown: estimated from GPU memory ({mem // 1024**3} GiB, BAR1 usually the "
+                        f"next power of two: {human_size(per_gpu)} per GPU)")
     size_text = (
         f"{_next_pow2_gib(total64)}"
         if total64
@@ -137,6 +142,8 @@ def bar_mapped(facts: NodeFacts) -> Outcome:
             'Bare metal: enable "Above 4G Decoding" (a.k.a. "MMIO above 4GB") in the BIOS/UEFI setup.'
         )
     evidence = problems + seen
+    if estimate:
+        evidence.append(estimate)
     if total64:
         evidence.append(
             f"64-bit BARs of all GPUs add up to {human_size(total64)}: MMIO size to set ≥ {size_text} GB"

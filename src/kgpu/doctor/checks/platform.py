@@ -34,6 +34,8 @@ def hypervisor(facts: NodeFacts) -> Outcome:
         return passed(
             "bare metal", "no hypervisor: no CPUID flag, DMI names a hardware vendor", *virt.evidence
         )
+    if not facts.gpus and not facts.pci_gpus:
+        return passed(f"VM ({virt.hypervisor}) without a GPU", *virt.evidence)
     consumer = [g for g in facts.gpus if g.brand in _CONSUMER_BRANDS or "GeForce" in g.name]
     evidence = list(virt.evidence)
     if not virt.cpuid_flag:

@@ -281,7 +281,7 @@ def _cgroup_driver(facts: NodeFacts) -> tuple[str, str] | None:
     """The cgroup driver in use (the kubelet's, else the runtime's), and where it was read."""
     k = facts.host.kubelet
     if k.installed and not k.config_error:
-        return k.cgroup_driver, f"kubelet ({k.cgroup_driver_source})"
+        return k.cgroup_driver, f"kubelet cgroupDriver {k.cgroup_driver} ({k.cgroup_driver_source})"
     return runtime_cgroup_driver(facts)
 
 
