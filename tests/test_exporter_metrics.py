@@ -171,19 +171,22 @@ def test_a_hung_gpu_costs_its_series_not_the_scrape(tmp_path: Path) -> None:
 
     release = threading.Event()
     backend = _SlowBackend(open_backend(simulate=write_node(tmp_path)), GPU1, release)
-    collector = GPUCollector(backend, ExporterOptions(load_counters(None)), read_timeout=0.05)  # type: ignore[arg-type]
+    collector = GPUCollector(backend, ExporterOptions(load_counters(None)), read_timeout=0.5)  # type: ignore[arg-type]
     try:
         started = time.monotonic()
         first = collector.render()
         second = collector.render()  # the hung read has not returned: not asked again, counted again
         elapsed = time.monotonic() - started
         release.set()
-        time.sleep(0.05)
-        third = collector.render()
+        for _ in range(100):  # once the hung call returns, the GPU is read again
+            third = collector.render()
+            if series_of(third, "DCGM_FI_DEV_GPU_TEMP", GPU1):
+                break
+            time.sleep(0.02)
     finally:
         release.set()
         collector.close()
-    assert elapsed < 2
+    assert elapsed < 4  # two scrapes, each waiting at most read_timeout, not the 5 s the GPU hangs
     assert series_of(first, "DCGM_FI_DEV_GPU_TEMP", GPU1) == []
     assert series_of(first, "DCGM_FI_DEV_GPU_TEMP", GPU0)
     assert [v for _, v in series_of(second, "kgpu_gpu_read_errors", GPU1)] == [2]
@@ -259,3 +262,17 @@ def test_a_counters_file_selects_and_orders_the_families(tmp_path: Path) -> None
     # Without the DCGM_FI_DRIVER_VERSION label line, the label is absent, as in dcgm-exporter.
     (labels, _), = series_of(text, "DCGM_FI_DEV_GPU_TEMP", GPU0)
     assert "DCGM_FI_DRIVER_VERSION" not in labels
+
+
+def test_the_collector_also_plugs_into_a_prometheus_client_registry(tmp_path: Path) -> None:
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    collector = GPUCollector(open_backend(simulate=write_node(tmp_path)), ExporterOptions(load_counters(None)))
+    registry = CollectorRegistry()
+    registry.register(collector)
+    try:
+        text = generate_latest(registry).decode()
+    finally:
+        collector.close()
+    assert [v for _, v in series_of(text, "DCGM_FI_DEV_GPU_TEMP", GPU0)] == [64]
+    assert [v for _, v in series_of(text, "kgpu_gpu_read_errors", GPU1)] == [0]
