@@ -29,3 +29,15 @@ echo "== kgpu device-plugin (simulated $node) against a kubelet stand-in =="
   kill -TERM "$dp_pid"; wait "$dp_pid"; dp_pid=""
   echo "device plugin stopped cleanly (SIGTERM); sockets left: $(ls "$dp_dir/device-plugins" | wc -l)"
 )
+
+echo
+echo "== kgpu validate (simulated h100x8, node files from tests/fixtures/validate/h100x8-node) =="
+kgpu --simulate h100x8 validate --root tests/fixtures/validate/h100x8-node
+echo "-- the same node with /dev/nvidia3 missing: the chain stops at step 3 and says how to fix it --"
+(
+  broken="$(mktemp -d /tmp/kgpu-demo-XXXXXX)"
+  trap 'rm -rf "$broken"' EXIT
+  cp -r tests/fixtures/validate/h100x8-node/. "$broken"
+  rm "$broken/dev/nvidia3"
+  kgpu --simulate h100x8 validate --root "$broken" | grep -E '^\[3/7\]|fix:|^validation' || true
+)

@@ -344,3 +344,13 @@ def test_simulated_node_never_runs_cuda_even_when_nvml_is_skipped(node: Any, fak
         str(fake_libcuda),
     )
     assert step(results, "cuda")["status"] == "skipped"
+
+
+def test_the_documented_fixture_node_validates() -> None:
+    root = Path(__file__).resolve().parents[1] / "fixtures" / "validate" / "h100x8-node"
+    result = runner.invoke(app, ["--simulate", "h100x8", "validate", "--root", str(root)], env={})
+    assert result.exit_code == 0, result.stdout
+    lines = result.stdout.splitlines()
+    assert lines[1].startswith("[2/7] nvml           PASSED   8 GPU(s) via simulated, driver 580.95.05")
+    assert lines[2] == "      0: NVIDIA H100 80GB HBM3 GPU-04af0a9b-6df0-595a-bd74-7498840294e2"
+    assert lines[-1] == "validation PASSED: 5 of 5 step(s) that ran passed"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -120,7 +121,7 @@ def validate(
 
       kgpu validate --pod --kubeconfig ~/.kube/config --image registry.example/kgpu:0.1.0
 
-      kgpu --simulate h100x8 validate --root tests/fixtures/node
+      kgpu --simulate h100x8 validate --root tests/fixtures/validate/h100x8-node
     """
     from kgpu.validate import ValidateOptions, exit_code, parse_duration, parse_skip
     from kgpu.validate import validate as run_validation
@@ -155,16 +156,19 @@ def validate(
     raise typer.Exit(exit_code(results))
 
 
+# Where a step's detail moves on to the next GPU: one line per GPU in the text output.
+_PER_GPU = {"nvml": re.compile(r"(?:: |; )(?=\d+: )"), "cuda": re.compile(r"; (?=GPU \d+ )")}
 _MARK = {"passed": "PASSED", "failed": "FAILED", "skipped": "skipped", "not-run": "not run"}
 
 
 def _print_result(r: StepResult) -> None:
     head = f"[{r.step}/7] {r.name:<14} {_MARK[str(r.status)]:<8}"
-    if r.name == "cuda" and "; GPU " in r.detail:
-        first, *gpus = r.detail.split("; GPU ")
+    per_gpu = _PER_GPU.get(r.name)
+    if per_gpu is not None and per_gpu.search(r.detail):
+        first, *gpus = per_gpu.split(r.detail)
         typer.echo(f"{head} {first}")
         for line in gpus:
-            typer.echo(f"      GPU {line}")
+            typer.echo(f"      {line}")
     else:
         typer.echo(f"{head} {r.detail}")
     if r.fix:
