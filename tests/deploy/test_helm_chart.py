@@ -161,15 +161,28 @@ def test_rbac_is_least_privilege() -> None:
         assert b["subjects"][0]["name"] == b["roleRef"]["name"]
 
 
-def test_config_file_reaches_every_component_and_is_valid_nvidia_v1() -> None:
-    from kgpu.labels.config import settings_from_document
+def plugin_config(objs: list[dict[str, Any]], tmp_path: Path) -> Any:
+    """The rendered config file as the device plugin resolves it (with no flags or environment)."""
+    from kgpu.deviceplugin.config import resolve_config
 
+    path = tmp_path / "config.yaml"
+    path.write_text(by_kind(objs, "ConfigMap")["kgpu-config"]["data"]["config.yaml"])
+    return resolve_config({}, {}, path)
+
+
+def test_default_config_is_the_device_plugins_defaults(tmp_path: Path) -> None:
+    config = plugin_config(render(), tmp_path)
+    assert config.sharing.strategy == "none"
+    assert str(config.flags.mig_strategy) == "none"
+
+
+def test_config_file_reaches_every_component_and_is_valid_nvidia_v1(tmp_path: Path) -> None:
     objs = render(VARIANTS["time-slicing"])
-    config = yaml.safe_load(by_kind(objs, "ConfigMap")["kgpu-config"]["data"]["config.yaml"])
-    assert config["sharing"]["timeSlicing"]["resources"] == [{"name": "nvidia.com/gpu", "replicas": 4}]
-    settings = settings_from_document(config, "ConfigMap kgpu-config")
-    assert str(settings.sharing) in ("time-slicing", "SharingStrategy.TIME_SLICING")
-    assert settings.resources[0].replicas == 4
+    config = plugin_config(objs, tmp_path)
+    assert config.sharing.strategy == "time-slicing"
+    (shared,) = config.sharing.time_slicing.resources
+    assert (shared.name, shared.replicas) == ("nvidia.com/gpu", 4)
+    assert config.sharing.time_slicing.fail_requests_greater_than_one is True
     for owner, spec, c in containers(objs):
         if owner in ("kgpu-validation", "kgpu-exporter"):
             continue  # the exporter and the Job do not read the device-plugin config
@@ -188,17 +201,14 @@ def test_changing_the_config_restarts_the_daemons() -> None:
     assert checksums({}) != checksums(VARIANTS["time-slicing"])
 
 
-def test_mps_values_run_the_mps_daemon_in_the_hosts_ipc_namespace() -> None:
-    from kgpu.sharing.config import parse_mps_section
-
+def test_mps_values_run_the_mps_daemon_in_the_hosts_ipc_namespace(tmp_path: Path) -> None:
     objs = render(VARIANTS["mps"])
     ds = by_kind(objs, "DaemonSet")["kgpu-mps-daemon"]
     spec = ds["spec"]["template"]["spec"]
     assert spec["hostIPC"] is True
     env = {e["name"]: e.get("value") for e in spec["containers"][0]["env"]}
     assert env["NVIDIA_DRIVER_CAPABILITIES"] == "compute,utility"
-    config = yaml.safe_load(by_kind(objs, "ConfigMap")["kgpu-config"]["data"]["config.yaml"])
-    parse_mps_section(config["sharing"]["mps"], "ConfigMap kgpu-config")
+    assert plugin_config(objs, tmp_path).sharing.strategy == "mps"
 
 
 def test_exporter_service_selects_the_exporter_pods_on_the_metrics_port() -> None:

@@ -96,7 +96,7 @@ def test_missing_device_node_fails_step_3(node: Any) -> None:
     nodes = step(results, "device-nodes")
     assert nodes["status"] == "failed"
     assert nodes["detail"] == "missing: /dev/nvidia0"
-    assert "nvidia-modprobe" in nodes["fix"]
+    assert nodes["fix"].startswith("create them: `nvidia-modprobe -c=0`")
     assert code == 1
 
 
@@ -110,6 +110,7 @@ def test_device_nodes_follow_the_inventory_minors(tmp_path: Path, node_factory: 
     tree = node_factory(tmp_path / "n", gpus=7)  # h100x8 has eight GPUs, nvidia0..7
     _, results = run("--simulate", "h100x8", "validate", "--root", str(tree.root))
     assert step(results, "device-nodes")["detail"] == "missing: /dev/nvidia7"
+    assert step(results, "device-nodes")["fix"].startswith("create them: `nvidia-modprobe -c=7`")
     _, results = run("--simulate", "h100x8", "validate", "--root", str(tree.root), "--gpu", "3")
     assert step(results, "device-nodes")["status"] == "passed"
 

@@ -122,10 +122,12 @@ def required_device_nodes(minors: list[int]) -> list[str]:
 def judge_device_nodes(nodes: list[DeviceNode]) -> StepResult:
     missing = [n.path for n in nodes if not n.exists]
     if missing:
-        uvm = any(p.startswith("/dev/nvidia-uvm") for p in missing)
+        minors = [p.removeprefix("/dev/nvidia") for p in missing if p.removeprefix("/dev/nvidia").isdigit()]
+        uvm = "/dev/nvidia-uvm" in missing
+        args = " ".join([*(f"-c={m}" for m in minors or ["0"]), *(["-u"] if uvm else [])])
         fix = (
-            "create them: `nvidia-modprobe -c=0 -u` (all GPUs: `nvidia-ctk system create-device-nodes "
-            "--control-devices --load-kernel-modules`)"
+            f"create them: `nvidia-modprobe {args}` (or every node at once: `nvidia-ctk system "
+            "create-device-nodes --control-devices --load-kernel-modules`)"
         )
         if uvm and len(missing) == 1:
             fix = "load nvidia-uvm and create its node: `nvidia-modprobe -u -c=0`"
