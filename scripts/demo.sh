@@ -31,6 +31,28 @@ echo "== kgpu device-plugin (simulated $node) against a kubelet stand-in =="
 )
 
 echo
+echo "== kgpu doctor (simulated h100x8, node files from tests/fixtures/nodes/ubuntu-h100) =="
+doctor_summary() {
+  python -c 'import json, sys
+for f in json.load(sys.stdin):
+    print("%-5s %-31s %s" % (f["status"], f["id"], f["title"]))
+    if f["status"] in ("fail", "warn") and len(sys.argv) > 1:
+        print("      fix: " + f["fix"].replace("\n", "\n           "))' "$@"
+}
+kgpu --simulate h100x8 doctor --root tests/fixtures/nodes/ubuntu-h100 --json | doctor_summary
+echo "-- the same node without the nouveau blacklist and with swap back in /etc/fstab --"
+(
+  broken="$(mktemp -d /tmp/kgpu-demo-XXXXXX)"
+  trap 'rm -rf "$broken"' EXIT
+  cp -a tests/fixtures/nodes/ubuntu-h100/. "$broken"
+  rm "$broken/usr/lib/modprobe.d/nvidia-graphics-drivers.conf"
+  sed -i 's|^#/swap.img|/swap.img|' "$broken/etc/fstab"
+  kgpu --simulate h100x8 doctor --root "$broken" --only driver.nouveau,k8s.swap --json | doctor_summary fixes || true
+  echo "-- kgpu node prepare --apply on it, then the doctor again --"
+  kgpu node prepare --root "$broken" --apply | grep -E '^\[|^wrote'
+  kgpu --simulate h100x8 doctor --root "$broken" --only driver.nouveau,k8s.swap --json | doctor_summary
+)
+
 echo "== kgpu validate (simulated h100x8, node files from tests/fixtures/validate/h100x8-node) =="
 kgpu --simulate h100x8 validate --root tests/fixtures/validate/h100x8-node
 echo "-- the same node with /dev/nvidia3 missing: the chain stops at step 3 and says how to fix it --"

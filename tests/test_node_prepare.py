@@ -1,0 +1,122 @@
+"""`kgpu node prepare`: given a node the doctor finds fault with, the plan fixes exactly that, atomically,
+with backups, and a second run has nothing left to do."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from doctor_nodes import Node
+from typer.testing import CliRunner
+
+from kgpu.cli import app
+
+runner = CliRunner()
+
+PREPARED_BY = ("driver.nouveau", "k8s.kernel-modules", "k8s.sysctl", "k8s.swap", "runtime.containerd")
+
+
+def snapshot(root: Path) -> dict[str, str]:
+    out = {}
+    for p in sorted(root.rglob("*")):
+        if p.is_file() and not p.is_symlink():
+            out[str(p.relative_to(root))] = hashlib.sha256(p.read_bytes()).hexdigest()
+    return out
+
+
+def broken_ubuntu(tmp_path: Path) -> Node:
+    node = Node(tmp_path, "ubuntu-h100")
+    node.remove("/usr/lib/modprobe.d/nvidia-graphics-drivers.conf")
+    node.remove("/etc/modules-load.d/k8s.conf")
+    node.remove("/etc/sysctl.d/k8s.conf")
+    node.replace("/etc/fstab", "#/swap.img", "/swap.img")
+    node.remove("/etc/containerd/conf.d/99-nvidia.toml")
+    return node
+
+
+def prepare(node: Node, *extra: str) -> str:
+    result = runner.invoke(app, ["node", "prepare", "--root", str(node.root), *extra])
+    assert result.exit_code == 0, result.output
+    return result.stdout
+
+
+def test_dry_run_shows_every_fix_as_a_diff_and_writes_nothing(tmp_path: Path) -> None:
+    node = broken_ubuntu(tmp_path)
+    before = snapshot(node.root)
+    out = prepare(node)
+    assert snapshot(node.root) == before
+    assert "+blacklist nouveau" in out and "+options nouveau modeset=0" in out
+    assert "+++ b/etc/modules-load.d/k8s.conf" in out and "+br_netfilter" in out
+    assert "+net.ipv4.ip_forward = 1" in out
+    assert "-/swap.img\tnone\tswap\tsw\t0\t0" in out and "+#/swap.img\tnone\tswap\tsw\t0\t0" in out
+    assert "add the nvidia runtime to containerd" in out
+    assert "Dry run: nothing written" in out
+    assert "update-initramfs -u" in out and "sysctl --system" in out and "systemctl restart containerd" in out
+    assert out.rstrip().index("reboot") > out.index("systemctl restart containerd")
+
+
+def test_apply_fixes_what_the_doctor_found_and_a_second_run_does_nothing(tmp_path: Path) -> None:
+    node = broken_ubuntu(tmp_path)
+    before = node.findings(*PREPARED_BY)
+    assert all(f.status.value in ("fail", "warn") for f in before.values()), before
+    old_fstab = node.read("/etc/fstab")
+
+    out = prepare(node, "--apply")
+    assert "wrote /etc/fstab (previous content in /etc/fstab.kgpu.bak)" in out
+    assert node.read("/etc/fstab.kgpu.bak") == old_fstab
+    assert "#/swap.img" in node.read("/etc/fstab")
+    assert node.read("/etc/modprobe.d/blacklist-nouveau.conf").splitlines()[1:] == [
+        "blacklist nouveau", "options nouveau modeset=0", "blacklist nova_core", "blacklist nova_drm"]
+    assert node.read("/etc/sysctl.d/99-kubernetes.conf").splitlines()[1:] == [
+        "net.ipv4.ip_forward = 1", "net.bridge.bridge-nf-call-iptables = 1", "net.bridge.bridge-nf-call-ip6tables = 1"]
+    after = node.findings(*PREPARED_BY)
+    assert {i: f.status.value for i, f in after.items()} == dict.fromkeys(PREPARED_BY, "pass")
+
+    written = snapshot(node.root)
+    again = prepare(node, "--apply")
+    assert "Nothing to do" in again
+    assert snapshot(node.root) == written
+
+
+def test_existing_blacklist_file_gets_only_the_missing_lines(tmp_path: Path) -> None:
+    node = Node(tmp_path, "ubuntu-h100")
+    node.remove("/usr/lib/modprobe.d/nvidia-graphics-drivers.conf")
+    node.write("/etc/modprobe.d/blacklist-nouveau.conf", "# mine\nblacklist nova_core\n")
+    prepare(node, "--apply")
+    assert node.read("/etc/modprobe.d/blacklist-nouveau.conf") == (
+        "# mine\nblacklist nova_core\nblacklist nouveau\noptions nouveau modeset=0\nblacklist nova_drm\n")
+    assert node.read("/etc/modprobe.d/blacklist-nouveau.conf.kgpu.bak") == "# mine\nblacklist nova_core\n"
+
+
+def test_rhel_family_gets_dracut(tmp_path: Path) -> None:
+    node = Node(tmp_path, "rocky-a100")
+    node.remove("/etc/modprobe.d/blacklist-nouveau.conf")
+    node.replace("/proc/cmdline", " rd.driver.blacklist=nouveau modprobe.blacklist=nouveau", "")
+    out = prepare(node)
+    assert "dracut --force" in out and "update-initramfs" not in out
+
+
+def test_a_runtime_is_not_pointed_at_a_toolkit_that_is_not_installed(tmp_path: Path) -> None:
+    node = Node(tmp_path, "ubuntu-h100")
+    node.remove("/etc/containerd/conf.d/99-nvidia.toml")
+    node.remove("/usr/bin/nvidia-container-runtime")
+    out = prepare(node, "--apply")
+    assert "install nvidia-container-toolkit first" in out
+    assert not node.path("/etc/containerd/conf.d/99-nvidia.toml").exists()
+
+
+def test_a_later_sysctl_file_that_overrides_ours_is_reported_not_edited(tmp_path: Path) -> None:
+    node = Node(tmp_path, "ubuntu-h100")
+    node.write("/etc/sysctl.d/zz-hardening.conf", "net.ipv4.ip_forward = 0\n")
+    out = prepare(node, "--apply")
+    assert "/etc/sysctl.d/zz-hardening.conf:1 sets net.ipv4.ip_forward = 0" in out
+    assert node.read("/etc/sysctl.d/zz-hardening.conf") == "net.ipv4.ip_forward = 0\n"
+    assert not node.path("/etc/sysctl.d/99-kubernetes.conf").exists()
+
+
+def test_healthy_nodes_need_nothing(tmp_path: Path) -> None:
+    for name in ("ubuntu-h100", "rocky-a100"):
+        node = Node(tmp_path, name)
+        before = snapshot(node.root)
+        assert "Nothing to do" in prepare(node, "--apply")
+        assert snapshot(node.root) == before
