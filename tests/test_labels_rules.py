@@ -188,3 +188,15 @@ def test_flag_beats_environment_beats_config_file(tmp_path: Path) -> None:
         resolve_settings(None, None, {"GFD_MIG_STRATEGY": "all"})
     with pytest.raises(ConfigError, match=r"missing.yaml"):
         resolve_settings(tmp_path / "missing.yaml", None, {})
+
+
+def test_a_parsed_document_gives_the_same_settings_as_its_file(tmp_path: Path) -> None:
+    text = "version: v1\nflags:\n  migStrategy: mixed\nsharing:\n  timeSlicing:\n    renameByDefault: true\n" \
+           "    resources:\n    - {name: nvidia.com/gpu, replicas: 4}\n"
+    import yaml
+
+    from kgpu.labels.config import settings_from_document
+
+    assert settings_from_document(yaml.safe_load(text), "ConfigMap kgpu-config") == settings(tmp_path, text)
+    with pytest.raises(ConfigError, match=r"^ConfigMap kgpu-config: flags.migStrategy"):
+        settings_from_document({"version": "v1", "flags": {"migStrategy": "all"}}, "ConfigMap kgpu-config")

@@ -68,3 +68,21 @@ def resolve_settings(
     if mig_strategy is not None:
         flags["mig-strategy"] = mig_strategy
     return settings_from_plugin_config(resolve_config(flags, environ, config_file))
+
+
+def settings_from_document(doc: object, source: str) -> LabelSettings:
+    """Settings from an already-parsed config document (e.g. a ConfigMap's ``config.yaml``), validated
+    by the device plugin's own schema; errors name ``source``. Flags and env vars play no part."""
+    import yaml
+
+    from kgpu.deviceplugin.config import Flags, PluginConfig, Sharing, parse_config_text
+    from kgpu.sharing.config import parse_mps_section
+
+    spec = parse_config_text(yaml.safe_dump(doc), source)
+    mig = spec.flags.mig_strategy if spec.flags is not None and spec.flags.mig_strategy else "none"
+    sharing = spec.sharing
+    time_slicing = sharing.time_slicing.to_value() if sharing is not None and sharing.time_slicing else None
+    mps = parse_mps_section(sharing.mps, source) if sharing is not None and sharing.mps is not None else None
+    return settings_from_plugin_config(
+        PluginConfig(flags=Flags(mig_strategy=mig), sharing=Sharing(time_slicing=time_slicing, mps=mps))
+    )
