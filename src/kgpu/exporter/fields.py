@@ -37,14 +37,10 @@ def _flag(value: bool | None) -> int | None:
     return None if value is None else int(value)
 
 
-def _fb_total(r: GPUReadings) -> int | None:
-    if r.memory_used_mib is None or r.memory_free_mib is None:
-        return None
-    return r.memory_used_mib + r.memory_free_mib + (r.memory_reserved_mib or 0)
-
-
 XID_FIELD = "DCGM_FI_DEV_XID_ERRORS"
 """Read from the health stream (the last XID seen), not from the readings."""
+FB_TOTAL_FIELD = "DCGM_FI_DEV_FB_TOTAL"
+"""The inventory's memory size (NVML's total, as nvidia-smi prints memory.total), not a sensor."""
 
 _ALL = (
     Field("DCGM_FI_DEV_SM_CLOCK", Scope.DEVICE, lambda r: r.sm_clock_mhz),
@@ -61,7 +57,7 @@ _ALL = (
     Field(XID_FIELD, Scope.DEVICE, lambda r: None),
     Field("DCGM_FI_DEV_FB_FREE", Scope.INSTANCE, lambda r: r.memory_free_mib),
     Field("DCGM_FI_DEV_FB_USED", Scope.INSTANCE, lambda r: r.memory_used_mib),
-    Field("DCGM_FI_DEV_FB_TOTAL", Scope.INSTANCE, _fb_total),
+    Field(FB_TOTAL_FIELD, Scope.INSTANCE, lambda r: None),
     Field("DCGM_FI_DEV_FB_RESERVED", Scope.INSTANCE, lambda r: r.memory_reserved_mib),
     Field("DCGM_FI_DEV_UNCORRECTABLE_REMAPPED_ROWS", Scope.DEVICE, lambda r: r.uncorrectable_remapped_rows),
     Field("DCGM_FI_DEV_CORRECTABLE_REMAPPED_ROWS", Scope.DEVICE, lambda r: r.correctable_remapped_rows),

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from kgpu.exporter.attribution import Attribution, PodRef
 from kgpu.exporter.counters import CounterSet
 from kgpu.exporter.families import Family, Labels, Sample
-from kgpu.exporter.fields import FIELDS, XID_FIELD, Scope
+from kgpu.exporter.fields import FB_TOTAL_FIELD, FIELDS, XID_FIELD, Scope
 from kgpu.exporter.pluginstate import PluginState
 from kgpu.exporter.xid import XidRecord, xid_description
 from kgpu.gpu.model import GPU, GPUReadings, Inventory, MigDevice
@@ -91,12 +91,12 @@ def _value(field_name: str, gpu: GPU, mig: MigDevice | None, readings: GPUReadin
     spec = FIELDS[field_name]
     if field_name == XID_FIELD:
         return xid.xid if xid is not None else 0
-    if mig is not None:
-        if spec.scope is Scope.GPU_ONLY:
-            return None
-        if spec.scope is Scope.INSTANCE:
-            # Per-instance frame-buffer use needs MIG handles the backends do not read; the size is known.
-            return mig.memory_total_mib if field_name == "DCGM_FI_DEV_FB_TOTAL" else None
+    if field_name == FB_TOTAL_FIELD:
+        return mig.memory_total_mib if mig is not None else gpu.memory_total_mib
+    if mig is not None and spec.scope is not Scope.DEVICE:
+        # Utilization is not reported for MIG instances (as in DCGM); per-instance frame-buffer use would
+        # need MIG handles the backends do not read, so only the instance's size is published.
+        return None
     return spec.read(readings)
 
 
