@@ -322,3 +322,13 @@ def test_a_bad_value_in_the_file_is_reported_even_if_a_flag_would_override_it(tm
 def test_parse_config_text_names_the_given_source() -> None:
     with pytest.raises(ConfigError, match=r"^ConfigMap kube-system/dp: "):
         parse_config_text("version: v3", "ConfigMap kube-system/dp")
+
+
+def test_the_readme_example_is_a_valid_config(tmp_path: Path) -> None:
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("## Device plugin config", 1)[1]
+    example = section.split("```yaml\n", 1)[1].split("```", 1)[0]
+    config = resolve_config({}, {}, write(tmp_path, example))
+    assert config.flags.mig_strategy == "mixed"
+    assert config.sharing.strategy == "time-slicing"
+    assert [r.devices.refs for r in config.sharing.time_slicing.resources] == [("0", "1"), ("2",)]  # type: ignore[union-attr]
