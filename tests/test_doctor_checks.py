@@ -202,6 +202,12 @@ def containerd_cri_disabled(n: Node) -> None:
     n.replace("/etc/containerd/config.toml", "version = 3\n", 'version = 3\ndisabled_plugins = ["cri"]\n')
 
 
+def docker_with_its_own_containerd(n: Node) -> None:
+    containerd_cri_disabled(n)
+    n.remove("/usr/bin/kubelet")
+    n.remove("/var/lib/kubelet")
+
+
 def docker_configured(n: Node) -> None:
     n.program("/usr/bin/dockerd")
     n.write("/etc/docker/daemon.json", """{
@@ -426,6 +432,7 @@ CASES: list[tuple[str, str, Mutation, str, tuple[str, ...]]] = [
     ("runtime.containerd", "ubuntu-h100", nvidia_cgroupfs, "fail", ("cgroupfs cgroups, the kubelet systemd",)),
     ("runtime.containerd", "ubuntu-h100", containerd_config_broken, "fail", ("does not parse", "line")),
     ("runtime.containerd", "rocky-a100", containerd_cri_disabled, "fail", ("CRI plugin is disabled",)),
+    ("runtime.containerd", "rocky-a100", docker_with_its_own_containerd, "skip", ("serves only Docker",)),
     ("runtime.docker", "ubuntu-h100", nothing, "skip", ("not installed",)),
     ("runtime.docker", "ubuntu-h100", docker_configured, "pass", ("runtimes.nvidia.path = nvidia-container-runtime",)),
     ("runtime.docker", "ubuntu-h100", docker_without_nvidia, "fail", ("--runtime docker --set-as-default",)),

@@ -24,6 +24,7 @@ CONFIG_PATHS = (
     "/var/lib/rancher/rke2/agent/etc/containerd/config.toml",
 )
 _BINARY_DIRS = ("/usr/bin", "/usr/local/bin", "/usr/sbin", "/var/lib/rancher/rke2/bin")
+_DATA_ROOTS = {"k3s": "/var/lib/rancher/k3s/agent/containerd", "rke2": "/var/lib/rancher/rke2/agent/containerd"}
 _CRI_PLUGIN = {1: ("cri",), 2: ("io.containerd.grpc.v1.cri",), 3: ("io.containerd.cri.v1.runtime",)}
 
 
@@ -144,7 +145,7 @@ def parse_containerd_config(root: Path, path: str, flavour: str = "containerd") 
         default_runtime=default,
         enable_cdi=bool(cri.get("enable_cdi", cdi_default)),
         cdi_spec_dirs=tuple(str(d) for d in cdi_dirs) if isinstance(cdi_dirs, list) else (),
-        data_root=str(data.get("root", "/var/lib/containerd")),
+        data_root=str(data.get("root", _DATA_ROOTS.get(flavour, "/var/lib/containerd"))),
         imported=tuple(imported),
         disabled_plugins=tuple(str(p) for p in data.get("disabled_plugins", []) if isinstance(p, str)),
         flavour=flavour,

@@ -107,7 +107,10 @@ def containerd(facts: NodeFacts) -> Outcome:
     evidence += [f"imported: {p}" for p in cfg.imported]
     kubelet = facts.host.kubelet
     uses_containerd = kubelet.runtime_name in (None, "containerd")
-    if cfg.cri_disabled and kubelet.installed and uses_containerd:
+    if cfg.cri_disabled and not (kubelet.installed and uses_containerd):
+        return skipped("containerd serves only Docker here (its CRI plugin is disabled)",
+                       *evidence, f"disabled_plugins = {list(cfg.disabled_plugins)}")
+    if cfg.cri_disabled:
         return failed(
             "containerd's CRI plugin is disabled: the kubelet cannot use it",
             [*evidence, f"disabled_plugins = {list(cfg.disabled_plugins)}"],
