@@ -41,7 +41,7 @@ class NodeTree:
 
 def make_node(root: Path, *, driver: str = T4_DRIVER, gpus: int = 1) -> NodeTree:
     """A healthy GPU node as Linux lays it out: driver loaded, device nodes, containerd with the
-    NVIDIA runtime as default, the kubelet and kgpu's device plugin sockets."""
+    NVIDIA runtime as default and the Container Toolkit's binaries, the kubelet and kgpu's device plugin sockets."""
     tree = NodeTree(root)
     tree.write(
         "proc/modules",
@@ -59,7 +59,8 @@ def make_node(root: Path, *, driver: str = T4_DRIVER, gpus: int = 1) -> NodeTree
     for name in ["nvidiactl", "nvidia-uvm", "nvidia-uvm-tools", *(f"nvidia{i}" for i in range(gpus))]:
         tree.write(f"dev/{name}", "")
     tree.write("etc/containerd/config.toml", CONTAINERD_V2_NVIDIA_DEFAULT)
-    tree.write("usr/bin/nvidia-container-runtime", "#!/bin/sh\n")
+    for binary in ("containerd", "nvidia-container-runtime", "nvidia-ctk", "nvidia-container-runtime-hook"):
+        tree.write(f"usr/bin/{binary}", "#!/bin/sh\n")
     tree.write("var/lib/kubelet/device-plugins/kubelet.sock", "")
     tree.write("var/lib/kubelet/device-plugins/nvidia-gpu.sock", "")
     return tree

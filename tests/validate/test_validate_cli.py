@@ -126,65 +126,65 @@ def test_unopenable_device_node_fails_step_3(node: Any) -> None:
     assert "0666" in nodes["fix"]
 
 
-def test_no_runtime_config_fails_step_5(node: Any) -> None:
+def test_no_container_runtime_fails_step_5(node: Any) -> None:
     node.remove("etc/containerd/config.toml")
+    node.remove("usr/bin/containerd")
     code, results = run("--simulate", "t4", "validate", "--root", str(node.root))
     rt = step(results, "runtime")
     assert rt["status"] == "failed"
-    assert "no container runtime config found" in rt["detail"]
-    assert "nvidia-ctk runtime configure" in rt["fix"]
+    assert rt["detail"].startswith("no container runtime installed")
+    assert "kgpu runtime configure" in rt["fix"]
     assert step(results, "device-plugin")["status"] == "not-run"
     assert code == 1
 
 
-def test_containerd_without_nvidia_runtime_fails_step_5(node: Any) -> None:
-    node.write(
-        "etc/containerd/config.toml",
-        'version = 2\n[plugins."io.containerd.grpc.v1.cri".containerd]\n  default_runtime_name = "runc"\n',
-    )
+def test_containerd_without_nvidia_runtime_fails_step_5_with_the_doctors_fix(node: Any) -> None:
+    node.write("etc/containerd/config.toml", 'version = 2\n[plugins."io.containerd.grpc.v1.cri".containerd]\n'
+               '  default_runtime_name = "runc"\n')
     _, results = run("--simulate", "t4", "validate", "--root", str(node.root))
-    assert step(results, "runtime")["detail"] == "no NVIDIA runtime in /etc/containerd/config.toml"
+    rt = step(results, "runtime")
+    assert rt["detail"].startswith("runtime.containerd: containerd has no nvidia runtime")
+    assert rt["fix"].startswith("kgpu runtime configure --runtime containerd")
 
 
 def test_runtime_pointing_at_missing_binary_fails_step_5(node: Any) -> None:
     node.remove("usr/bin/nvidia-container-runtime")
     _, results = run("--simulate", "t4", "validate", "--root", str(node.root))
-    assert "/usr/bin/nvidia-container-runtime, which does not exist" in step(results, "runtime")["detail"]
+    rt = step(results, "runtime")
+    assert rt["detail"].startswith("runtime.toolkit: NVIDIA Container Toolkit missing or incomplete")
+    assert "runs '/usr/bin/nvidia-container-runtime', which does not exist" in rt["detail"]
 
 
-def test_containerd_v3_runtime_not_default_passes_and_names_the_runtime_class(node: Any) -> None:
-    node.write(
-        "etc/containerd/config.toml",
-        "version = 3\n"
-        '[plugins."io.containerd.cri.v1.runtime".containerd]\n  default_runtime_name = "runc"\n'
-        '[plugins."io.containerd.cri.v1.runtime".containerd.runtimes.nvidia.options]\n'
-        '  BinaryName = "/usr/bin/nvidia-container-runtime"\n',
-    )
+def test_containerd_v3_with_nvidia_runtime_passes_step_5(node: Any) -> None:
+    node.write("etc/containerd/config.toml", 'version = 3\n'
+               '[plugins."io.containerd.cri.v1.runtime".containerd]\n  default_runtime_name = "runc"\n'
+               '[plugins."io.containerd.cri.v1.runtime".containerd.runtimes.nvidia]\n'
+               '  runtime_type = "io.containerd.runc.v2"\n'
+               '[plugins."io.containerd.cri.v1.runtime".containerd.runtimes.nvidia.options]\n'
+               '  BinaryName = "/usr/bin/nvidia-container-runtime"\n')
     _, results = run("--simulate", "t4", "validate", "--root", str(node.root))
     rt = step(results, "runtime")
-    assert rt["status"] == "passed"
-    assert "runtimeClassName: nvidia" in rt["detail"]
+    assert rt["status"] == "passed", rt
+    assert "runtime.containerd: containerd has the nvidia runtime" in rt["detail"]
 
 
 def test_docker_daemon_json_with_nvidia_runtime_passes_step_5(node: Any) -> None:
     node.remove("etc/containerd/config.toml")
-    node.write(
-        "etc/docker/daemon.json",
-        json.dumps(
-            {
-                "default-runtime": "nvidia",
-                "runtimes": {"nvidia": {"path": "/usr/bin/nvidia-container-runtime"}},
-            }
-        ),
-    )
+    node.remove("usr/bin/containerd")
+    node.write("usr/bin/dockerd", "#!/bin/sh\n")
+    node.write("etc/docker/daemon.json", json.dumps(
+        {"default-runtime": "nvidia", "runtimes": {"nvidia": {"path": "nvidia-container-runtime", "args": []}}}))
     _, results = run("--simulate", "t4", "validate", "--root", str(node.root))
-    assert step(results, "runtime")["detail"].startswith("docker /etc/docker/daemon.json: runtime 'nvidia'")
+    rt = step(results, "runtime")
+    assert rt["status"] == "passed", rt
+    assert "runtime.docker" in rt["detail"]
 
 
 def test_broken_toml_is_named(node: Any) -> None:
     node.write("etc/containerd/config.toml", "version = 2\n[plugins\n")
     _, results = run("--simulate", "t4", "validate", "--root", str(node.root))
-    assert "unreadable runtime config: /etc/containerd/config.toml" in step(results, "runtime")["detail"]
+    rt = step(results, "runtime")
+    assert rt["detail"].startswith("runtime.containerd: /etc/containerd/config.toml does not parse")
 
 
 def test_plugin_socket_absent_fails_step_6(node: Any) -> None:

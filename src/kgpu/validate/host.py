@@ -1,6 +1,7 @@
 """Steps 1, 3, 5 and 6: what the node's files say, read under a root so tests use fixture trees.
 
 Each step is a reader (I/O, returns plain facts) and a judge (pure, facts → :class:`StepResult`).
+Step 5 reuses the doctor's runtime checks (:mod:`kgpu.doctor.checks.runtime`) rather than a second opinion.
 """
 
 from __future__ import annotations
@@ -8,13 +9,14 @@ from __future__ import annotations
 import os
 import re
 import stat
-import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
-from kgpu.host.driverroot import find_binary
 from kgpu.validate.result import StepResult, failed, passed
+
+if TYPE_CHECKING:
+    from kgpu.doctor import Finding
 
 # ---------------------------------------------------------------- step 1: driver
 
@@ -146,178 +148,39 @@ def judge_device_nodes(nodes: list[DeviceNode]) -> StepResult:
 
 # ---------------------------------------------------------------- step 5: container runtime
 
-_CONTAINERD_CONFIGS = (
-    "etc/containerd/config.toml",
-    "var/lib/rancher/rke2/agent/etc/containerd/config.toml",
-    "var/lib/rancher/k3s/agent/etc/containerd/config.toml",
-)
-_RUNTIME_FIX = (
-    "install the NVIDIA Container Toolkit and configure your runtime: `nvidia-ctk runtime configure "
-    "--runtime=containerd` (or docker, crio), then restart it; use the RuntimeClass `nvidia` or make it "
-    "the default"
+# The doctor's checks of the runtimes and the toolkit between them and the GPU (kgpu.doctor.checks.runtime).
+RUNTIME_CHECKS = ("runtime.toolkit", "runtime.containerd", "runtime.docker", "runtime.crio")
+_RUNTIMES = ("runtime.containerd", "runtime.docker", "runtime.crio")
+_NO_RUNTIME_FIX = (
+    "install containerd (or CRI-O) and the NVIDIA Container Toolkit, then `kgpu runtime configure "
+    "--runtime containerd` and `systemctl restart containerd`"
 )
 
 
-@dataclass(frozen=True, slots=True)
-class RuntimeHandler:
-    runtime: str
-    """containerd, docker or cri-o."""
-    config: str
-    handler: str
-    binary: str | None
-    binary_present: bool
-    default: bool
-
-
-@dataclass(frozen=True, slots=True)
-class RuntimeFacts:
-    configs_found: tuple[str, ...] = ()
-    handlers: tuple[RuntimeHandler, ...] = ()
-    cdi_enabled: tuple[str, ...] = ()
-    """Configs that enable CDI (containerd ``enable_cdi``)."""
-    cdi_specs: tuple[str, ...] = ()
-    """CDI spec files for nvidia.com under /etc/cdi and /var/run/cdi."""
-    errors: tuple[str, ...] = field(default=())
-
-
-def _walk(node: Any, path: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], dict[str, Any]]]:
-    out: list[tuple[tuple[str, ...], dict[str, Any]]] = []
-    if isinstance(node, dict):
-        out.append((path, node))
-        for key, value in node.items():
-            out.extend(_walk(value, (*path, str(key))))
-    return out
-
-
-def _containerd_handlers(root: Path, rel: str, doc: dict[str, Any]) -> tuple[list[RuntimeHandler], bool]:
-    handlers: list[RuntimeHandler] = []
-    cdi = False
-    for path, table in _walk(doc):
-        if table.get("enable_cdi") is True:
-            cdi = True
-        if len(path) >= 2 and path[-2] == "runtimes" and "nvidia" in path[-1]:
-            opts = table.get("options", {})
-            binary = opts.get("BinaryName") if isinstance(opts, dict) else None
-            parent = next((t for p, t in _walk(doc) if p == path[:-2]), {})
-            default = parent.get("default_runtime_name") == path[-1]
-            present = bool(binary) and (root / str(binary).lstrip("/")).exists()
-            handlers.append(RuntimeHandler("containerd", "/" + rel, path[-1], binary, present, default))
-    return handlers, cdi
-
-
-def read_runtime_facts(root: Path) -> RuntimeFacts:
-    found: list[str] = []
-    handlers: list[RuntimeHandler] = []
-    cdi_enabled: list[str] = []
-    errors: list[str] = []
-    for rel in _CONTAINERD_CONFIGS:
-        files = [root / rel]
-        conf_d = (root / rel).parent / "conf.d"
-        if conf_d.is_dir():
-            files += sorted(conf_d.glob("*.toml"))
-        for f in files:
-            if not f.is_file():
-                continue
-            shown = "/" + str(f.relative_to(root))
-            found.append(shown)
-            try:
-                doc = tomllib.loads(f.read_text())
-            except (OSError, tomllib.TOMLDecodeError) as exc:
-                errors.append(f"{shown}: {exc}")
-                continue
-            hs, cdi = _containerd_handlers(root, shown.lstrip("/"), doc)
-            handlers += hs
-            if cdi:
-                cdi_enabled.append(shown)
-    daemon_json = root / "etc/docker/daemon.json"
-    if daemon_json.is_file():
-        import json
-
-        found.append("/etc/docker/daemon.json")
-        try:
-            doc = json.loads(daemon_json.read_text() or "{}")
-            for name, spec in (doc.get("runtimes") or {}).items():
-                if "nvidia" in name:
-                    binary = spec.get("path") if isinstance(spec, dict) else None
-                    present = bool(binary) and (
-                        (root / str(binary).lstrip("/")).exists()
-                        or find_binary(root, str(binary)) is not None
-                    )
-                    handlers.append(
-                        RuntimeHandler(
-                            "docker",
-                            "/etc/docker/daemon.json",
-                            name,
-                            binary,
-                            present,
-                            doc.get("default-runtime") == name,
-                        )
-                    )
-        except (ValueError, AttributeError) as exc:
-            errors.append(f"/etc/docker/daemon.json: {exc}")
-    crio_files = [root / "etc/crio/crio.conf", *sorted((root / "etc/crio/crio.conf.d").glob("*"))]
-    for f in crio_files:
-        if not f.is_file():
-            continue
-        shown = "/" + str(f.relative_to(root))
-        found.append(shown)
-        try:
-            doc = tomllib.loads(f.read_text())
-        except (OSError, tomllib.TOMLDecodeError) as exc:
-            errors.append(f"{shown}: {exc}")
-            continue
-        rt = doc.get("crio", {}).get("runtime", {})
-        for name, spec in (rt.get("runtimes") or {}).items():
-            if "nvidia" in name and isinstance(spec, dict):
-                binary = spec.get("runtime_path")
-                present = bool(binary) and (root / str(binary).lstrip("/")).exists()
-                handlers.append(
-                    RuntimeHandler("cri-o", shown, name, binary, present, rt.get("default_runtime") == name)
-                )
-    specs = [
-        f"/{p.relative_to(root)}"
-        for d in ("etc/cdi", "var/run/cdi")
-        for p in sorted((root / d).glob("*"))
-        if p.is_file() and "nvidia" in p.read_text(errors="replace")
-    ]
-    return RuntimeFacts(tuple(found), tuple(handlers), tuple(cdi_enabled), tuple(specs), tuple(errors))
-
-
-def judge_runtime(facts: RuntimeFacts) -> StepResult:
-    if facts.errors:
-        return failed(
-            "runtime",
-            f"unreadable runtime config: {'; '.join(facts.errors)}",
-            "fix the syntax error (a backup from the last edit is usually next to the file)",
-        )
-    if not facts.configs_found:
-        return failed(
-            "runtime",
-            "no container runtime config found (looked for containerd config.toml, "
-            "/etc/docker/daemon.json, /etc/crio)",
-            _RUNTIME_FIX,
-        )
-    usable = [h for h in facts.handlers if h.binary_present]
-    broken = [h for h in facts.handlers if not h.binary_present]
-    cdi_ok = bool(facts.cdi_enabled and facts.cdi_specs)
-    if not usable and not cdi_ok:
-        if broken:
-            h = broken[0]
-            return failed(
-                "runtime",
-                f"{h.runtime} {h.config}: runtime {h.handler!r} points at {h.binary}, which does not exist",
-                "install the NVIDIA Container Toolkit (nvidia-container-runtime)",
-            )
-        return failed("runtime", f"no NVIDIA runtime in {', '.join(facts.configs_found)}", _RUNTIME_FIX)
-    parts = [
-        f"{h.runtime} {h.config}: runtime {h.handler!r} → {h.binary}" + (" (default)" if h.default else "")
-        for h in usable
-    ]
-    if cdi_ok:
-        parts.append(f"CDI enabled in {', '.join(facts.cdi_enabled)}, specs {', '.join(facts.cdi_specs)}")
-    if usable and not any(h.default for h in usable):
-        parts.append(f"not the default runtime: GPU pods need runtimeClassName: {usable[0].handler}")
+def judge_runtime(findings: list[Finding]) -> StepResult:
+    """Step 5 from the doctor's runtime findings: any failure breaks the link; a configured runtime passes it."""
+    broken = [f for f in findings if f.status == "fail"]
+    if broken:
+        f = broken[0]
+        evidence = "; ".join(line for line in f.evidence.splitlines() if line.strip())
+        return failed("runtime", f"{f.id}: {f.title}" + (f" ({evidence})" if evidence else ""), f.fix)
+    configured = [f for f in findings if f.id in _RUNTIMES and f.status in ("pass", "warn")]
+    if not configured:
+        return failed("runtime", "no container runtime installed (no containerd, dockerd or crio binary "
+                      "or config)", _NO_RUNTIME_FIX)
+    parts = [f"{f.id}: {f.title}" for f in findings if f.status == "pass"]
+    parts += [f"warning {f.id}: {f.title} (fix: {f.fix.splitlines()[0] if f.fix else '-'})"
+              for f in findings if f.status == "warn"]
     return passed("runtime", "; ".join(parts))
+
+
+def read_runtime_findings(root: Path) -> list[Finding]:
+    """Run the doctor's runtime checks on the node under ``root`` (host facts only: no GPU is opened)."""
+    from kgpu.doctor import GpuFacts, NodeFacts, run_checks, select
+    from kgpu.host.facts import read_host_facts
+
+    facts = NodeFacts(host=read_host_facts(root), gpu=GpuFacts("none", None, "not read by validate", None))
+    return run_checks(facts, select(RUNTIME_CHECKS))
 
 
 # ---------------------------------------------------------------- step 6: device plugin
@@ -355,7 +218,7 @@ def judge_plugin(facts: PluginFacts, allocatable: str | None, api_note: str) -> 
             "device-plugin",
             f"kubelet.sock present but no nvidia-*.sock in {where}: the device plugin has not registered",
             "install the chart (`helm install kgpu deploy/helm/kgpu -n kube-system`) "
-            "and check `kubectl -n kube-system logs ds/kgpu -c device-plugin`",
+            "and check `kubectl -n kube-system logs ds/kgpu-device-plugin`",
         )
     detail = f"{where}: {', '.join(facts.plugin_sockets)} next to kubelet.sock"
     if allocatable is None:

@@ -221,7 +221,7 @@ class _Run:
         return [d for d in devices if d.ordinal == index]
 
     def runtime(self) -> StepResult:
-        return host.judge_runtime(host.read_runtime_facts(self.opts.root))
+        return host.judge_runtime(host.read_runtime_findings(self.opts.root))
 
     def device_plugin(self) -> StepResult:
         facts = host.read_plugin_facts(self.opts.root)
