@@ -162,12 +162,22 @@ def test_a_kubelet_that_stops_answering_costs_the_labels_not_the_scrape(kubelet:
         ("5::2", (H100.gpus[5].uuid, "2")),
         ("8", None),
         ("GPU-00000000-0000-0000-0000-000000000000", None),
-        ("nvidia0", None),
+        ("nvidia0", (H100.gpus[0].uuid, None)),          # GKE's device plugin
+        ("nvidia6/vgpu2", (H100.gpus[6].uuid, "2")),
+        ("nvidia9", None),
+        ("gpu0", None),
     ],
 )
 def test_device_ids_resolve_to_gpus(device_id: str, expected: tuple[str, str | None] | None) -> None:
     resolved = resolve_device_id(device_id, H100)
     assert (None if resolved is None else (resolved.uuid, resolved.replica)) == expected
+
+
+def test_gke_mig_ids_resolve_by_gpu_instance() -> None:
+    mig = A100.gpus[0].mig_devices[2]
+    resolved = resolve_device_id(f"nvidia0/gi{mig.gpu_instance_id}", A100)
+    assert resolved is not None and resolved.uuid == mig.uuid
+    assert resolve_device_id("nvidia0/gi99", A100) is None
 
 
 def test_legacy_mig_ids_resolve() -> None:

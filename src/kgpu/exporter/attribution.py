@@ -6,11 +6,13 @@ dcgm-exporter's Kubernetes transformation does, plus the ID forms kgpu's device 
 
 Device IDs understood: GPU UUIDs, MIG UUIDs (``MIG-…`` and the legacy ``MIG-GPU-<uuid>/<gi>/<ci>``),
 index IDs (``0``, and ``0:1`` for MIG device 1 of GPU 0), each optionally followed by ``::<n>``
-(replica ``n`` of a shared GPU).
+(replica ``n`` of a shared GPU); and GKE's device plugin names, as dcgm-exporter reads them:
+``nvidia0``, ``nvidia0/gi3`` (GPU instance 3 of GPU 0), with ``/vgpu<n>`` for a shared replica.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 
@@ -19,6 +21,7 @@ from kgpu.gpu.model import Inventory
 GPU_RESOURCE = "nvidia.com/gpu"
 MIG_RESOURCE_PREFIX = "nvidia.com/mig-"
 VENDOR_PREFIX = "nvidia.com/"
+_GKE_ID = re.compile(r"^nvidia(\d+)(?:/gi(\d+))?(?:/vgpu(\d+))?$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,11 +75,26 @@ class Attribution:
 
 
 def resolve_device_id(device_id: str, inventory: Inventory) -> ResolvedID | None:
+    gke = _GKE_ID.match(device_id)
+    if gke is not None:
+        return _resolve_gke(gke, inventory)
     base, sep, replica = device_id.partition("::")
     resolved = _resolve_base(base, inventory)
     if resolved is None:
         return None
     return ResolvedID(resolved.uuid, resolved.gpu_uuid, replica if sep else None)
+
+
+def _resolve_gke(match: re.Match[str], inventory: Inventory) -> ResolvedID | None:
+    gpu = inventory.by_index(int(match.group(1)))
+    if gpu is None:
+        return None
+    if match.group(2) is None:
+        return ResolvedID(gpu.uuid, gpu.uuid, match.group(3))
+    for mig in gpu.mig_devices:
+        if mig.gpu_instance_id == int(match.group(2)):
+            return ResolvedID(mig.uuid, gpu.uuid, match.group(3))
+    return None
 
 
 def _resolve_base(device_id: str, inventory: Inventory) -> ResolvedID | None:
