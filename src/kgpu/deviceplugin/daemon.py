@@ -62,6 +62,7 @@ log = logging.getLogger("kgpu.deviceplugin")
 
 DEFAULT_STATE_FILE = Path("/run/kgpu/device-plugin/state.json")
 STATE_VERSION = 1
+_STATE_DEBOUNCE_SECONDS = 0.1
 
 
 @dataclass(frozen=True, slots=True)
@@ -290,6 +291,9 @@ class DevicePluginDaemon:
     def _state_loop(self, stop: threading.Event) -> None:
         while not stop.is_set():
             if self._dirty.wait(0.5):
+                # Coalesce bursts (many Allocate calls, a GPU taking its replicas down) into one write,
+                # so the file never costs the RPCs anything.
+                stop.wait(_STATE_DEBOUNCE_SECONDS)
                 self._dirty.clear()
                 self.write_state()
 
