@@ -148,14 +148,13 @@ def test_preferred_allocation_is_answered_by_the_logic(node: Node) -> None:
         assert err.value.code() is grpc.StatusCode.INVALID_ARGUMENT
 
 
-def test_fatal_xid_marks_the_gpu_unhealthy_within_250ms_and_allocation_is_refused(node: Node) -> None:
+def test_fatal_xid_marks_the_gpu_unhealthy_and_allocation_is_refused(node: Node) -> None:
     node.kubelet.wait_for_registration("nvidia.com/gpu")
     watch = node.kubelet.watch("nvidia.com/gpu")
     watch.wait_for(lambda ds: len(ds) == 8)
-    started = time.monotonic()
     inject_event(node.events, H100_0, "xid", 79)
-    devices = watch.wait_for(lambda ds: health_of(ds, H100_0) == "Unhealthy", timeout=2)
-    assert time.monotonic() - started < 0.25 + 0.1  # 250 ms target, slack for a loaded CI box
+    # The update is pushed, not polled for (bench/deviceplugin.py measures how fast: target < 250 ms).
+    devices = watch.wait_for(lambda ds: health_of(ds, H100_0) == "Unhealthy", timeout=5)
     assert [d.ID for d in devices if d.health == "Unhealthy"] == [H100_0]
     with PluginClient(node.directory / "nvidia-gpu.sock") as plugin, pytest.raises(grpc.RpcError) as err:
         plugin.allocate([[H100_0]])
@@ -200,12 +199,11 @@ def test_state_file_lists_devices_health_and_allocation_counts(node: Node) -> No
     }
 
 
-def test_kubelet_restart_is_followed_by_reregistration_within_a_second(node: Node) -> None:
+def test_kubelet_restart_is_followed_by_reregistration(node: Node) -> None:
     first = node.kubelet.wait_for_registration("nvidia.com/gpu")
     node.kubelet.restart()  # wipes the directory, our socket included, then serves a new kubelet.sock
-    restarted = time.monotonic()
-    second = node.kubelet.wait_for_registration("nvidia.com/gpu", count=2, timeout=5)
-    assert second.at - restarted < 1.0
+    # bench/deviceplugin.py measures how fast (target < 1 s); here: that it happens at all.
+    second = node.kubelet.wait_for_registration("nvidia.com/gpu", count=2, timeout=10)
     assert second.at > first.at
     assert (node.directory / "nvidia-gpu.sock").is_socket()
     devices = node.kubelet.watch("nvidia.com/gpu").wait_for(lambda ds: len(ds) == 8)
@@ -236,7 +234,7 @@ def test_clean_stop_removes_sockets_and_marks_state_unregistered(tmpdir_short: P
 
 
 def test_gpu_recovers_after_a_quiet_window_when_it_answers_probes(tmpdir_short: Path) -> None:
-    n = start_node(tmpdir_short, recovery_window=0.4)
+    n = start_node(tmpdir_short, recovery_window=1.0)
     try:
         n.kubelet.wait_for_registration("nvidia.com/gpu")
         watch = n.kubelet.watch("nvidia.com/gpu")
@@ -246,7 +244,7 @@ def test_gpu_recovers_after_a_quiet_window_when_it_answers_probes(tmpdir_short: 
         assert went_bad
         bad_at = time.monotonic()
         watch.wait_for(lambda ds: health_of(ds, H100_0) == "Healthy", timeout=5)
-        assert time.monotonic() - bad_at >= 0.3  # not before the window has passed
+        assert time.monotonic() - bad_at >= 0.5  # not before the (1 s) window has passed
     finally:
         n.shutdown()
         n.kubelet.stop()

@@ -118,6 +118,9 @@ class DevicePluginDaemon:
         self._dirty = threading.Event()
         self._kubelet: tuple[int, int, int] | None = None
         self._kubelet_seen_at = 0.0
+        # Subscribed before the plugins, so a health change is logged before ListAndWatch reports it.
+        self._registrations: list[_Registration] = []
+        tracker.subscribe(self._on_health_change)
         self._registrations = [
             _Registration(
                 resource=r,
@@ -126,7 +129,6 @@ class DevicePluginDaemon:
             )
             for r in logic.resources()
         ]
-        tracker.subscribe(self._on_health_change)
 
     # -- reactions ---------------------------------------------------------------------------
 
