@@ -32,6 +32,8 @@ class Recorded:
 class FakeNode:
     labels: dict[str, str] = field(default_factory=dict)
     owners: dict[str, set[str]] = field(default_factory=dict)
+    taints: list[dict[str, str]] = field(default_factory=list)
+    resource_version: int = 1
 
 
 class FakeApiServer:
@@ -39,6 +41,8 @@ class FakeApiServer:
         self.nodes: dict[str, FakeNode] = {}
         self.requests: list[Recorded] = []
         self.forbid = False
+        self.race_once = False
+        """Bump the node's resourceVersion right after the next GET, as a concurrent writer would."""
         self.lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True)
@@ -83,11 +87,30 @@ class FakeApiServer:
     # -- HTTP ---------------------------------------------------------------------------------
 
     def _node_json(self, name: str) -> dict[str, Any]:
-        return {"apiVersion": "v1", "kind": "Node",
-                "metadata": {"name": name, "labels": dict(self.nodes[name].labels)}}
+        n = self.nodes[name]
+        doc: dict[str, Any] = {"apiVersion": "v1", "kind": "Node", "metadata": {
+            "name": name, "labels": dict(n.labels), "resourceVersion": str(n.resource_version)}}
+        if n.taints:
+            doc["spec"] = {"taints": [dict(t) for t in n.taints]}
+        return doc
+
+    def _json_patch(self, name: str, ops: list[dict[str, Any]]) -> str | None:
+        """The two operations kgpu sends: test the resourceVersion, add (replace) /spec/taints."""
+        n = self.nodes[name]
+        for op in ops:
+            if op["op"] == "test" and op["path"] == "/metadata/resourceVersion":
+                if op["value"] != str(n.resource_version):
+                    return "resourceVersion changed"
+            elif op["op"] == "add" and op["path"] == "/spec/taints":
+                n.taints = [dict(t) for t in op["value"]]
+            else:
+                raise AssertionError(f"unexpected JSON patch operation {op}")
+        n.resource_version += 1
+        return None
 
     def _apply(self, name: str, manager: str, force: bool, applied: dict[str, str]) -> str | None:
         n = self.nodes[name]
+        n.resource_version += 1
         for key, value in applied.items():
             others = n.owners.get(key, set()) - {manager}
             if others and n.labels.get(key) != value and not force:
@@ -143,14 +166,25 @@ class FakeApiServer:
                     self._status(404, "NotFound", f'nodes "{name}" not found')
                 else:
                     self._reply(200, fake._node_json(name))
+                    if fake.race_once:
+                        fake.race_once = False
+                        fake.nodes[name].resource_version += 1
 
             def do_PATCH(self) -> None:
                 rec, name = self._record()
                 if name not in fake.nodes:
                     self._status(404, "NotFound", f'nodes "{name}" not found')
                     return
+                if rec.headers.get("content-type") == "application/json-patch+json":
+                    with fake.lock:
+                        failed = fake._json_patch(name, rec.body)
+                    if failed:
+                        self._status(409, "Conflict", f"the object has been modified: {failed}")
+                    else:
+                        self._reply(200, fake._node_json(name))
+                    return
                 if rec.headers.get("content-type") != "application/apply-patch+yaml":
-                    self._status(415, "UnsupportedMediaType", "only server-side apply is modelled")
+                    self._status(415, "UnsupportedMediaType", "only apply and JSON patch are modelled")
                     return
                 labels = (rec.body or {}).get("metadata", {}).get("labels") or {}
                 with fake.lock:

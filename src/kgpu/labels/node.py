@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kgpu.errors import KgpuError
+from kgpu.errors import ConfigError, KgpuError
 
 log = logging.getLogger(__name__)
 
@@ -83,3 +84,116 @@ def apply_node_labels(client: Any, node: str, labels: Mapping[str, str]) -> dict
     except _transport_errors() as exc:
         raise NodeLabelError(f"cannot reach the Kubernetes API server to label node {node!r}: {exc}") from exc
     return dict(result.metadata.labels or {})
+
+
+# -- the seed's workflow: mark a GPU node by hand (kgpu node label / kgpu node taint) -------------------
+
+BOOTSTRAP_FIELD_MANAGER = "kgpu-node"
+"""Field manager of ``kgpu node label``: separate from the labeler's, so neither removes the other's label."""
+
+TAINT_EFFECTS = ("NoSchedule", "PreferNoSchedule", "NoExecute")
+
+
+@dataclass(frozen=True, slots=True)
+class NodeTaint:
+    key: str
+    value: str
+    effect: str
+
+    def __str__(self) -> str:
+        return f"{self.key}={self.value}:{self.effect}" if self.value else f"{self.key}:{self.effect}"
+
+    def to_json(self) -> dict[str, str]:
+        out = {"key": self.key, "effect": self.effect}
+        if self.value:
+            out["value"] = self.value
+        return out
+
+
+GPU_TAINT = NodeTaint("nvidia.com/gpu", "present", "NoSchedule")
+"""The taint commonly put on GPU nodes so only pods tolerating it (GPU pods) land there."""
+
+
+def parse_taint(text: str) -> NodeTaint:
+    """``key=value:Effect`` or ``key:Effect``, as ``kubectl taint`` spells a taint."""
+    spec, sep, effect = text.rpartition(":")
+    key, _, value = spec.partition("=")
+    if not sep or not key or effect not in TAINT_EFFECTS:
+        raise ConfigError(
+            f"taint {text!r}: expected KEY=VALUE:EFFECT or KEY:EFFECT with EFFECT one of {', '.join(TAINT_EFFECTS)}, "
+            f"e.g. {GPU_TAINT}"
+        )
+    return NodeTaint(key, value, effect)
+
+
+def taint_list(current: list[dict[str, Any]], taint: NodeTaint, remove: bool) -> list[dict[str, Any]] | None:
+    """The node's new ``spec.taints``, or ``None`` when nothing changes.
+
+    Adding replaces a taint with the same key and effect (another value); removing drops taints with the
+    key and effect. Other taints are kept in their order.
+    """
+    same = [t for t in current if t.get("key") == taint.key and t.get("effect") == taint.effect]
+    others = [t for t in current if t not in same]
+    if remove:
+        return others if same else None
+    if len(same) == 1 and same[0].get("value", "") == taint.value:
+        return None  # already there (a NoExecute taint's timeAdded does not count)
+    return [*others, taint.to_json()]
+
+
+def set_node_taint(client: Any, node: str, taint: NodeTaint, remove: bool = False, attempts: int = 3) -> bool:
+    """Add (or remove) ``taint`` on ``node``; True when the node changed.
+
+    ``spec.taints`` is one atomic list to the API server, so it is changed by a JSON patch guarded by
+    the resourceVersion read (retried if someone else wrote the node in between), never by apply.
+    """
+    from lightkube import ApiError
+    from lightkube.resources.core_v1 import Node
+    from lightkube.types import PatchType
+
+    for attempt in range(attempts):
+        try:
+            obj = client.get(Node, node)
+            current = [t.to_dict() for t in (obj.spec.taints or [])] if obj.spec is not None else []
+            new = taint_list(current, taint, remove)
+            if new is None:
+                return False
+            ops = [
+                {"op": "test", "path": "/metadata/resourceVersion", "value": obj.metadata.resourceVersion},
+                {"op": "add", "path": "/spec/taints", "value": new},
+            ]
+            client.patch(Node, node, ops, patch_type=PatchType.JSON, field_manager=BOOTSTRAP_FIELD_MANAGER)
+            return True
+        except ApiError as exc:
+            if exc.status.code in (409, 422) and attempt + 1 < attempts:
+                continue
+            raise _api_error(node, exc) from exc
+        except _transport_errors() as exc:
+            raise NodeLabelError(f"cannot reach the Kubernetes API server to taint node {node!r}: {exc}") from exc
+    return False  # pragma: no cover - the loop returns or raises
+
+
+def set_presence_label(client: Any, node: str, present: bool = True) -> None:
+    """Apply (or withdraw) ``nvidia.com/gpu.present=true`` under the ``kgpu-node`` field manager."""
+    from lightkube import ApiError
+    from lightkube.resources.core_v1 import Node
+
+    labels = {"nvidia.com/gpu.present": "true"} if present else {}
+    try:
+        client.get(Node, node)
+        client.apply(Node.from_dict(apply_body(node, labels)), field_manager=BOOTSTRAP_FIELD_MANAGER, force=True)
+    except ApiError as exc:
+        raise _api_error(node, exc) from exc
+    except _transport_errors() as exc:
+        raise NodeLabelError(f"cannot reach the Kubernetes API server to label node {node!r}: {exc}") from exc
+
+
+def _api_error(node: str, exc: Any) -> NodeLabelError:
+    status = exc.status
+    if status.code == 404:
+        return NodeLabelError(f"node {node!r} not found in the cluster; pass the node's name with --node")
+    if status.code == 403:
+        return NodeLabelError(
+            f"not allowed to change node {node!r}: {status.message}; this needs get and patch on nodes"
+        )
+    return NodeLabelError(f"changing node {node!r} failed: {status.code} {status.message}")
