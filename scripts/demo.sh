@@ -11,6 +11,10 @@ kgpu --simulate "$node" exporter --once --kubelet-pod-resources none 2>/dev/null
   | awk '/^(# TYPE )?DCGM_FI_DEV_(GPU_TEMP|FB_USED)/ && n++ < 4'
 
 echo
+echo "== kgpu labels (simulated $node): gpu-feature-discovery's names =="
+kgpu --simulate "$node" labels --no-timestamp 2>/dev/null | grep -E '^nvidia.com/(gpu\.(product|count|memory|family)|cuda\.driver-version\.full)='
+
+echo
 echo "== kgpu device-plugin (simulated $node) against a kubelet stand-in =="
 (
   dp_dir="$(mktemp -d /tmp/kgpu-demo-XXXXXX)"
