@@ -35,8 +35,8 @@ kgpu labels --no-timestamp --config-file "$OUT/ts-config.yaml" | grep -E 'gpu\.(
 echo "== kgpu labels, mig-strategy mixed (MIG off here: whole-GPU labels plus mig.strategy) =="
 kgpu labels --no-timestamp --mig-strategy mixed | grep -E 'mig\.|gpu\.product=' | tee "$OUT/labels-mixed.txt" || fail=1
 
-echo "== compare with nvidia-smi and sysfs =="
-python3 - "$OUT" <<'PY' || fail=1
+echo "== compare with nvidia-smi and sysfs (details in labels-compare.txt) =="
+python3 - "$OUT" > "$OUT/labels-compare.txt" <<'PY' || fail=1
 import csv, json, pathlib, re, sys, time
 out = pathlib.Path(sys.argv[1])
 rows = list(csv.DictReader(open(out / "labels-smi.csv"), skipinitialspace=True))
@@ -108,6 +108,7 @@ kgpu labeler --oneshot -o "$OUT/features.d/kgpu" || fail=1
 wc -l "$OUT/features.d/kgpu" || fail=1
 
 echo "== kgpu labeler daemon: starts, writes, stops on SIGTERM and removes its file =="
+rm -rf /tmp/kgpu-labeler-test
 kgpu labeler --poll 0.5 --interval 5 -o /tmp/kgpu-labeler-test/kgpu 2> "$OUT/labeler-daemon.log" &
 pid=$!
 for _ in $(seq 1 40); do [ -s /tmp/kgpu-labeler-test/kgpu ] && break; sleep 0.25; done
@@ -117,5 +118,10 @@ echo "labeler exit: $rc"; [ "$rc" = 0 ] || fail=1
 [ -e /tmp/kgpu-labeler-test/kgpu ] && { echo "file still there after SIGTERM"; fail=1; } || echo "file removed on SIGTERM"
 tail -n 3 "$OUT/labeler-daemon.log"
 
+echo "== summary =="
+cat "$OUT/labels-compare.txt" 2>/dev/null | grep -v ' OK$' || true
+echo "compared: $(grep -c ' OK$' "$OUT/labels-compare.txt" 2>/dev/null) OK, $(grep -c MISMATCH "$OUT/labels-compare.txt" 2>/dev/null) MISMATCH"
+grep -E '^(nvidia.com/gpu\.(product|memory|count|family|mode|machine)|nvidia.com/cuda\.(driver|runtime)-version\.full)=' "$OUT/labels.txt"
+echo "nvidia-smi: $(sed -n 2p "$OUT/labels-smi.csv"); $(grep -o 'CUDA Version: [0-9.]*' "$OUT/labels-smi-head.txt")"
 echo "== result: $([ $fail = 0 ] && echo PASS || echo FAIL) =="
 exit $fail
