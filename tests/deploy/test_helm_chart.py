@@ -289,3 +289,17 @@ def test_manifests_are_in_install_order_with_the_hook_last() -> None:
     assert kinds.index("ConfigMap") < kinds.index("DaemonSet")
     assert kinds.index("ClusterRoleBinding") < kinds.index("DaemonSet")
     assert kinds[-1] == "Job"
+
+
+def test_install_notes_say_how_to_verify() -> None:
+    with helm_python.Chart.load(CHART) as chart:
+        notes = chart.render(values={}, name="kgpu", namespace="kube-system", is_install=True)[
+            "kgpu/templates/NOTES.txt"]
+        custom = chart.render(values={"nodeSelector": {"nvidia.com/gpu.present": None, "pool": "gpu"},
+                                      "validation": {"enabled": False}},
+                              name="kgpu", namespace="kube-system", is_install=True)["kgpu/templates/NOTES.txt"]
+    assert "kubectl label node NODE nvidia.com/gpu.present=true" in notes
+    assert "kubectl -n kube-system logs job/kgpu-validation" in notes
+    assert "allocatable.nvidia\\.com/gpu" in notes
+    assert 'matching {"pool":"gpu"}' in custom
+    assert "nvidia.com/gpu.present=true" not in custom and "job/kgpu-validation" not in custom
