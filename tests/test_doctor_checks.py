@@ -47,6 +47,31 @@ def legacy_bios(n: Node) -> None:
     n.remove("/sys/firmware/efi")
 
 
+def legacy_bios_and_no_bar(n: Node) -> None:
+    legacy_bios(n)
+    bar1_zero(n)
+
+
+def in_a_container(n: Node) -> None:
+    n.write("/.dockerenv", "")
+
+
+def in_a_container_with_nouveau(n: Node) -> None:
+    in_a_container(n)
+    nouveau_loaded(n)
+
+
+def in_a_container_with_swap(n: Node) -> None:
+    in_a_container(n)
+    swap_active(n)
+
+
+def in_a_container_without_br_netfilter(n: Node) -> None:
+    in_a_container(n)
+    br_netfilter_unloaded(n)
+    modules_not_persisted(n)
+
+
 def nouveau_loaded(n: Node) -> None:
     n.append("/proc/modules", "nouveau 3096576 0 - Live 0x0000000000000000\n")
 
@@ -361,7 +386,8 @@ CASES: list[tuple[str, str, Mutation, str, tuple[str, ...]]] = [
     ("gpu.bar-mapped", "rocky-a100", bar1_zero, "fail", (
         "BAR1 has size 0", "X-PciMmio64Mb", "estimated from GPU memory (80 GiB", "≥ 256 GB")),
     ("host.efi", "rocky-a100", nothing, "pass", ("booted with EFI",)),
-    ("host.efi", "rocky-a100", legacy_bios, "fail", ("legacy BIOS", "<os firmware='efi'>")),
+    ("host.efi", "rocky-a100", legacy_bios, "warn", ("legacy BIOS", "works for now", "<os firmware='efi'>")),
+    ("host.efi", "rocky-a100", legacy_bios_and_no_bar, "fail", ("legacy BIOS", "qm set <vmid> --bios ovmf")),
     ("host.efi", "ubuntu-h100", nothing, "skip", ("bare metal",)),
     ("host.hypervisor", "ubuntu-h100", nothing, "pass", ("bare metal",)),
     ("host.hypervisor", "rocky-a100", nothing, "pass", ("data center", "sys_vendor='QEMU'")),
@@ -392,6 +418,14 @@ CASES: list[tuple[str, str, Mutation, str, tuple[str, ...]]] = [
     ("disk.fs-type", "ubuntu-h100", containerd_on_root_ext4, "pass", ("ext4", "XFS is recommended")),
     ("disk.fs-type", "ubuntu-h100", containerd_on_nfs, "fail", ("nfs4", "overlayfs")),
     ("k8s.swap", "ubuntu-h100", nothing, "pass", ()),
+    ("k8s.swap", "ubuntu-h100", in_a_container, "pass", ("not visible", "/.dockerenv exists", "--root /host")),
+    ("k8s.swap", "ubuntu-h100", in_a_container_with_swap, "fail", ("/swap.img", "swapoff -a")),
+    ("k8s.kernel-modules", "ubuntu-h100", in_a_container_without_br_netfilter, "fail", ("br_netfilter not loaded",)),
+    ("k8s.sysctl", "ubuntu-h100", in_a_container, "skip", ("network sysctls",)),
+    ("k8s.firewall", "rocky-a100", in_a_container, "skip", ("services are not visible",)),
+    ("k8s.time-sync", "rocky-a100", in_a_container, "skip", ("services are not visible",)),
+    ("driver.nouveau", "ubuntu-h100", in_a_container, "pass", ("blacklist not judged",)),
+    ("driver.nouveau", "ubuntu-h100", in_a_container_with_nouveau, "fail", ("nouveau 3096576",)),
     ("k8s.swap", "ubuntu-h100", swap_active, "fail", ("/swap.img", "swapoff -a")),
     ("k8s.swap", "ubuntu-h100", swap_in_fstab, "fail", ("/etc/fstab:5", "sed -i.kgpu.bak '5s/^/#/' /etc/fstab")),
     ("k8s.swap", "ubuntu-h100", swap_tolerated, "warn", ("failSwapOn: false",)),

@@ -26,6 +26,15 @@ class NodeFacts:
     gpu: GpuFacts
 
     @property
+    def container_note(self) -> str | None:
+        """Why /etc and systemd here say nothing about the node, when the inspected root is a container's."""
+        marker = self.host.container
+        if marker is None:
+            return None
+        return (f"{marker} exists: this root is a container's, so its /etc, systemd units and network namespace "
+                "are not the node's; mount the node's / (e.g. at /host) and run kgpu doctor --root /host")
+
+    @property
     def pci_gpus(self) -> list[PciDevice]:
         return [d for d in self.host.pci_devices or [] if d.is_nvidia_gpu]
 

@@ -15,10 +15,13 @@ GPU_OPERATOR_MIN = (1, 25)
 def swap(facts: NodeFacts) -> Outcome:
     host = facts.host
     active = host.swaps or []
-    boot = [e for e in host.fstab if e.is_active_swap]
+    boot = [e for e in host.fstab if e.is_active_swap] if facts.container_note is None else []
     if host.swaps is None and not boot:
         return skipped("swap state unknown", "/proc/swaps is not readable and /etc/fstab has no swap entry")
     if not active and not boot:
+        if facts.container_note:
+            return passed("swap off (the node's /etc/fstab not visible)", "/proc/swaps: no active swap area",
+                          facts.container_note)
         return passed("swap off, and no swap in /etc/fstab", "/proc/swaps: no active swap area")
     evidence = [f"/proc/swaps: {a.line}" for a in active]
     evidence += [f"/etc/fstab:{e.line_no}: {e.text.strip()}" for e in boot]
@@ -54,15 +57,22 @@ def kernel_modules(facts: NodeFacts) -> Outcome:
         if name in builtin:
             evidence.append(f"{name}: built into the kernel")
             continue
-        evidence.append(
-            f"{name}: {'loaded' if now else 'not loaded'}; "
-            + (f"loaded at boot by {persisted.source}" if persisted else "not in modules-load.d")
-        )
+        if facts.container_note:
+            evidence.append(f"{name}: {'loaded' if now else 'not loaded'}")
+        else:
+            evidence.append(
+                f"{name}: {'loaded' if now else 'not loaded'}; "
+                + (f"loaded at boot by {persisted.source}" if persisted else "not in modules-load.d")
+            )
         if not now:
             not_loaded.append(name)
-        if persisted is None:
+        if persisted is None and not facts.container_note:
             not_persisted.append(name)
+    if facts.container_note:
+        evidence.append(facts.container_note)
     if not not_loaded and not not_persisted:
+        if facts.container_note:
+            return passed("overlay and br_netfilter loaded (persistence not visible from a container)", *evidence)
         return passed("overlay and br_netfilter loaded and persisted", *evidence)
     steps = []
     if not_persisted:
@@ -76,6 +86,8 @@ def kernel_modules(facts: NodeFacts) -> Outcome:
 
 def sysctl(facts: NodeFacts) -> Outcome:
     host = facts.host
+    if facts.container_note:
+        return skipped("inside a container: its network sysctls and /etc are its own", facts.container_note)
     evidence, wrong_live, wrong_boot = [], [], []
     for key in K8S_SYSCTLS:
         live = host.sysctl_live.get(key)
@@ -136,6 +148,8 @@ def selinux(facts: NodeFacts) -> Outcome:
 
 
 def firewall(facts: NodeFacts) -> Outcome:
+    if facts.container_note:
+        return skipped("inside a container: the node's services are not visible", facts.container_note)
     unit = facts.host.units.get("firewalld.service")
     if unit is None or not (unit.enabled or unit.running):
         return passed("firewalld not active", unit.evidence if unit else "firewalld.service: not installed")
@@ -152,6 +166,8 @@ def firewall(facts: NodeFacts) -> Outcome:
 
 def time_sync(facts: NodeFacts) -> Outcome:
     host = facts.host
+    if facts.container_note:
+        return skipped("inside a container: the node's services are not visible", facts.container_note)
     units = [host.units[u] for u in TIME_SYNC_UNITS if u in host.units]
     good = [u for u in units if u.enabled or u.running]
     if good:

@@ -18,8 +18,14 @@ def efi(facts: NodeFacts) -> Outcome:
         return skipped(f"VM ({virt.hypervisor}) without a passthrough GPU", "no NVIDIA GPU on the PCI bus")
     if facts.host.efi:
         return passed(f"VM ({virt.hypervisor}) booted with EFI", "/sys/firmware/efi exists")
-    return failed(
-        f"VM ({virt.hypervisor}) with a passthrough GPU booted with legacy BIOS",
+    mapped = all(
+        (b := g.bar(i)) is not None and b.assigned for g in facts.pci_gpus for i in (0, 1)
+    )
+    outcome = warned if mapped else failed
+    title = (f"VM ({virt.hypervisor}) with a passthrough GPU booted with legacy BIOS"
+             + (" (its BARs are mapped, so it works for now)" if mapped else ""))
+    return outcome(
+        title,
         ["/sys/firmware/efi is missing: the VM booted with legacy BIOS", *virt.evidence],
         "GPUs with large BARs need EFI firmware in the VM. Power the VM off and switch its firmware to EFI — "
         "VMware: VM Options → Boot Options → Firmware: EFI; libvirt: <os firmware='efi'>; Proxmox: "
