@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -21,6 +22,7 @@ from kgpu.deviceplugin.health import HealthTracker
 from kgpu.deviceplugin.plan import AllocationError
 from kgpu.deviceplugin.resources import build_logic
 from kgpu.errors import ConfigError
+from kgpu.exporter.pluginstate import MpsLimits, parse_plugin_state
 from kgpu.gpu.backend import open_backend
 from kgpu.gpu.model import Inventory
 from kgpu.sharing import MpsPaths
@@ -171,6 +173,12 @@ def test_slices_are_unhealthy_until_their_daemon_runs_and_while_it_is_down(short
         watch.wait_for(lambda ds: healthy_count(ds) == 2)
         # The GPUs that are not shared were never affected
         assert kubelet.capacity("nvidia.com/gpu") == (7, 7)
+        # And the state file tells the exporter each slice's limits
+        state = parse_plugin_state(json.dumps(plugin.state()), "state.json")
+        limits = {d.id: d.mps for r in state.resources for d in r.devices if d.mps is not None}
+        assert limits[f"{H100_0}::gpu-10gb-1"] == MpsLimits(memory_mib=10240, compute_percent=25)
+        assert limits[f"{H100_0}::gpu-20gb-0"] == MpsLimits(memory_mib=20480, compute_percent=50)
+        assert len(limits) == 3
     finally:
         supervisor.stop_all()
         stop.set()

@@ -32,7 +32,8 @@
         ]
       }
 
-  ``replica`` is the replica number of a shared device (``<id>::<n>``), else null; ``health`` is
+  ``replica`` is the replica number of a shared device (``<id>::<n>``), else null; an MPS slice also
+  carries ``"mps": {"memory_mib": 20480, "compute_percent": 25}`` (its client limits); ``health`` is
   ``Healthy`` or ``Unhealthy`` exactly as sent to the kubelet, ``reason`` says why; ``allocations``
   counts the Allocate calls that included the device since the daemon started (the kubelet does not
   report releases, so this is a counter, not a current count); ``registered`` is false while the
@@ -54,7 +55,7 @@ from pathlib import Path
 
 from kgpu.deviceplugin.api import HEALTHY, KUBELET_SOCKET, UNHEALTHY
 from kgpu.deviceplugin.health import HealthChange, HealthTracker, recover_due
-from kgpu.deviceplugin.plan import AdvertisedResource, DevicePluginLogic
+from kgpu.deviceplugin.plan import AdvertisedDevice, AdvertisedResource, DevicePluginLogic
 from kgpu.deviceplugin.server import PluginEndpoint, RegistrationError, ResourcePlugin, register
 from kgpu.gpu.backend import GPUBackend
 
@@ -324,6 +325,7 @@ class DevicePluginDaemon:
                     "health": HEALTHY if s.healthy else UNHEALTHY,
                     "reason": s.reason,
                     "allocations": allocations.get((reg.resource.name, s.device.id), 0),
+                    **_mps_limits(s.device),
                 }
                 for s in reg.plugin.states()
             ]
@@ -349,6 +351,13 @@ class DevicePluginDaemon:
     @property
     def registered(self) -> dict[str, bool]:
         return {reg.resource.name: reg.kubelet is not None for reg in self._registrations}
+
+
+def _mps_limits(device: AdvertisedDevice) -> dict[str, object]:
+    """``{"mps": {"memory_mib": …, "compute_percent": …}}`` for an MPS slice, else nothing."""
+    if device.mps_memory_mib is None and device.mps_compute_percent is None:
+        return {}
+    return {"mps": {"memory_mib": device.mps_memory_mib, "compute_percent": device.mps_compute_percent}}
 
 
 def write_state(path: Path, state: dict[str, object]) -> None:

@@ -34,6 +34,10 @@ class AdvertisedDevice:
     numa_node: int | None
     replica: int | None = None
     """Replica number for a shared (time-sliced or MPS) device, else None."""
+    mps_memory_mib: int | None = None
+    """For an MPS slice: its pinned device memory limit (MiB); else None."""
+    mps_compute_percent: int | None = None
+    """For an MPS slice: its active thread percentage (share of SMs); else None."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -68,7 +68,7 @@ class MpsSharingLayout:
                 grant = Grant(
                     advertised=AdvertisedDevice(
                         id=s.id, health_uuids=device.health_uuids, gpu_uuid=gpu.uuid, numa_node=device.numa_node,
-                        replica=s.number,
+                        replica=s.number, mps_memory_mib=s.memory_mib, mps_compute_percent=s.compute_percent,
                     ),
                     device=device,
                     envs=slice_envs([s], self.paths),
