@@ -168,6 +168,15 @@ def test_pod_with_a_gpu_runs_the_cuda_check_and_is_deleted(cluster: tuple[Cluste
     assert "GET /api/v1/namespaces/gpu-test/pods/kgpu-validate-x7k2p/log" in state.requests
 
 
+def test_verdict_is_found_among_the_pods_log_lines(cluster: tuple[Cluster, Path]) -> None:
+    state, kubeconfig = cluster
+    state.log = ('{"ts": "2026-01-01T00:00:00.000Z", "level": "warning", "msg": "odd [thing]"}\n'
+                 + IN_POD_PASSED.replace("[{", "[\n  {") + "\n"
+                 + '{"ts": "2026-01-01T00:00:01.000Z", "level": "info", "msg": "done"}\n')
+    _, results = validate_pod(kubeconfig)
+    assert results["pod"]["detail"].endswith("vectorAdd of 50000 floats: Test PASSED")
+
+
 def test_pod_is_polled_until_it_finishes(cluster: tuple[Cluster, Path]) -> None:
     state, kubeconfig = cluster
     state.phases = ["Pending", "Succeeded"]

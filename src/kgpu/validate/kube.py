@@ -84,16 +84,23 @@ class PodOutcome:
 
 
 def _cuda_verdict(log: str) -> str:
-    """The CUDA step's detail from the in-pod ``--json`` output, or the log's last line."""
-    start = log.find("[")
-    if start >= 0:
-        try:
-            entries = json.loads(log[start:])
-            for e in entries:
+    """The CUDA step's detail from the in-pod ``--json`` output, or the log's last line.
+
+    The pod log interleaves stdout (the JSON array) with stderr (JSON log lines), so the array is
+    looked for at the start of every line and decoded without its trailing lines.
+    """
+    decoder = json.JSONDecoder()
+    offset = 0
+    for line in log.splitlines(keepends=True):
+        if line.startswith("["):
+            try:
+                entries, _ = decoder.raw_decode(log, offset)
+            except ValueError:
+                entries = None
+            for e in entries if isinstance(entries, list) else []:
                 if isinstance(e, dict) and e.get("name") == "cuda":
                     return f"{e.get('status')}: {e.get('detail')}"
-        except ValueError:
-            pass
+        offset += len(line)
     lines = [line for line in log.splitlines() if line.strip()]
     return lines[-1] if lines else "(no output)"
 
