@@ -216,9 +216,19 @@ def test_mig_device_specs_include_the_capability_nodes(tmp_path: Path) -> None:
 
 def test_replicas_of_one_gpu_give_its_device_node_once(tmp_path: Path) -> None:
     text = "sharing: {timeSlicing: {resources: [{name: gpu, replicas: 3}]}}"
-    logic = build_logic(H100, cfg(tmp_path, text, pass_device_specs=True), EMPTY_HOST)
+    make_dev(tmp_path / "host", "/dev/nvidiactl")
+    logic = build_logic(H100, cfg(tmp_path, text, pass_device_specs=True), tmp_path / "host")
     alloc = logic.allocate("nvidia.com/gpu", [f"{UUIDS[1]}::0", f"{UUIDS[1]}::2"])
-    assert [d.container_path for d in alloc.devices] == ["/dev/nvidia1"]
+    assert [d.container_path for d in alloc.devices] == ["/dev/nvidiactl", "/dev/nvidia1"]
+
+
+def test_when_the_plugin_cannot_see_host_device_nodes_it_passes_the_required_ones_and_says_so() -> None:
+    logic = build_logic(H100, cfg(pass_device_specs=True), EMPTY_HOST)
+    alloc = logic.allocate("nvidia.com/gpu", [UUIDS[0]])
+    assert [d.container_path for d in alloc.devices] == [
+        "/dev/nvidiactl", "/dev/nvidia-uvm", "/dev/nvidia-uvm-tools", "/dev/nvidia0"
+    ]
+    assert any("cannot see" in w and "nvidiactl" in w for w in logic.warnings)
 
 
 def test_gds_and_mofed_envs() -> None:
@@ -297,3 +307,37 @@ def test_driver_mounts_with_a_distro_driver_mount_host_paths(tmp_path: Path) -> 
 def test_driver_mounts_without_a_driver_warn_the_admin(tmp_path: Path) -> None:
     logic = build_logic(H100, resolve_config({"device-list-strategy": "driver-mounts"}, {}), tmp_path)
     assert any("no NVIDIA driver libraries" in w and "--nvidia-driver-root" in w for w in logic.warnings)
+
+
+def test_in_nvidias_daemonset_layout_files_are_read_at_driver_root_and_named_by_host_path(tmp_path: Path) -> None:
+    """The host's /run/nvidia/driver is mounted at the plugin's container driver root (/driver-root)."""
+    import platform
+
+    arch = {"aarch64": "aarch64-linux-gnu"}.get(platform.machine(), "x86_64-linux-gnu")
+    view = tmp_path / "driver-root"
+    libdir = view / "usr/lib" / arch
+    libdir.mkdir(parents=True)
+    (libdir / f"libcuda.so.{VERSION}").write_bytes(b"\x7fELF")
+    (libdir / "libcuda.so.1").symlink_to(f"libcuda.so.{VERSION}")
+    make_dev(view, "/usr/bin/nvidia-smi", "/dev/nvidiactl", "/dev/nvidia-uvm")
+    config = resolve_config({
+        "device-list-strategy": "driver-mounts",
+        "nvidia-driver-root": "/run/nvidia/driver",
+        "container-driver-root": str(view),
+    }, {})
+    logic = build_logic(H100, config, Path("/"))
+    alloc = logic.allocate("nvidia.com/gpu", [UUIDS[1]])
+    mounts = {m.container_path: m.host_path for m in alloc.mounts}
+    assert mounts["/usr/local/nvidia/lib64/libcuda.so.1"] == f"/run/nvidia/driver/usr/lib/{arch}/libcuda.so.{VERSION}"
+    assert mounts["/usr/local/nvidia/bin/nvidia-smi"] == "/run/nvidia/driver/usr/bin/nvidia-smi"
+    assert [(d.container_path, d.host_path) for d in alloc.devices] == [
+        ("/dev/nvidiactl", "/run/nvidia/driver/dev/nvidiactl"),
+        ("/dev/nvidia-uvm", "/run/nvidia/driver/dev/nvidia-uvm"),
+        ("/dev/nvidia1", "/run/nvidia/driver/dev/nvidia1"),
+    ]
+
+
+def test_a_driver_root_set_to_the_container_mount_point_is_flagged() -> None:
+    config = resolve_config({"nvidia-driver-root": "/driver-root"}, {})
+    logic = build_logic(H100, config, EMPTY_HOST)
+    assert any("the plugin container's own mount point" in w for w in logic.warnings)

@@ -19,6 +19,10 @@ a stock containerd/runc, as on GKE.
 
 A shared replica (``<uuid>::<n>``) names its physical device once, however many replicas of it
 a container holds.
+
+Paths in a response are *host* paths (the kubelet and runtime resolve them on the host):
+``nvidiaDriverRoot`` is where the driver lives on the host, and the plugin reads it at
+``containerDriverRoot`` (``/driver-root``) when that is mounted, as in NVIDIA's DaemonSet.
 """
 
 from __future__ import annotations
@@ -36,7 +40,6 @@ from kgpu.deviceplugin.resources import (
     Grant,
     ResourceSet,
     allocation_extras,
-    resolve_dev_root,
 )
 from kgpu.host.driverfiles import discover_driver_files
 
@@ -69,56 +72,110 @@ class HostFacts:
     """IMEX channel device nodes that exist (``/dev/nvidia-caps-imex-channels/channel0``)."""
 
 
-def _host_path(host_root: Path, path: Path) -> str:
-    """A path found under ``host_root`` as the host itself names it."""
+REQUIRED_CONTROL_NODES = CONTROL_DEVICE_NODES[:3]
+"""Assumed present when the plugin cannot see the host's device nodes (no toolkit, /dev not mounted)."""
+
+
+def driver_root_view(config: PluginConfig, host_root: Path = Path("/")) -> Path:
+    """Where the plugin itself reads the host's driver root.
+
+    As in NVIDIA's DaemonSet, ``nvidiaDriverRoot`` is the *host* path and the plugin's container
+    sees it at ``containerDriverRoot`` (``/driver-root``) when that is mounted; otherwise (the
+    plugin runs on the host, or in tests) at ``host_root/<nvidiaDriverRoot>``.
+    """
+    container = config.flags.plugin.container_driver_root
+    if str(host_root) == "/" and container not in ("", "/") and Path(container).is_dir():
+        return Path(container)
+    return host_root / config.flags.nvidia_driver_root.lstrip("/")
+
+
+def _host_path(view: Path, host_root: str, path: Path) -> str:
+    """``path`` (found under ``view``) as the host names it: the same path under ``host_root``."""
     try:
-        return "/" + str(path.relative_to(host_root)).lstrip("/") if str(host_root) != "/" else str(path)
+        rel = path.relative_to(view)
     except ValueError:
         return str(path)
+    return _join(host_root, "/" + str(rel)) if str(rel) != "." else host_root
 
 
-def driver_file_mounts(driver_root: str, host_root: Path = Path("/")) -> tuple[Mount, ...]:
+def driver_file_mounts(config: PluginConfig, host_root: Path = Path("/")) -> tuple[Mount, ...]:
     """Read-only mounts of the driver's libraries (and their soname links) and binaries.
 
     Each library file is mounted under its own name and under every soname link that points at
     it (``libcuda.so.1`` → the ``libcuda.so.580.95.05`` file), so the dynamic loader finds it
-    without ``ldconfig`` in the container.
+    without ``ldconfig`` in the container. Host paths are under ``nvidiaDriverRoot``.
     """
-    files = discover_driver_files(host_root / driver_root.lstrip("/"))
+    view = driver_root_view(config, host_root)
+    root = config.flags.nvidia_driver_root or "/"
+    files = discover_driver_files(view)
     mounts: list[Mount] = []
     for lib in files.libraries:
-        mounts.append(Mount(f"{CONTAINER_LIB_DIR}/{lib.name}", _host_path(host_root, lib), read_only=True))
+        mounts.append(Mount(f"{CONTAINER_LIB_DIR}/{lib.name}", _host_path(view, root, lib), read_only=True))
     by_name = {lib.name: lib for lib in files.libraries}
     for link in files.library_links:
         target = by_name.get(link.target)
         if target is not None:
-            mounts.append(Mount(f"{CONTAINER_LIB_DIR}/{link.path.name}", _host_path(host_root, target), read_only=True))
+            host = _host_path(view, root, target)
+            mounts.append(Mount(f"{CONTAINER_LIB_DIR}/{link.path.name}", host, read_only=True))
     for binary in files.binaries:
-        mounts.append(
-            Mount(f"{CONTAINER_BIN_DIR}/{binary.name}", _host_path(host_root, binary.resolve()), read_only=True)
-        )
+        real = binary.resolve()
+        host = _host_path(view, root, real if _inside(real, view) else binary)
+        mounts.append(Mount(f"{CONTAINER_BIN_DIR}/{binary.name}", host, read_only=True))
     return tuple(mounts)
 
 
-def read_host_facts(config: PluginConfig, host_root: Path = Path("/"), warnings: list[str] | None = None) -> HostFacts:
-    """Device nodes and driver files on the host, under ``host_root`` (the host's / as the plugin sees it)."""
+def _inside(path: Path, root: Path) -> bool:
+    try:
+        path.relative_to(root)
+    except ValueError:
+        return False
+    return True
+
+
+def read_host_facts(
+    config: PluginConfig, host_root: Path = Path("/"), warnings: list[str] | None = None
+) -> HostFacts:
+    """Device nodes and driver files on the host, as the plugin sees them (see :func:`driver_root_view`)."""
     warnings = [] if warnings is None else warnings
-    dev_root = resolve_dev_root(config, host_root)
-    base = host_root / dev_root.lstrip("/")
-    control = tuple(p for p in CONTROL_DEVICE_NODES if (base / p.lstrip("/")).exists())
+    flags = config.flags
+    driver_root = flags.nvidia_driver_root or "/"
+    view = driver_root_view(config, host_root)
+    if flags.nvidia_driver_root == flags.plugin.container_driver_root and driver_root != "/":
+        warnings.append(
+            f"nvidiaDriverRoot is {driver_root!r}, the plugin container's own mount point; it must be the "
+            "driver root's path on the host (e.g. /run/nvidia/driver), which the kubelet resolves device and "
+            "driver paths against"
+        )
+    # Device nodes: nvidiaDevRoot, else the driver root when it holds dev/ (a driver container), else /.
+    if flags.nvidia_dev_root:
+        dev_root = flags.nvidia_dev_root
+        dev_view = view if dev_root == driver_root else host_root / dev_root.lstrip("/")
+    elif driver_root != "/" and (view / "dev/nvidiactl").exists():
+        dev_root, dev_view = driver_root, view
+    else:
+        dev_root, dev_view = "/", host_root
+    control = tuple(p for p in CONTROL_DEVICE_NODES if (dev_view / p.lstrip("/")).exists())
+    if not control:
+        control = REQUIRED_CONTROL_NODES
+        if flags.plugin.pass_device_specs or flags.plugin.uses(DRIVER_MOUNTS):
+            warnings.append(
+                f"cannot see {dev_view / 'dev/nvidiactl'}; passing {', '.join(control)} without checking they "
+                "exist (load nvidia-uvm on the host, or mount the host's /dev into the plugin to check)"
+            )
     mounts: tuple[Mount, ...] = ()
-    if config.flags.plugin.uses(DRIVER_MOUNTS):
-        mounts = driver_file_mounts(config.flags.nvidia_driver_root, host_root)
+    if flags.plugin.uses(DRIVER_MOUNTS):
+        mounts = driver_file_mounts(config, host_root)
         if not any(m.container_path.startswith(CONTAINER_LIB_DIR) for m in mounts):
             warnings.append(
-                f"driver-mounts: no NVIDIA driver libraries (libnvidia-ml.so.1, libcuda.so.1) found under the "
-                f"driver root {config.flags.nvidia_driver_root!r}; set --nvidia-driver-root to where the driver "
-                "is installed (/, /run/nvidia/driver, /usr/local/nvidia, /home/kubernetes/bin/nvidia)"
+                f"driver-mounts: no NVIDIA driver libraries (libnvidia-ml.so.1, libcuda.so.1) found under {view} "
+                f"(driver root {driver_root!r}); set --nvidia-driver-root to where the driver is installed on the "
+                "host (/, /run/nvidia/driver, /usr/local/nvidia, /home/kubernetes/bin/nvidia) and mount it at "
+                f"{flags.plugin.container_driver_root}"
             )
     channels = tuple(
         f"/dev/nvidia-caps-imex-channels/channel{c}"
         for c in config.imex.channel_ids
-        if (base / f"dev/nvidia-caps-imex-channels/channel{c}").exists() or config.imex.required
+        if (dev_view / f"dev/nvidia-caps-imex-channels/channel{c}").exists() or config.imex.required
     )
     return HostFacts(dev_root=dev_root, control_nodes=control, driver_mounts=mounts, imex_channels=channels)
 

@@ -199,23 +199,6 @@ def read_mig_minors(host_root: Path) -> dict[tuple[int, int, int | None], int]:
         return {}
 
 
-def _under(root: Path, absolute: str) -> Path:
-    return root / absolute.lstrip("/")
-
-
-def resolve_dev_root(config: PluginConfig, host_root: Path) -> str:
-    """Where device nodes live on the host: ``nvidiaDevRoot``, else the driver root if it has
-    ``dev/nvidiactl`` (driver containers), else ``/`` (drivers installed under /usr/local/nvidia
-    or /home/kubernetes/bin/nvidia keep their device nodes in /dev)."""
-    flags = config.flags
-    if flags.nvidia_dev_root:
-        return flags.nvidia_dev_root
-    driver_root = flags.nvidia_driver_root or "/"
-    if driver_root != "/" and not (_under(_under(host_root, driver_root), "/dev/nvidiactl")).exists():
-        return "/"
-    return driver_root
-
-
 # --------------------------------------------------------------------------------------------------
 # Base devices: whole GPUs and MIG devices, per MIG strategy
 # --------------------------------------------------------------------------------------------------
