@@ -342,6 +342,17 @@ def cri_dockerd_pinned_pause(n: Node) -> None:
             "--pod-infra-container-image=registry.k8s.io/pause:3.10\n")
 
 
+def k3s_node(n: Node) -> None:
+    n.remove("/usr/bin/kubelet")
+    n.remove("/var/lib/kubelet/config.yaml")
+    n.remove("/var/lib/kubelet/kubeadm-flags.env")
+    n.program("/usr/local/bin/k3s", "k3s version v1.31.4+k3s1 (a562d090)")
+    n.remove("/usr/bin/containerd")
+    n.write("/var/lib/rancher/k3s/agent/etc/containerd/config.toml", n.read("/etc/containerd/config.toml")
+            .replace("SystemdCgroup = true", "SystemdCgroup = false"))
+    n.remove("/etc/containerd")
+
+
 def kubelet_sock_missing(n: Node) -> None:
     n.remove("/var/lib/kubelet/device-plugins/kubelet.sock")
 
@@ -494,6 +505,9 @@ CASES: list[tuple[str, str, Mutation, str, tuple[str, ...]]] = [
     ("kubelet.device-plugins", "ubuntu-h100", kubelet_sock_missing, "fail", ("kubelet.sock: missing",)),
     ("kubelet.device-plugins", "ubuntu-h100", device_plugin_dir_missing, "fail", ("no such directory",)),
     ("kubelet.cgroup-driver", "ubuntu-h100", nothing, "pass", ("both use systemd",)),
+    ("kubelet.cgroup-driver", "rocky-a100", k3s_node, "skip", ("k3s sets",)),
+    ("runtime.containerd", "rocky-a100", k3s_node, "pass", ("/var/lib/rancher/k3s/agent/etc/containerd/config.toml",)),
+    ("k8s.version-compat", "rocky-a100", k3s_node, "pass", ("v1.31.4", "k3s version")),
     ("kubelet.cgroup-driver", "ubuntu-h100", kubelet_cgroupfs, "fail",
      ("kubelet uses cgroupfs, the runtime systemd", "SystemdCgroup = true")),
     ("cdi.spec", "ubuntu-h100", nothing, "pass", ("9 device(s)",)),

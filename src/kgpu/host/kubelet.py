@@ -48,6 +48,16 @@ class Kubelet:
         return self.binary is not None or self.config_exists
 
     @property
+    def embedded(self) -> str | None:
+        """``k3s`` or ``rke2`` when the kubelet is embedded in those distributions and configured by them."""
+        if self.config_exists or "cgroup-driver" in self.flags or self.binary is None:
+            return None
+        for name in ("k3s", "rke2"):
+            if f"/{name}" in self.binary:
+                return name
+        return None
+
+    @property
     def cgroup_driver(self) -> str:
         """The flag wins over the file; the KubeletConfiguration default is ``cgroupfs``."""
         return self.flags.get("cgroup-driver") or str(self.config.get("cgroupDriver", "cgroupfs"))

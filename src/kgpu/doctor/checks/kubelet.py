@@ -40,6 +40,9 @@ def cgroup_driver(facts: NodeFacts) -> Outcome:
             f"{k.config_path}: {k.config_error}",
             f"Fix the YAML in {k.config_path}, then systemctl restart kubelet",
         )
+    if k.embedded:
+        return skipped(f"{k.embedded} sets the kubelet's and containerd's cgroup driver together",
+                       f"kubelet embedded in {k.binary}, no kubelet config file")
     runtime = runtime_cgroup_driver(facts)
     if runtime is None:
         return skipped("no container runtime to compare with", f"kubelet cgroupDriver {k.cgroup_driver}")

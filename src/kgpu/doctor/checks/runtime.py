@@ -79,8 +79,9 @@ def toolkit(facts: NodeFacts) -> Outcome:
 
 
 def _kubelet_driver(facts: NodeFacts) -> str | None:
+    """The kubelet's cgroup driver, or None when there is no kubelet or k3s/RKE2 choose it with containerd's."""
     k = facts.host.kubelet
-    return k.cgroup_driver if k.installed else None
+    return k.cgroup_driver if k.installed and k.embedded is None else None
 
 
 def _configure(runtime: str, extra: str = "") -> str:
@@ -283,7 +284,7 @@ def visible_all(facts: NodeFacts) -> Outcome:
 def _cgroup_driver(facts: NodeFacts) -> tuple[str, str] | None:
     """The cgroup driver in use (the kubelet's, else the runtime's), and where it was read."""
     k = facts.host.kubelet
-    if k.installed and not k.config_error:
+    if k.installed and not k.config_error and k.embedded is None:
         return k.cgroup_driver, f"kubelet cgroupDriver {k.cgroup_driver} ({k.cgroup_driver_source})"
     return runtime_cgroup_driver(facts)
 
