@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from kgpu.errors import KgpuError
-from kgpu.labels.daemon import LabelerState, LoopTiming, parse_listen, run_labeler, serve_health
+from kgpu.labels.daemon import LabelerState, LoopTiming, parse_duration, parse_listen, run_labeler, serve_health
 from kgpu.labels.output import parse_lines
 
 TIMING = LoopTiming(interval=60.0, poll=0.001)
@@ -170,3 +170,28 @@ def test_oneshot_keeps_the_file_and_exits(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert parse_lines(target.read_text())["nvidia.com/gpu.count"] == "8"
+
+
+@pytest.mark.parametrize(("text", "seconds"), [("60", 60.0), ("60s", 60.0), ("1m30s", 90.0), ("1.5", 1.5),
+                                               ("2h", 7200.0), ("1500ms", 1.5)])
+def test_intervals_take_seconds_or_go_durations_as_gfd(text: str, seconds: float) -> None:
+    assert parse_duration(text, "--interval") == seconds
+
+
+@pytest.mark.parametrize("text", ["soon", "10x", "0.5s", "1m-", ""])
+def test_bad_intervals_are_named(text: str) -> None:
+    with pytest.raises(KgpuError, match="--interval"):
+        parse_duration(text, "--interval")
+
+
+def test_gfd_environment_variables_drive_the_labeler(tmp_path: Path) -> None:
+    target = tmp_path / "gfd-style"
+    env = {k: v for k, v in os.environ.items() if k not in ("MIG_STRATEGY", "KGPU_SIMULATE")}
+    env.update(GFD_ONESHOT="true", GFD_NO_TIMESTAMP="true", GFD_OUTPUT_FILE=str(target),
+               GFD_MIG_STRATEGY="mixed", GFD_SLEEP_INTERVAL="30s")
+    proc = subprocess.run([sys.executable, "-m", "kgpu", "--simulate", "a100-mig", "labeler", "--root", str(tmp_path)],
+                          capture_output=True, text=True, timeout=60, env=env)
+    assert proc.returncode == 0, proc.stderr
+    labels = parse_lines(target.read_text())
+    assert labels["nvidia.com/mig.strategy"] == "mixed"
+    assert "nvidia.com/gfd.timestamp" not in labels

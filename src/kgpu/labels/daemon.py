@@ -19,13 +19,14 @@ Example::
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from kgpu.errors import KgpuError
+from kgpu.errors import ConfigError, KgpuError
 from kgpu.labels.gfd import TIMESTAMP, Labels
 
 log = logging.getLogger(__name__)
@@ -120,6 +121,25 @@ def _diff(old: Labels, new: Labels) -> dict[str, object]:
         "removed": sorted(set(old) - set(new)),
         "changed": sorted(k for k in set(old) & set(new) if old[k] != new[k]),
     }
+
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
+_UNIT_SECONDS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration(text: str, where: str, minimum: float = 1.0) -> float:
+    """Seconds from ``60``, ``60s``, ``1m30s`` or ``500ms`` (Go's duration syntax, as GFD's flags take)."""
+    value = text.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        parts = _DURATION_PART.findall(value)
+        if not parts or "".join(n + u for n, u in parts) != value:
+            raise ConfigError(f"{where} {text!r}: expected seconds or a duration such as 60s, 1m30s, 500ms") from None
+        seconds = sum(float(n) * _UNIT_SECONDS[u] for n, u in parts)
+    if seconds < minimum:
+        raise ConfigError(f"{where} {text!r}: must be at least {minimum:g}s")
+    return seconds
 
 
 def parse_listen(addr: str) -> tuple[str, int]:

@@ -156,23 +156,31 @@ def labels(
 def labeler(
     ctx: typer.Context,
     interval: Annotated[
-        float, typer.Option("--interval", "--sleep-interval", min=1.0, help="Seconds between relabelling when "
-                            "nothing changes.", metavar="SECONDS")
-    ] = 60.0,
+        str, typer.Option("--interval", "--sleep-interval", envvar="GFD_SLEEP_INTERVAL",
+                          help="Time between relabelling when nothing changes: seconds or a Go duration "
+                          "(60, 60s, 1m30s) as GFD's --sleep-interval.", metavar="DURATION")
+    ] = "60s",
     poll: Annotated[
         float, typer.Option("--poll", min=0.05, help="Seconds between checks for a changed inventory, config "
                             "file or host facts; a change relabels at once.", metavar="SECONDS")
     ] = 5.0,
-    oneshot: Annotated[bool, typer.Option("--oneshot", help="Label once and exit (non-zero on failure).")] = False,
+    oneshot: Annotated[bool, typer.Option("--oneshot", envvar="GFD_ONESHOT",
+                                          help="Label once and exit (non-zero on failure).")] = False,
     config_file: ConfigFile = None,
     mig_strategy: MigStrategyOpt = None,
-    no_timestamp: NoTimestamp = False,
-    machine_type_file: MachineTypeFile = None,
+    no_timestamp: Annotated[bool, typer.Option("--no-timestamp", envvar="GFD_NO_TIMESTAMP",
+                                               help="Leave out nvidia.com/gfd.timestamp.")] = False,
+    machine_type_file: Annotated[
+        Path | None,
+        typer.Option("--machine-type-file", envvar="GFD_MACHINE_TYPE_FILE", metavar="FILE",
+                     help="File holding the machine type [default: <root>/sys/class/dmi/id/product_name]."),
+    ] = None,
     root: Root = Path("/"),
     output_file: Annotated[
         Path,
-        typer.Option("--output-file", "-o", help="NFD local feature file to keep up to date (ignored with --node); "
-                     "removed when the labeler stops, as GFD does.", metavar="FILE"),
+        typer.Option("--output-file", "-o", envvar="GFD_OUTPUT_FILE", metavar="FILE",
+                     help="NFD local feature file to keep up to date (ignored with --node); removed when the "
+                     "labeler stops, as GFD does."),
     ] = Path(_DEFAULT_FEATURE_FILE),
     node: NodeOpt = None,
     kubeconfig: Kubeconfig = None,
@@ -198,10 +206,11 @@ def labeler(
     """
     import logging
 
-    from kgpu.labels.daemon import LabelerState, LoopTiming, run_labeler, serve_health
+    from kgpu.labels.daemon import LabelerState, LoopTiming, parse_duration, run_labeler, serve_health
     from kgpu.labels.output import remove_feature_file, write_feature_file
 
     log = logging.getLogger("kgpu.labeler")
+    seconds = parse_duration(interval, "--interval")
     opts = global_options(ctx)
     keepalive = opts.open_backend()  # fail fast; keeps NVML initialised between polls
     compute = _computer(opts, config_file, mig_strategy, root, machine_type_file)
@@ -213,12 +222,12 @@ def labeler(
             write_feature_file(output_file, labels)
 
         target = str(output_file)
-    timing = LoopTiming(interval=interval, poll=poll, with_timestamp=not no_timestamp)
+    timing = LoopTiming(interval=seconds, poll=poll, with_timestamp=not no_timestamp)
     state = LabelerState()
     stop = threading.Event()
     previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGTERM, signal.SIGINT)}
     server = serve_health(healthz, state, timing) if healthz else None
-    log.info("labeler started", extra={"target": target, "interval_s": interval, "poll_s": poll, "oneshot": oneshot})
+    log.info("labeler started", extra={"target": target, "interval_s": seconds, "poll_s": poll, "oneshot": oneshot})
     try:
         run_labeler(compute, publish, stop, timing, oneshot=oneshot, state=state)
     finally:
