@@ -62,7 +62,10 @@ class FakeNvml:
             "nvmlDeviceGetMemoryInfo": lambda h, version=None: SimpleNamespace(
                 total=(h.mem if mig_of(h) else 81920) * mib, used=mib, free=2 * mib, reserved=3 * mib
             ),
-            "nvmlDeviceGetAttributes": lambda h: h.attrs if mig_of(h) else SimpleNamespace(multiprocessorCount=108),
+            "nvmlDeviceGetAttributes": lambda h: h.attrs
+            if mig_of(h)
+            else (SimpleNamespace(multiprocessorCount=108) if h.mig else _raise(pynvml.NVML_ERROR_NOT_SUPPORTED)),
+            "nvmlDeviceGetNumGpuCores": lambda h: 6912,
             "nvmlDeviceGetPersistenceMode": lambda h: 1,
             "nvmlDeviceGetComputeMode": lambda h: 3,
             "nvmlDeviceGetEccMode": lambda h: _raise(pynvml.NVML_ERROR_NOT_SUPPORTED),
@@ -129,6 +132,8 @@ def test_inventory_maps_nvml_answers(fake: FakeNvml) -> None:
     g0, g1 = inv.gpus
     assert g0.uuid == "GPU-00000000-0000-0000-0000-000000000000"
     assert (g0.family, g0.memory_total_mib, g0.multiprocessor_count) == ("ampere", 81920, 108)
+    # GPU 1 is not in MIG mode: NVML's attributes answer NOT_SUPPORTED, so SMs come from cores (6912 / 64).
+    assert g1.multiprocessor_count == 108
     assert g0.ecc_enabled is None
     assert str(g0.compute_mode) == "Exclusive_Process"
     assert g0.mig_enabled and not g1.mig_enabled and g1.mig_capable

@@ -48,6 +48,19 @@ for name in ("gpus-loader.json", "gpus-root.json"):
             print(f"{name:16} {field:15} kgpu={mine!r:45} nvidia-smi={theirs!r:45} {'OK' if ok else 'MISMATCH'}")
 sys.exit(1 if bad else 0)
 PY
+echo "== SM count: kgpu vs torch (cudaDeviceProp.multiProcessorCount) =="
+python3 - "$OUT/gpus-loader.json" <<'PY' || fail=1
+import json, sys
+import torch
+gpus = json.load(open(sys.argv[1]))
+bad = 0
+for i, g in enumerate(gpus):
+    theirs = torch.cuda.get_device_properties(i).multi_processor_count
+    ok = g["multiprocessor_count"] == theirs
+    bad += not ok
+    print(f"GPU {i}: kgpu={g['multiprocessor_count']} torch={theirs} {'OK' if ok else 'MISMATCH'}")
+sys.exit(1 if bad else 0)
+PY
 echo "== readings =="
 kgpu gpus --readings --json | python3 -c 'import json,sys; [print(g["uuid"], g["readings"]) for g in json.load(sys.stdin)]'
 nvidia-smi --query-gpu=memory.used,memory.reserved,temperature.gpu,power.draw,clocks.sm,clocks.mem,utilization.gpu --format=csv

@@ -199,7 +199,7 @@ class NvmlBackend:
             pci_bus_id=bus_id,
             pci_device_id=pci.pciDeviceId,
             numa_node=read_numa_node(bus_id),
-            multiprocessor_count=attrs.multiprocessorCount if attrs is not None else 0,
+            multiprocessor_count=_multiprocessors(h, attrs, cc),
             persistence_mode=bool(_optional(lambda: pynvml.nvmlDeviceGetPersistenceMode(h))),
             compute_mode=_COMPUTE_MODES.get(
                 _optional(lambda: pynvml.nvmlDeviceGetComputeMode(h)) or 0, ComputeMode.DEFAULT
@@ -371,6 +371,24 @@ class NvmlBackend:
         if data.eventType == pynvml.nvmlEventTypeDoubleBitEccError:
             return HealthEvent(uuid, HealthEventKind.ECC, detail="double-bit ECC error")
         return None
+
+
+def cuda_cores_per_sm(cc: ComputeCapability) -> int:
+    """CUDA cores per SM by architecture (CUDA C Programming Guide, "Arithmetic Instructions")."""
+    if cc.major == 6:
+        return 64 if cc.minor == 0 else 128
+    if cc.major in (7,) or cc == ComputeCapability(8, 0):
+        return 64
+    return 128
+
+
+def _multiprocessors(h: Any, attrs: Any, cc: ComputeCapability) -> int:
+    """SM count. NVML's device attributes answer only for MIG-capable parts, and on a whole (non-MIG)
+    GPU some drivers report NOT_SUPPORTED, so fall back to cores / cores-per-SM (H100 SXM: 16896/128)."""
+    if attrs is not None and attrs.multiprocessorCount:
+        return int(attrs.multiprocessorCount)
+    cores = _optional(lambda: pynvml.nvmlDeviceGetNumGpuCores(h))
+    return cores // cuda_cores_per_sm(cc) if cores else 0
 
 
 def _first(pair: Any) -> int | None:
