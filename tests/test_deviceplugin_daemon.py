@@ -322,3 +322,41 @@ def _eventually(check, timeout: float = 3.0):  # type: ignore[no-untyped-def]
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.02)
+
+
+def test_state_file_carries_mps_slice_limits_for_the_exporter(tmpdir_short: Path) -> None:
+    from kgpu.deviceplugin.config import resolve_config
+    from kgpu.deviceplugin.resources import build_logic
+
+    config_file = tmpdir_short / "dp.yaml"
+    config_file.write_text(
+        f"version: v1\nflags:\n  mpsRoot: {tmpdir_short / 'mps'}\nsharing:\n  mps:\n    slices:\n"
+        "    - {name: nvidia.com/gpu-20gb, memory: 20Gi, computePercent: 50, count: 1, devices: [0]}\n"
+    )
+    inventory = open_backend(simulate="h100x8").inventory()
+    logic = build_logic(inventory, resolve_config({}, {}, config_file))
+    daemon = DevicePluginDaemon(logic, HealthTracker(), None, DaemonSettings(kubelet_dir=tmpdir_short, state_file=None))
+    resources = {r["name"]: r for r in daemon.state()["resources"]}  # type: ignore[attr-defined]
+    (slice_device,) = resources["nvidia.com/gpu-20gb"]["devices"]
+    assert slice_device["gpu_uuid"] == H100_0
+    assert slice_device["mps"] == {"memory_mib": 20480, "compute_percent": 50}
+    assert all("mps" not in d for d in resources["nvidia.com/gpu"]["devices"])
+
+
+def test_the_exporter_reads_the_state_file_the_daemon_writes(node: Node) -> None:
+    from kgpu.exporter.pluginstate import parse_plugin_state
+
+    node.kubelet.wait_for_registration("nvidia.com/gpu")
+    with PluginClient(node.directory / "nvidia-gpu.sock") as plugin:
+        plugin.allocate([[H100_1]])
+    inject_event(node.events, H100_0, "xid", 79)
+
+    def parsed():  # type: ignore[no-untyped-def]
+        state = parse_plugin_state(node.state_file.read_text(), str(node.state_file))
+        devices = {d.id: d for r in state.resources for d in r.devices}
+        assert not devices[H100_0].healthy and devices[H100_1].allocations == 1
+        return state
+
+    state = _eventually(parsed)
+    assert state.resource_names == ("nvidia.com/gpu",)
+    assert state.resources[0].registered
