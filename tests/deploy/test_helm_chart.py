@@ -201,11 +201,17 @@ def test_changing_the_config_restarts_the_daemons() -> None:
     assert checksums({}) != checksums(VARIANTS["time-slicing"])
 
 
-def test_mps_values_run_the_mps_daemon_in_the_hosts_ipc_namespace(tmp_path: Path) -> None:
+def test_mps_daemon_shares_dev_shm_with_the_clients_allocate_gives(tmp_path: Path) -> None:
+    from kgpu.sharing.paths import DEFAULT_MPS_ROOT, MpsPaths
+
     objs = render(VARIANTS["mps"])
     ds = by_kind(objs, "DaemonSet")["kgpu-mps-daemon"]
     spec = ds["spec"]["template"]["spec"]
-    assert spec["hostIPC"] is True
+    assert "hostIPC" not in spec  # MPS clients do not get the host's IPC namespace; they share /dev/shm
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    shm = next(m for m in spec["containers"][0]["volumeMounts"] if m["mountPath"] == "/dev/shm")
+    # The daemon's /dev/shm is the host directory Allocate mounts at /dev/shm in every MPS client
+    assert volumes[shm["name"]]["hostPath"]["path"] == str(MpsPaths(DEFAULT_MPS_ROOT).shm_dir)
     env = {e["name"]: e.get("value") for e in spec["containers"][0]["env"]}
     assert env["NVIDIA_DRIVER_CAPABILITIES"] == "compute,utility"
     assert plugin_config(objs, tmp_path).sharing.strategy == "mps"
