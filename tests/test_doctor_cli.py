@@ -77,3 +77,11 @@ def test_nvml_that_cannot_load_is_a_finding_naming_where_it_looked(tmp_path: Pat
     assert "--driver-root" in nvml["fix"]
     # Without NVML the GPU count comes from the PCI bus, so device nodes are still judged.
     assert nodes["status"] == "pass"
+
+
+def test_a_root_that_is_not_a_directory_is_refused(tmp_path: Path) -> None:
+    for args in (["doctor"], ["node", "prepare"]):
+        done = subprocess.run([sys.executable, "-m", "kgpu", "--simulate", "t4", *args, "--root", str(tmp_path / "no")],
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode == 2, done.stderr
+        assert f"--root {tmp_path / 'no'}: not a directory" in done.stderr

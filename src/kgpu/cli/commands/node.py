@@ -43,8 +43,12 @@ def prepare(
 
       kgpu node prepare --apply
     """
+    from kgpu.errors import ConfigError
     from kgpu.host.facts import read_host_facts
     from kgpu.prepare import apply_prepare, plan_prepare
+
+    if not root.is_dir():
+        raise ConfigError(f"--root {root}: not a directory; give the node's filesystem root (default /)")
 
     facts = read_host_facts(root, kubelet_config)
     plan = plan_prepare(facts)
