@@ -61,3 +61,20 @@ gpus:
     (mig,) = build_inventory(parse_fixture("test", text)).mig_devices
     assert mig.engines == MigEngines(copy=1, decoder=1, encoder=0, jpeg=1, ofa=1)
     assert (mig.gpu_instance_slices, mig.compute_instance_slices) == (1, 1)
+
+
+@pytest.mark.parametrize(
+    ("memory_mib", "parent_mib", "gb"),
+    [
+        (80896, 81920, 80),  # A100 80GB 7g.80gb: ceil(MiB/1024) would say 79
+        (9728, 81920, 10),  # A100 80GB 1g.10gb
+        (4864, 40960, 5),  # A100 40GB 1g.5gb
+        (40192, 81920, 40),  # 3g.40gb
+        (80384, 81559, 80),  # H100 80GB HBM3 7g.80gb
+        (9856, 81559, 10),  # H100 1g.10gb
+    ],
+)
+def test_profile_memory_is_named_as_go_nvlib_does(memory_mib: int, parent_mib: int, gb: int) -> None:
+    from kgpu.gpu.nvml import mig_memory_gb
+
+    assert mig_memory_gb(memory_mib, parent_mib * 1024 * 1024) == gb

@@ -102,9 +102,20 @@ def _load_library(driver_root: Path | None) -> str:
     )
 
 
-def mig_profile_name(attrs: Any) -> str:
+def mig_memory_gb(memory_mib: int, parent_total_bytes: int | None) -> int:
+    """The ``NNgb`` of a profile name, as go-nvlib (NVIDIA's device plugin, GFD) computes it: the MIG
+    device's share of the parent's memory rounded up to eighths, times the parent's whole GiB.
+    (``ceil(MiB / 1024)`` gets full-size profiles wrong: 80896 MiB on an A100 80GB is ``7g.80gb``.)"""
+    if not parent_total_bytes:
+        return math.ceil(memory_mib / 1024)
+    gib = 1024**3
+    share = math.ceil(memory_mib * 1024 * 1024 / parent_total_bytes * 8) / 8
+    return round(share * ((parent_total_bytes + gib - 1) // gib))
+
+
+def mig_profile_name(attrs: Any, parent_total_bytes: int | None = None) -> str:
     """Profile name as NVIDIA's device plugin derives it from a MIG device's attributes."""
-    gb = math.ceil(attrs.memorySizeMB / 1024)
+    gb = mig_memory_gb(attrs.memorySizeMB, parent_total_bytes)
     g, c = attrs.gpuInstanceSliceCount, attrs.computeInstanceSliceCount
     return f"{g}g.{gb}gb" if c == g else f"{c}c.{g}g.{gb}gb"
 
@@ -213,6 +224,7 @@ class NvmlBackend:
 
     def _read_mig_devices(self, parent_index: int, parent_uuid: str, h: Any) -> tuple[MigDevice, ...]:
         out = []
+        parent_total = pynvml.nvmlDeviceGetMemoryInfo(h).total
         for slot in range(pynvml.nvmlDeviceGetMaxMigDeviceCount(h)):
             try:
                 mh = pynvml.nvmlDeviceGetMigDeviceHandleByIndex(h, slot)
@@ -225,7 +237,7 @@ class NvmlBackend:
                 MigDevice(
                     uuid=uuid,
                     index=slot,
-                    profile=mig_profile_name(attrs),
+                    profile=mig_profile_name(attrs, parent_total),
                     gpu_instance_id=pynvml.nvmlDeviceGetGpuInstanceId(mh),
                     compute_instance_id=pynvml.nvmlDeviceGetComputeInstanceId(mh),
                     memory_total_mib=pynvml.nvmlDeviceGetMemoryInfo(mh).total // (1024 * 1024),
