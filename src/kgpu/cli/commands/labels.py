@@ -44,7 +44,7 @@ MachineTypeFile = Annotated[
     typer.Option(
         "--machine-type-file",
         help="File holding the machine type for nvidia.com/gpu.machine "
-        "[default: <root>/sys/class/dmi/id/product_name].",
+        "(default: <root>/sys/class/dmi/id/product_name).",
         metavar="FILE",
     ),
 ]
@@ -64,8 +64,8 @@ NodeOpt = Annotated[
 ]
 Kubeconfig = Annotated[
     Path | None,
-    typer.Option("--kubeconfig", help="Kubeconfig for --node [default: in-cluster, then $KUBECONFIG, then "
-                 "~/.kube/config].", metavar="FILE"),
+    typer.Option("--kubeconfig", help="Kubeconfig for --node (default: in-cluster, then $KUBECONFIG, then "
+                 "~/.kube/config).", metavar="FILE"),
 ]
 
 
@@ -173,7 +173,7 @@ def labeler(
     machine_type_file: Annotated[
         Path | None,
         typer.Option("--machine-type-file", envvar="GFD_MACHINE_TYPE_FILE", metavar="FILE",
-                     help="File holding the machine type [default: <root>/sys/class/dmi/id/product_name]."),
+                     help="File holding the machine type (default: <root>/sys/class/dmi/id/product_name)."),
     ] = None,
     root: Root = Path("/"),
     output_file: Annotated[

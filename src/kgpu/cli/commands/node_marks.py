@@ -25,11 +25,11 @@ def register(app: typer.Typer) -> None:
 
 NodeName = Annotated[
     str | None,
-    typer.Option("--node", help="The Node's name [default: $NODE_NAME, else this host's name].", metavar="NAME"),
+    typer.Option("--node", help="The Node's name (default: $NODE_NAME, else this host's name).", metavar="NAME"),
 ]
 Kubeconfig = Annotated[
     Path | None,
-    typer.Option("--kubeconfig", help="Kubeconfig [default: in-cluster, then $KUBECONFIG, then ~/.kube/config].",
+    typer.Option("--kubeconfig", help="Kubeconfig (default: in-cluster, then $KUBECONFIG, then ~/.kube/config).",
                  metavar="FILE"),
 ]
 
