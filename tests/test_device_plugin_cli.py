@@ -252,5 +252,7 @@ def test_without_nvml_and_fail_on_init_error_false_it_idles_without_registering(
         assert idle.returncode == 0
         assert "idling" in out
         assert kubelet.registrations == []
+        state = json.loads((root / "s.json").read_text())  # alive, and says why it serves nothing
+        assert state["resources"] == [] and "libnvidia-ml.so.1" in state["idle"]
     finally:
         kubelet.stop()

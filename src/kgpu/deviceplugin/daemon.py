@@ -37,7 +37,10 @@
   ``Healthy`` or ``Unhealthy`` exactly as sent to the kubelet, ``reason`` says why; ``allocations``
   counts the Allocate calls that included the device since the daemon started (the kubelet does not
   report releases, so this is a counter, not a current count); ``registered`` is false while the
-  kubelet is away. On a clean stop the file is rewritten with every resource unregistered.
+  kubelet is away. On a clean stop the file is rewritten with every resource unregistered. The file
+  is rewritten at least every 30 s (``updated`` shows the daemon is alive). A daemon that idles
+  (failOnInitError false without GPUs, or nothing to advertise) writes ``"resources": []`` and
+  ``"idle": "<why>"``.
 """
 
 from __future__ import annotations
@@ -64,6 +67,8 @@ log = logging.getLogger("kgpu.deviceplugin")
 DEFAULT_STATE_FILE = Path("/run/kgpu/device-plugin/state.json")
 STATE_VERSION = 1
 _STATE_DEBOUNCE_SECONDS = 0.1
+_STATE_HEARTBEAT_SECONDS = 30.0
+_WAITING_LOG_SECONDS = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +124,7 @@ class DevicePluginDaemon:
         self._dirty = threading.Event()
         self._kubelet: tuple[int, int, int] | None = None
         self._kubelet_seen_at = 0.0
+        self._waiting_logged_at = 0.0
         # Subscribed before the plugins, so a health change is logged before ListAndWatch reports it.
         self._registrations: list[_Registration] = []
         tracker.subscribe(self._on_health_change)
@@ -182,6 +188,11 @@ class DevicePluginDaemon:
             )
         for t in threads:
             t.start()
+        if _socket_identity(self.kubelet_socket) is None:
+            log.info(
+                "waiting for the kubelet's socket before serving",
+                extra={"event": "kubelet", "socket": str(self.kubelet_socket)},
+            )
         self._dirty.set()
         try:
             while not stop.is_set():
@@ -220,7 +231,15 @@ class DevicePluginDaemon:
                     reg.kubelet = None
                     self._dirty.set()
         if kubelet is None:
+            if now - self._waiting_logged_at >= _WAITING_LOG_SECONDS:
+                if self._waiting_logged_at:
+                    log.warning(
+                        "still waiting for the kubelet's socket; is --kubelet-dir right?",
+                        extra={"event": "kubelet", "socket": str(self.kubelet_socket)},
+                    )
+                self._waiting_logged_at = now
             return
+        self._waiting_logged_at = 0.0
         for reg in self._registrations:
             intact = reg.endpoint.serving and reg.endpoint.socket_intact()
             if reg.kubelet == kubelet and intact:
@@ -292,13 +311,18 @@ class DevicePluginDaemon:
                 log.warning("recovery probe failed", extra={"event": "health", "error": str(exc)})
 
     def _state_loop(self, stop: threading.Event) -> None:
+        last = 0.0
         while not stop.is_set():
             if self._dirty.wait(0.5):
                 # Coalesce bursts (many Allocate calls, a GPU taking its replicas down) into one write,
                 # so the file never costs the RPCs anything.
                 stop.wait(_STATE_DEBOUNCE_SECONDS)
-                self._dirty.clear()
-                self.write_state()
+            elif time.monotonic() - last < _STATE_HEARTBEAT_SECONDS:
+                continue
+            # Rewritten at least every heartbeat: a fresh "updated" shows the daemon is alive.
+            self._dirty.clear()
+            self.write_state()
+            last = time.monotonic()
 
     def write_state(self) -> None:
         path = self.settings.state_file
@@ -338,11 +362,10 @@ class DevicePluginDaemon:
                     "devices": devices,
                 }
             )
-        now = time.time()
         return {
             "version": STATE_VERSION,
             "pid": os.getpid(),
-            "updated": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1000):03d}Z",
+            "updated": _timestamp(),
             "kubelet_dir": str(self.settings.kubelet_dir),
             "health_policy": self.tracker.policy.describe(),
             "resources": resources,
@@ -358,6 +381,23 @@ def _mps_limits(device: AdvertisedDevice) -> dict[str, object]:
     if device.mps_memory_mib is None and device.mps_compute_percent is None:
         return {}
     return {"mps": {"memory_mib": device.mps_memory_mib, "compute_percent": device.mps_compute_percent}}
+
+
+def _timestamp() -> str:
+    now = time.time()
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1000):03d}Z"
+
+
+def idle_state(kubelet_dir: Path, reason: str) -> dict[str, object]:
+    """The state of a daemon that serves nothing (failOnInitError false without GPUs, or no devices)."""
+    return {
+        "version": STATE_VERSION,
+        "pid": os.getpid(),
+        "updated": _timestamp(),
+        "kubelet_dir": str(kubelet_dir),
+        "idle": reason,
+        "resources": [],
+    }
 
 
 def write_state(path: Path, state: dict[str, object]) -> None:

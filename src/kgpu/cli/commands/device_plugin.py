@@ -212,7 +212,7 @@ def _run(opts: GlobalOptions, config: PluginConfig, kubelet_dir: Path, window: f
             "GPUs cannot be initialised; failOnInitError is false, so idling without registering",
             extra={"event": "idle", "error": str(exc)},
         )
-        stop.wait()
+        _idle(stop, state_file, kubelet_dir, f"GPUs cannot be initialised: {exc}")
         return
     try:
         logic = build_logic(inventory, config)
@@ -223,7 +223,7 @@ def _run(opts: GlobalOptions, config: PluginConfig, kubelet_dir: Path, window: f
                 "no devices to advertise on this node; idling without registering",
                 extra={"event": "idle", "gpus": len(inventory.gpus), "mig_strategy": config.flags.mig_strategy},
             )
-            stop.wait()
+            _idle(stop, state_file, kubelet_dir, "no devices to advertise on this node")
             return
         parents = {m.uuid: m.parent_uuid for m in inventory.mig_devices}
         tracker = HealthTracker(policy, parents=parents, recovery_window=window if window > 0 else float("inf"))
@@ -238,6 +238,26 @@ def _run(opts: GlobalOptions, config: PluginConfig, kubelet_dir: Path, window: f
         DevicePluginDaemon(logic, tracker, backend, settings).run(stop)
     finally:
         backend.close()
+
+
+def _idle(stop: threading.Event, state_file: Path, kubelet_dir: Path, reason: str) -> None:
+    """Serve nothing until SIGTERM; the state file says why (and that the daemon is alive)."""
+    import logging
+
+    from kgpu.deviceplugin.daemon import idle_state, write_state
+
+    problem = ""
+    while True:
+        try:
+            write_state(state_file, idle_state(kubelet_dir, reason))
+        except OSError as exc:
+            if str(exc) != problem:
+                logging.getLogger("kgpu.deviceplugin").warning(
+                    "cannot write the state file", extra={"path": str(state_file), "error": str(exc)}
+                )
+            problem = str(exc)
+        if stop.wait(30.0):
+            return
 
 
 def _on_signals(stop: threading.Event) -> None:
