@@ -154,3 +154,14 @@ def test_logging_follows_stderr_after_it_is_replaced(capsys: pytest.CaptureFixtu
         sys.stderr = sys.__stderr__
     record = json.loads(second.getvalue())
     assert (record["msg"], record["gpu"], record["level"]) == ("hello", 3, "info")
+
+
+def test_container_driver_root_wins_over_the_host_path(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """In NVIDIA's DaemonSet layout NVIDIA_DRIVER_ROOT is the host path; the driver is at the mount point."""
+    mount = tmp_path / "driver-root"
+    mount.mkdir()
+    monkeypatch.setenv("NVIDIA_DRIVER_ROOT", "/run/nvidia/driver")
+    monkeypatch.setenv("CONTAINER_DRIVER_ROOT", str(mount))
+    result = runner.invoke(app, ["gpus"])
+    assert result.exit_code == 1
+    assert f"not found under driver root {mount}" in str(result.exception)

@@ -242,7 +242,9 @@ def test_monitoring_values_add_a_service_monitor_and_drop_the_validation_job() -
     for owner, spec, c in containers(objs):
         assert spec["runtimeClassName"] == "nvidia", owner
         assert c["image"] == "registry.example.com/gpu/kgpu:0.1.0-test"
-        assert {"name": "NVIDIA_DRIVER_ROOT", "value": "/driver-root"} in c["env"]
+        # NVIDIA's layout: the host path in NVIDIA_DRIVER_ROOT, the mount point in CONTAINER_DRIVER_ROOT.
+        assert {"name": "NVIDIA_DRIVER_ROOT", "value": "/run/nvidia/driver"} in c["env"]
+        assert {"name": "CONTAINER_DRIVER_ROOT", "value": "/driver-root"} in c["env"]
         assert {"name": "driver-root", "mountPath": "/driver-root", "readOnly": True} in c["volumeMounts"]
         assert {"name": "driver-root", "hostPath": {"path": "/run/nvidia/driver", "type": "Directory"}} \
             in spec["volumes"]

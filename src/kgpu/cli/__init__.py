@@ -67,9 +67,10 @@ def _global_options(
     driver_root: Annotated[
         Path | None,
         typer.Option(
-            help="Root of the NVIDIA driver installation if not the host's / "
-            "(e.g. /usr/local/nvidia, /run/nvidia/driver).",
-            envvar="NVIDIA_DRIVER_ROOT",
+            help="Where this process finds the NVIDIA driver, if not under / "
+            "(e.g. /usr/local/nvidia, /run/nvidia/driver). In a container laid out as NVIDIA's DaemonSets are, "
+            "CONTAINER_DRIVER_ROOT (the mount point, /driver-root) wins over NVIDIA_DRIVER_ROOT (the host path).",
+            envvar=["CONTAINER_DRIVER_ROOT", "NVIDIA_DRIVER_ROOT"],
             metavar="DIR",
         ),
     ] = None,

@@ -52,6 +52,8 @@ checksum/config: {{ toYaml .Values.config | sha256sum }}
   value: {{ .capabilities | default "utility" | quote }}
 {{- if .root.Values.driverRoot }}
 - name: NVIDIA_DRIVER_ROOT
+  value: {{ .root.Values.driverRoot | quote }}
+- name: CONTAINER_DRIVER_ROOT
   value: /driver-root
 {{- end }}
 {{- with .env }}
