@@ -67,3 +67,12 @@ echo "-- the same node with /dev/nvidia3 missing: the chain stops at step 3 and 
   rm "$broken/dev/nvidia3"
   kgpu --simulate h100x8 validate --root "$broken" | grep -E '^\[3/7\]|fix:|^validation' || true
 )
+
+echo
+echo "== kgpu runtime configure --dry-run (containerd, on a scratch root) =="
+demo_root="$(mktemp -d)"
+mkdir -p "$demo_root/etc/containerd"
+printf 'version = 2\n\n[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]\n  SystemdCgroup = true\n' \
+  > "$demo_root/etc/containerd/config.toml"
+kgpu runtime configure --runtime containerd --root "$demo_root" --dry-run 2>/dev/null
+rm -rf "$demo_root"
