@@ -103,8 +103,10 @@ def main() -> int:
         sys.executable, "-m", "kgpu", *backend_args, "device-plugin",
         "--kubelet-dir", str(kubelet.directory), "--state-file", str(root / "state.json"),
     ]
-    env = {**os.environ, "KGPU_LOG_LEVEL": "warning"}
-    proc = subprocess.Popen(command, env=env)
+    # As deployed: info level, one JSON log line per Allocate, written to a file as a container's log would be.
+    env = {**os.environ, "KGPU_LOG_LEVEL": "info"}
+    daemon_log = open(root / "plugin.log", "wb")  # noqa: SIM115 - closed after the daemon exits
+    proc = subprocess.Popen(command, env=env, stdout=daemon_log, stderr=subprocess.STDOUT)
     rows: list[tuple[str, str, str, bool]] = []
     try:
         kubelet.wait_for_registration(RESOURCE, timeout=30)
@@ -146,6 +148,9 @@ def main() -> int:
             proc.kill()
             proc.wait()
         kubelet.stop()
+        daemon_log.close()
+        if proc.returncode != 0:
+            print((root / "plugin.log").read_text()[-3000:], file=sys.stderr)
         shutil.rmtree(root, ignore_errors=True)
 
     node = "NVML" if args.nvml else f"simulated {args.simulate}"

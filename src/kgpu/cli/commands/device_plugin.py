@@ -15,6 +15,7 @@ from kgpu.cli.state import global_options
 if TYPE_CHECKING:
     from kgpu.cli.state import GlobalOptions
     from kgpu.deviceplugin.config import PluginConfig
+    from kgpu.deviceplugin.health import XidPolicy
     from kgpu.gpu.backend import GPUBackend
 
 _PANEL_NVIDIA = "NVIDIA device plugin settings (flag > env var > config file > default)"
@@ -190,17 +191,51 @@ def device_plugin(
 
 
 def _run(opts: GlobalOptions, config: PluginConfig, kubelet_dir: Path, window: float, state_file: Path) -> None:
+    from kgpu.deviceplugin.health import XidPolicy
+
+    policy = XidPolicy.from_environ(os.environ, config.health)
+    stop = threading.Event()
+    _on_signals(stop)
+    logs = _log_in_background()
+    try:
+        _serve(opts, config, kubelet_dir, window, state_file, policy, stop)
+    finally:
+        logs.close()
+
+
+def _log_in_background() -> Any:
+    """Write log lines from a thread of their own, in batches.
+
+    An Allocate only appends its record to a list: it never waits on a log write (a container's
+    stderr pipe can block) and wakes no thread. The writer flushes every 50 ms and on exit.
+    """
+    import logging
+
+    from kgpu.deviceplugin.logwriter import BatchingHandler
+
+    root = logging.getLogger()
+    handler = BatchingHandler(list(root.handlers), interval=0.05)
+    root.handlers[:] = [handler]
+    return handler
+
+
+def _serve(
+    opts: GlobalOptions,
+    config: PluginConfig,
+    kubelet_dir: Path,
+    window: float,
+    state_file: Path,
+    policy: XidPolicy,
+    stop: threading.Event,
+) -> None:
     import logging
 
     from kgpu.deviceplugin.daemon import DaemonSettings, DevicePluginDaemon
-    from kgpu.deviceplugin.health import HealthTracker, XidPolicy
+    from kgpu.deviceplugin.health import HealthTracker
     from kgpu.deviceplugin.resources import build_logic
     from kgpu.gpu.backend import BackendError
 
     log = logging.getLogger("kgpu.deviceplugin")
-    policy = XidPolicy.from_environ(os.environ, config.health)
-    stop = threading.Event()
-    _on_signals(stop)
     log.info("configuration", extra={"event": "config", "config": config.to_dict()})
     try:
         backend = _open_backend(opts, config)

@@ -1,0 +1,63 @@
+"""Log records reach the real handlers from the writer thread, in order, with nothing lost on close."""
+
+from __future__ import annotations
+
+import logging
+
+import kgpu.deviceplugin.logwriter as logwriter
+from kgpu.deviceplugin.logwriter import BatchingHandler
+
+
+class Collect(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(f"{record.levelname} {record.getMessage()} {getattr(record, 'event', '-')}")
+
+
+def _logger(handler: logging.Handler) -> logging.Logger:
+    log = logging.getLogger("test-logwriter")
+    log.handlers[:] = [handler]
+    log.propagate = False
+    log.setLevel(logging.DEBUG)
+    return log
+
+
+def test_records_arrive_in_order_with_their_extras_and_args_resolved() -> None:
+    target = Collect()
+    batching = BatchingHandler([target], interval=60)  # only close() flushes here
+    log = _logger(batching)
+    devices = ["GPU-a"]
+    log.info("allocated %s", devices, extra={"event": "allocate"})
+    devices.append("GPU-b")  # changed after the call: the line keeps what was logged
+    log.warning("device unhealthy", extra={"event": "health"})
+    assert target.lines == []  # nothing written in the caller's thread
+    batching.close()
+    assert target.lines == ["INFO allocated ['GPU-a'] allocate", "WARNING device unhealthy health"]
+
+
+def test_target_levels_are_respected() -> None:
+    target = Collect()
+    target.setLevel(logging.WARNING)
+    batching = BatchingHandler([target], interval=60)
+    log = _logger(batching)
+    log.info("quiet")
+    log.error("loud")
+    batching.close()
+    assert target.lines == ["ERROR loud -"]
+
+
+def test_a_blocked_output_drops_the_oldest_records_and_says_how_many(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setattr(logwriter, "MAX_PENDING", 3)
+    target = Collect()
+    batching = BatchingHandler([target], interval=60)
+    log = _logger(batching)
+    for i in range(5):
+        log.info("line %d", i)
+    batching.close()
+    assert target.lines == [
+        "WARNING 2 log records dropped while the log output was blocked -",
+        "INFO line 2 -", "INFO line 3 -", "INFO line 4 -",
+    ]
