@@ -76,3 +76,15 @@ printf 'version = 2\n\n[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.
   > "$demo_root/etc/containerd/config.toml"
 kgpu runtime configure --runtime containerd --root "$demo_root" --dry-run 2>/dev/null
 rm -rf "$demo_root"
+
+echo "== MPS slices: two sizes on one H100, and a layout that does not fit =="
+(
+  cfg="$(mktemp -d /tmp/kgpu-demo-XXXXXX)"
+  trap 'rm -rf "$cfg"' EXIT
+  printf 'version: v1\nsharing:\n  mps:\n    slices:\n    - {name: nvidia.com/gpu-20gb, memory: 20Gi, computePercent: 25, count: 2, devices: [0]}\n    - {name: nvidia.com/gpu-10gb, memory: 10Gi, computePercent: 15, count: %s, devices: [0]}\n' 3 > "$cfg/fits.yaml"
+  printf 'version: v1\nsharing:\n  mps:\n    slices:\n    - {name: nvidia.com/gpu-20gb, memory: 20Gi, computePercent: 25, count: 2, devices: [0]}\n    - {name: nvidia.com/gpu-10gb, memory: 10Gi, computePercent: 15, count: %s, devices: [0]}\n' 4 > "$cfg/too-big.yaml"
+  kgpu --simulate h100x8 mps-layout --config-file "$cfg/fits.yaml"
+  kgpu --simulate h100x8 mps-layout --config-file "$cfg/too-big.yaml" || true
+)
+echo "== kgpu lint: seed 002's nvidia.com/gpu: 0.5 =="
+kgpu lint tests/fixtures/lint/fractional-deployment.yaml || true
