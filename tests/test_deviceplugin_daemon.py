@@ -360,3 +360,15 @@ def test_the_exporter_reads_the_state_file_the_daemon_writes(node: Node) -> None
     state = _eventually(parsed)
     assert state.resource_names == ("nvidia.com/gpu",)
     assert state.resources[0].registered
+
+
+def test_a_bug_in_the_logic_reaches_the_kubelet_as_internal_not_a_hang(node: Node, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    def broken(resource_name: str, device_ids: list[str]) -> None:
+        raise KeyError("numa")
+
+    monkeypatch.setattr(node.logic, "allocate", broken)
+    node.kubelet.wait_for_registration("nvidia.com/gpu")
+    with PluginClient(node.directory / "nvidia-gpu.sock") as plugin, pytest.raises(grpc.RpcError) as err:
+        plugin.allocate([[H100_0]])
+    assert err.value.code() is grpc.StatusCode.INTERNAL
+    assert "could not plan nvidia.com/gpu" in (err.value.details() or "")

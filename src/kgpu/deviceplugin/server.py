@@ -173,12 +173,19 @@ class ResourcePlugin:
             try:
                 plan = self.logic.allocate(self.resource.name, ids)
             except AllocationError as exc:
-                message = f"allocation of {self.resource.name} {', '.join(ids)} refused: {exc}"
                 log.warning(
                     "allocation refused",
                     extra={"event": "allocate", "resource": self.resource.name, "devices": ids, "error": str(exc)},
                 )
-                context.abort(grpc.StatusCode.INVALID_ARGUMENT, message)
+                context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            except Exception as exc:  # a bug must still reach the kubelet (and the admin) as a clear error
+                log.exception(
+                    "allocation failed", extra={"event": "allocate", "resource": self.resource.name, "devices": ids}
+                )
+                context.abort(
+                    grpc.StatusCode.INTERNAL,
+                    f"kgpu device plugin could not plan {self.resource.name} {', '.join(ids)}: {exc!r}",
+                )
             plans.append((ids, plan))
         for ids, plan in plans:
             response.container_responses.append(_api_allocation(plan))
