@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -207,8 +207,6 @@ class MpsConfig:
     fail_requests_greater_than_one: bool = False
     allow_compute_oversubscription: bool = False
     source: str = "<config>"
-    mps_root: Path | None = None
-    """``flags.mpsRoot`` from the file, if given (the flag and MPS_ROOT take precedence)."""
 
     @property
     def enabled(self) -> bool:
@@ -288,11 +286,9 @@ def parse_mps_section(raw: Any, source: str = "<config>") -> MpsConfig:
 
 
 def load_mps_config(path: Path) -> MpsConfig:
-    """Read the device plugin's config file and return its ``sharing.mps`` section.
-
-    Only ``version`` and ``sharing.mps`` are checked here; the rest of the file is the
-    device plugin's to validate.
-    """
+    """Read a config file's ``sharing.mps`` section alone (``kgpu device-plugin`` and ``kgpu mps-daemon``
+    read the whole file with :func:`kgpu.deviceplugin.config.resolve_config`, which uses
+    :func:`parse_mps_section` for this section)."""
     import yaml
 
     try:
@@ -310,12 +306,7 @@ def load_mps_config(path: Path) -> MpsConfig:
     version = doc.get("version", "v1")
     if version != "v1":
         raise ConfigError(f"{path}: version: {version!r} is not supported; allowed: v1")
-    flags = doc.get("flags") or {}
-    mps_root = flags.get("mpsRoot") if isinstance(flags, Mapping) else None
-    if mps_root is not None and (not isinstance(mps_root, str) or not mps_root.startswith("/")):
-        raise ConfigError(f"{path}: flags.mpsRoot: {mps_root!r} must be an absolute path such as /run/kgpu/mps")
     sharing = doc.get("sharing")
     if sharing is not None and not isinstance(sharing, Mapping):
         raise ConfigError(f"{path}: sharing: expected a mapping (timeSlicing, mps)")
-    config = parse_mps_section((sharing or {}).get("mps"), str(path))
-    return replace(config, mps_root=Path(mps_root) if mps_root else None)
+    return parse_mps_section((sharing or {}).get("mps"), str(path))

@@ -6,11 +6,14 @@ import os
 import signal
 import threading
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from kgpu.cli.state import global_options
+
+if TYPE_CHECKING:
+    from kgpu.sharing.config import MpsConfig
 
 CONFIG_HELP = "The device plugin's config file (NVIDIA v1 format); its sharing.mps section says which GPUs to share."
 ROOT_HELP = "Host directory for the daemons' pipe, log and status files (default /run/kgpu/mps, or flags.mpsRoot)."
@@ -20,11 +23,16 @@ def register(app: typer.Typer) -> None:
     app.command("mps-daemon")(mps_daemon)
 
 
-def mps_root_from(option: Path | None, config_root: Path | None) -> Path:
-    """--mps-root / MPS_ROOT, then the config's flags.mpsRoot, then /run/kgpu/mps."""
-    from kgpu.sharing.paths import DEFAULT_MPS_ROOT
+def load_sharing(config_file: Path | None, mps_root: Path | None) -> tuple[MpsConfig, Path]:
+    """``sharing.mps`` and the MPS root, read exactly as ``kgpu device-plugin`` reads them (its validation,
+    flag > environment > file > default: --mps-root / MPS_ROOT, flags.mpsRoot, /run/kgpu/mps)."""
+    from kgpu.deviceplugin.config import resolve_config
+    from kgpu.sharing.config import MpsConfig
 
-    return option or config_root or DEFAULT_MPS_ROOT
+    flags: dict[str, object] = {"config-file": str(config_file) if config_file else None,
+                                "mps-root": str(mps_root) if mps_root else None}
+    config = resolve_config(flags, os.environ)
+    return config.sharing.mps or MpsConfig(), Path(config.flags.mps_root)
 
 
 def mps_daemon(
@@ -41,7 +49,8 @@ def mps_daemon(
                      metavar="PATH"),
     ] = None,
     interval: Annotated[
-        float, typer.Option(help="Seconds between health checks of every daemon.", min=0.05)
+        float, typer.Option(help="Seconds between health checks of every daemon (the device plugin treats a "
+                                 "status older than 15 s as a dead supervisor).", min=0.05, max=5.0)
     ] = 2.0,
     default_limits: Annotated[
         bool,
@@ -73,7 +82,6 @@ def mps_daemon(
 
     from kgpu.gpu.model import ComputeMode
     from kgpu.host.driverroot import CUDA_SONAME, WELL_KNOWN_DRIVER_ROOTS, find_binary, find_library
-    from kgpu.sharing.config import MpsConfig, load_mps_config
     from kgpu.sharing.daemon import (
         DaemonError,
         GpuDaemon,
@@ -88,8 +96,8 @@ def mps_daemon(
 
     log = logging.getLogger("kgpu.mps-daemon")
     options = global_options(ctx)
-    config = load_mps_config(config_file) if config_file else MpsConfig()
-    paths = MpsPaths(mps_root_from(mps_root, config.mps_root))
+    config, root = load_sharing(config_file, mps_root)
+    paths = MpsPaths(root)
 
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from kgpu.cli.commands.mps_daemon import CONFIG_HELP, ROOT_HELP, mps_root_from
+from kgpu.cli.commands.mps_daemon import CONFIG_HELP, ROOT_HELP, load_sharing
 from kgpu.cli.state import global_options
 
 
@@ -48,14 +48,13 @@ def mps_layout(
     """
     from kgpu.errors import ConfigError
     from kgpu.sharing.allocation import slice_allocation
-    from kgpu.sharing.config import load_mps_config
     from kgpu.sharing.layout import build_layout, expected_sms, layout_to_json
     from kgpu.sharing.paths import MpsPaths
 
     if output not in ("table", "json", "env"):
         raise ConfigError(f"--output {output!r}: allowed values are table, json, env")
-    config = load_mps_config(config_file)
-    paths = MpsPaths(mps_root_from(mps_root, config.mps_root))
+    config, root = load_sharing(config_file, mps_root)
+    paths = MpsPaths(root)
     backend = global_options(ctx).open_backend()
     try:
         inventory = backend.inventory()
