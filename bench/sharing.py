@@ -1,8 +1,9 @@
 """Four clients sharing one GPU: plain time-slicing versus kgpu's MPS slices of 25 % each.
 
 Each client runs the same batch-1-inference-like loop for a fixed time: a 16-token bf16 activation
-through a stack of 4096×4096 weight matrices (small GEMMs that occupy a fraction of the SMs, so one
-client alone does not fill the GPU). Measured, in matmuls per second:
+through 1024×1024 weight matrices, 100 GEMMs per CUDA graph replay (small kernels that occupy a few SMs
+each, back to back, so one client alone keeps the GPU busy without filling it). Measured, in matmuls
+per second:
 
 * one client alone;
 * (a) 4 clients at once without MPS: the driver time-slices their contexts;
@@ -32,21 +33,40 @@ CLIENTS = 4
 GOAL = 1.5
 
 
+LAYERS = 4
+HIDDEN = 1024
+TOKENS = 16
+MATMULS_PER_GRAPH = 100
+
+
 def worker(args: argparse.Namespace) -> int:
     import torch
 
     torch.manual_seed(0)
-    layers = [torch.randn(4096, 4096, device="cuda", dtype=torch.bfloat16) / 64 for _ in range(8)]
-    x = torch.randn(16, 4096, device="cuda", dtype=torch.bfloat16)
+    layers = [torch.randn(HIDDEN, HIDDEN, device="cuda", dtype=torch.bfloat16) / 32 for _ in range(LAYERS)]
+    x = torch.randn(TOKENS, HIDDEN, device="cuda", dtype=torch.bfloat16)
 
-    def step(n: int) -> None:
+    def forward() -> torch.Tensor:
         h = x
-        for _ in range(n):
+        for _ in range(MATMULS_PER_GRAPH // LAYERS):
             for w in layers:
                 h = h @ w
-        torch.cuda.synchronize()
+        return h
 
-    step(20)  # warm up cuBLAS and the context before the barrier
+    # A CUDA graph replays the small GEMMs back to back, as an inference server's decode step does:
+    # the GPU always has this client's next kernel, but each kernel occupies only a few SMs.
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(3):
+            forward()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        forward()
+    for _ in range(20):
+        graph.replay()
+    torch.cuda.synchronize()
     barrier = Path(args.barrier)
     (barrier / f"{os.getpid()}.ready").touch()
     while len(list(barrier.glob("*.ready"))) < args.peers:
@@ -54,8 +74,10 @@ def worker(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     count = 0
     while time.perf_counter() - start < args.seconds:
-        step(5)
-        count += 5 * len(layers)
+        for _ in range(10):
+            graph.replay()
+        torch.cuda.synchronize()
+        count += 10 * MATMULS_PER_GRAPH
     elapsed = time.perf_counter() - start
     sms = torch.cuda.get_device_properties(0).multi_processor_count
     print(json.dumps({"matmuls": count, "seconds": elapsed, "sms": sms}))
