@@ -105,6 +105,8 @@ def test_plugin_registers_and_the_kubelet_sees_eight_healthy_gpus_with_numa(node
     assert reg.get_preferred_allocation_available and not reg.pre_start_required
     devices = node.kubelet.watch("nvidia.com/gpu").wait_for(lambda ds: len(ds) == 8)
     assert {d.health for d in devices} == {"Healthy"}
+    # On connecting, the kubelet asked for the plugin's options, as a real kubelet does.
+    assert node.kubelet.options["nvidia.com/gpu"].get_preferred_allocation_available
     numa = {d.ID: [n.ID for n in d.topology.nodes] for d in devices}
     assert numa[H100_0] == [0]
     assert numa["GPU-4768631f-07cb-53fc-9a54-4c5fefcf773e"] == [1]

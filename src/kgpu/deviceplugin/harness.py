@@ -197,6 +197,9 @@ class FakeKubelet:
         self._cond = threading.Condition()
         self._clients: dict[str, PluginClient] = {}
         self._watches: dict[str, DeviceWatch] = {}
+        self._generation = 0
+        self.options: dict[str, pb.DevicePluginOptions] = {}
+        """What each plugin answered to GetDevicePluginOptions when this kubelet connected."""
 
     def __enter__(self) -> FakeKubelet:
         return self.start()
@@ -220,6 +223,7 @@ class FakeKubelet:
         """Stop serving Registration and drop every plugin connection; files stay, as when a kubelet dies."""
         with self._cond:
             clients, self._clients, self._watches = self._clients, {}, {}
+            self._generation += 1
         for client in clients.values():
             client.close()
         if self._server is not None:
@@ -256,18 +260,40 @@ class FakeKubelet:
             get_preferred_allocation_available=request.options.get_preferred_allocation_available,
             at=time.monotonic(),
         )
-        if self.follow:
-            client = PluginClient(self.directory / request.endpoint)
-            watch = client.watch()
-            with self._cond:
-                old = self._clients.pop(request.resource_name, None)
-                self._clients[request.resource_name] = client
-                self._watches[request.resource_name] = watch
-            if old is not None:
-                old.close()
         with self._cond:
             self.registrations.append(registration)
+            generation = self._generation
             self._cond.notify_all()
+        if self.follow:
+            # Like the kubelet: Register returns at once; a goroutine then dials the plugin, asks for its
+            # options and follows ListAndWatch.
+            threading.Thread(
+                target=self._connect, args=(request.resource_name, request.endpoint, generation),
+                name="fake-kubelet-connect", daemon=True,
+            ).start()
+
+    def _connect(self, resource_name: str, endpoint: str, generation: int) -> None:
+        client = PluginClient(self.directory / endpoint)
+        try:
+            options = client.options()
+        except grpc.RpcError as exc:
+            client.close()
+            with self._cond:
+                self.refused.append((resource_name, f"GetDevicePluginOptions failed: {exc.code().name}"))
+                self._cond.notify_all()
+            return
+        watch = client.watch()
+        with self._cond:
+            if generation != self._generation:  # this kubelet restarted meanwhile: drop the connection
+                stale: PluginClient | None = client
+            else:
+                stale = self._clients.pop(resource_name, None)
+                self._clients[resource_name] = client
+                self._watches[resource_name] = watch
+                self.options[resource_name] = options
+            self._cond.notify_all()
+        if stale is not None:
+            stale.close()
 
     def wait_for_registration(self, resource_name: str, count: int = 1, timeout: float = 10.0) -> Registration:
         """Block until ``resource_name`` has registered ``count`` times in total; returns the latest."""
@@ -287,10 +313,19 @@ class FakeKubelet:
 
     # -- what the node advertises ------------------------------------------------------------
 
-    def watch(self, resource_name: str) -> DeviceWatch:
-        """The ListAndWatch stream this kubelet follows for ``resource_name`` (after its registration)."""
+    def _connected(self, resource_name: str, timeout: float) -> tuple[PluginClient, DeviceWatch]:
+        deadline = time.monotonic() + timeout
         with self._cond:
-            return self._watches[resource_name]
+            while resource_name not in self._watches:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError(f"the kubelet stand-in is not connected to {resource_name}'s plugin")
+                self._cond.wait(left)
+            return self._clients[resource_name], self._watches[resource_name]
+
+    def watch(self, resource_name: str, timeout: float = 10.0) -> DeviceWatch:
+        """The ListAndWatch stream this kubelet follows for ``resource_name`` (waits for the connection)."""
+        return self._connected(resource_name, timeout)[1]
 
     def capacity(self, resource_name: str) -> tuple[int, int]:
         """(devices, healthy devices) from the latest list the plugin sent; (0, 0) before any."""
@@ -299,9 +334,9 @@ class FakeKubelet:
         devices = watch.latest if watch is not None else []
         return len(devices), sum(1 for d in devices if d.health == HEALTHY)
 
-    def client(self, resource_name: str) -> PluginClient:
-        with self._cond:
-            return self._clients[resource_name]
+    def client(self, resource_name: str, timeout: float = 10.0) -> PluginClient:
+        """The connection this kubelet holds to ``resource_name``'s plugin (waits for it)."""
+        return self._connected(resource_name, timeout)[0]
 
 
 def _describe_allocation(response: pb.ContainerAllocateResponse) -> list[str]:
