@@ -184,6 +184,33 @@ devices:
 """
 
 
+def mig_caps(root: Path, gpus: int, instances: dict[int, list[tuple[int, int]]]) -> None:
+    """``/proc/driver/nvidia-caps/mig-minors`` as the driver numbers it (config, monitor, then per GPU 15 GPU
+    instances of 1 access + 8 compute-instance minors), and the ``/dev/nvidia-caps`` nodes of the MIG devices
+    that exist (what nvidia-smi mig -cgi/-cci leaves behind)."""
+    lines = ["config 1", "monitor 2"]
+    for gpu in range(gpus):
+        for gi in range(15):
+            base = 3 + gpu * 135 + gi * 9
+            lines.append(f"gpu{gpu}/gi{gi}/access {base}")
+            lines += [f"gpu{gpu}/gi{gi}/ci{ci}/access {base + 1 + ci}" for ci in range(8)]
+    write(root, "/proc/driver/nvidia-caps/mig-minors", "\n".join(lines) + "\n")
+    for minor in (1, 2):
+        write(root, f"/dev/nvidia-caps/nvidia-cap{minor}")
+    for gpu, pairs in instances.items():
+        for gi, ci in pairs:
+            base = 3 + gpu * 135 + gi * 9
+            write(root, f"/dev/nvidia-caps/nvidia-cap{base}")
+            write(root, f"/dev/nvidia-caps/nvidia-cap{base + 1 + ci}")
+
+
+def driver_libraries(root: Path, libdir: str) -> None:
+    """The driver's libraries with their soname links, as the driver installer lays them out."""
+    for lib in ("libcuda", "libnvidia-ml"):
+        write(root, f"{libdir}/{lib}.so.{DRIVER}")
+        link(root, f"{libdir}/{lib}.so.1", f"{lib}.so.{DRIVER}")
+
+
 def systemd_unit(root: Path, unit: str, wanted_by: str | None, unit_dir: str = "/usr/lib/systemd/system") -> None:
     write(root, f"{unit_dir}/{unit}", f"[Unit]\nDescription={unit}\n\n[Service]\nExecStart=/usr/sbin/{unit}\n\n"
           "[Install]\nWantedBy=multi-user.target\n")
@@ -378,8 +405,7 @@ version = 2
 """)
     common_k8s(root, "v1.31.4", "unix:///var/run/containerd/containerd.sock")
     libdir = "/usr/lib/x86_64-linux-gnu"
-    for lib in (f"libcuda.so.{DRIVER}", f"libnvidia-ml.so.{DRIVER}"):
-        write(root, f"{libdir}/{lib}")
+    driver_libraries(root, libdir)
     program(root, "/usr/bin/nvidia-smi")
     write(root, "/etc/cdi/nvidia.yaml", cdi_spec(list(range(8)), libdir, DRIVER, []))
     write(root, "/usr/local/cuda-12.8/version.json", """\
@@ -480,7 +506,7 @@ extra/nvidia-uvm.ko.xz: extra/nvidia.ko.xz
     pci_device(root, "0000:00:01.0", 0x1AF4, 0x1050, 0x030000, -1,
                resource([(0xFC00_0000, 0xFC7F_FFFF, MEM64_PREF)]), "virtio-pci")
     char_nodes(root, [0, 1], 508)
-    keep(root, "/dev/nvidia-caps")
+    mig_caps(root, gpus=2, instances={0: [(2, 0), (3, 0), (9, 0), (10, 0)]})
     toolkit(root, visible_all_hardened=False)
     program(root, "/usr/bin/containerd")
     write(root, "/etc/containerd/config.toml", """\
@@ -511,8 +537,7 @@ state = "/run/containerd"
 """)
     common_k8s(root, "v1.32.1", "unix:///run/containerd/containerd.sock")
     libdir = "/usr/lib64"
-    for lib in (f"libcuda.so.{DRIVER}", f"libnvidia-ml.so.{DRIVER}"):
-        write(root, f"{libdir}/{lib}")
+    driver_libraries(root, libdir)
     program(root, "/usr/bin/nvidia-smi")
     mig = ("- name: \"0:0\"\n  containerEdits:\n    deviceNodes:\n    - path: /dev/nvidia0\n"
            "    - path: /dev/nvidia-caps\n")

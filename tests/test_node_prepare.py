@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+import yaml
 from doctor_nodes import Node
 from typer.testing import CliRunner
 
@@ -120,3 +121,46 @@ def test_healthy_nodes_need_nothing(tmp_path: Path) -> None:
         before = snapshot(node.root)
         assert "Nothing to do" in prepare(node, "--apply")
         assert snapshot(node.root) == before
+
+
+def test_a_node_without_a_cdi_spec_gets_one_the_doctor_accepts(tmp_path: Path) -> None:
+    node = Node(tmp_path, "rocky-a100")
+    node.remove("/etc/cdi/nvidia.yaml")
+    assert node.check("cdi.spec").status.value == "warn"
+    result = runner.invoke(app, ["--simulate", "a100-mig", "node", "prepare", "--root", str(node.root), "--apply"])
+    assert result.exit_code == 0, result.output
+    assert "cdi.spec: write the CDI spec for 2 GPU(s) and 4 MIG device(s) (driver root /)" in result.stdout
+    assert "wrote /etc/cdi/nvidia.yaml" in result.stdout
+    spec = yaml.safe_load(node.read("/etc/cdi/nvidia.yaml"))
+    names = {d["name"] for d in spec["devices"]}
+    assert {"0", "1", "0:0", "all", "GPU-374202be-4ba9-56b5-bd01-03f77bd5589f"} <= names
+    assert node.check("cdi.spec").status.value == "pass"
+    again = runner.invoke(app, ["--simulate", "a100-mig", "node", "prepare", "--root", str(node.root)])
+    assert "Nothing to do" in again.stdout
+
+
+def test_the_cdi_spec_uses_the_driver_root_that_holds_the_driver(tmp_path: Path) -> None:
+    node = Node(tmp_path, "ubuntu-h100")
+    node.remove("/etc/cdi/nvidia.yaml")
+    node.path("/usr/local/nvidia/lib64").mkdir(parents=True)
+    for lib in ("libcuda", "libnvidia-ml"):
+        node.remove(f"/usr/lib/x86_64-linux-gnu/{lib}.so.1")
+        node.path(f"/usr/lib/x86_64-linux-gnu/{lib}.so.580.95.05").rename(
+            node.path(f"/usr/local/nvidia/lib64/{lib}.so.580.95.05"))
+        node.link(f"/usr/local/nvidia/lib64/{lib}.so.1", f"{lib}.so.580.95.05")
+    out = runner.invoke(app, ["--simulate", "h100x8", "node", "prepare", "--root", str(node.root)]).stdout
+    assert "(driver root /usr/local/nvidia)" in out
+    assert "+    hostPath: /usr/local/nvidia/lib64/libcuda.so.580.95.05" in out
+
+
+def test_without_the_gpu_inventory_no_spec_is_written_and_prepare_says_why(tmp_path: Path) -> None:
+    node = Node(tmp_path, "ubuntu-h100")
+    node.remove("/etc/cdi/nvidia.yaml")
+    empty = tmp_path / "driver"
+    empty.mkdir()
+    result = runner.invoke(app, ["--backend", "nvml", "--driver-root", str(empty), "node", "prepare", "--root",
+                                 str(node.root), "--apply"])
+    assert result.exit_code == 0, result.output
+    assert "note: no CDI spec written: the GPUs could not be listed" in result.stdout
+    assert not node.path("/etc/cdi/nvidia.yaml").exists()
+

@@ -5,12 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from kgpu.doctor.facts import GpuFacts
 from kgpu.doctor.fixes import BLACKLIST_CONTENT, BLACKLIST_FILE, MODULES_FILE, SYSCTL_FILE, initramfs_command
 from kgpu.host.facts import K8S_MODULES, K8S_SYSCTLS, HostFacts
 from kgpu.host.paths import read_text
 from kgpu.runtime import ConfigureRequest, FileChange, RuntimePlan, apply_plan, host_path, plan_configure
 
 OPEN_SOURCE_DRIVERS = ("nouveau", "nova_core", "nova_drm")
+CDI_SPEC_FILE = "/etc/cdi/nvidia.yaml"
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,8 +153,47 @@ def _runtimes(facts: HostFacts) -> tuple[list[PrepareStep], list[str]]:
     return steps, notes
 
 
-def plan_prepare(facts: HostFacts) -> PreparePlan:
-    """The steps that would bring this node to what the doctor expects; none when it is already there."""
+def find_driver_root(root: Path) -> str:
+    """The first well-known driver root under ``root`` that holds NVML or libcuda (``/`` when none does)."""
+    from kgpu.host.driverroot import CUDA_SONAME, NVML_SONAME, WELL_KNOWN_DRIVER_ROOTS, find_library
+
+    for candidate in WELL_KNOWN_DRIVER_ROOTS:
+        base = host_path(root, str(candidate)) if str(candidate) != "/" else root
+        if find_library(base, NVML_SONAME) or find_library(base, CUDA_SONAME):
+            return str(candidate)
+    return "/"
+
+
+def _cdi(facts: HostFacts, gpu: GpuFacts | None, driver_root: str | None) -> tuple[PrepareStep | None, list[str]]:
+    """A CDI spec for the GPUs when the node has none (as ``kgpu cdi generate`` writes it)."""
+    from kgpu.cdi import CdiError, CdiOptions, generate_spec, render, validate
+
+    if any(s.kind == "nvidia.com/gpu" for s in facts.cdi_specs) or gpu is None:
+        return None, []
+    if gpu.inventory is None or not gpu.inventory.gpus:
+        why = gpu.error or "no GPU in the inventory"
+        return None, [f"no CDI spec written: the GPUs could not be listed ({why})"]
+    chosen = driver_root or find_driver_root(facts.root)
+    try:
+        result = generate_spec(gpu.inventory, CdiOptions(root=facts.root, driver_root=chosen,
+                                                         strategies=("index", "uuid")))
+    except CdiError as exc:
+        return None, [f"no CDI spec written: {exc}"]
+    check = validate(result.spec.to_json(), facts.root)
+    if not check.ok:
+        return None, [f"no CDI spec written: the generated spec is invalid: {'; '.join(check.errors)}"]
+    change = _change(facts.root, CDI_SPEC_FILE, render(result.spec, "yaml"))
+    title = (f"write the CDI spec for {len(gpu.inventory.gpus)} GPU(s) and "
+             f"{len(gpu.inventory.mig_devices)} MIG device(s) (driver root {chosen})")
+    return PrepareStep("cdi.spec", title, (change,)), list(result.notes)
+
+
+def plan_prepare(facts: HostFacts, gpu: GpuFacts | None = None, driver_root: str | None = None) -> PreparePlan:
+    """The steps that would bring this node to what the doctor expects; none when it is already there.
+
+    With ``gpu`` (the GPU inventory, or why it could not be read), a node without a CDI spec gets one,
+    generated for ``driver_root`` (default: the first well-known driver root holding the driver).
+    """
     steps: list[PrepareStep] = []
     notes: list[str] = []
     for planner in (_nouveau, _modules):
@@ -169,9 +210,10 @@ def plan_prepare(facts: HostFacts) -> PreparePlan:
     runtime_steps, runtime_notes = _runtimes(facts)
     steps += runtime_steps
     notes += runtime_notes
-    nvidia_specs = [s for s in facts.cdi_specs if s.kind == "nvidia.com/gpu"]
-    if not nvidia_specs:
-        notes.append("no CDI spec for the GPUs: generate one with kgpu cdi generate --output /etc/cdi/nvidia.yaml")
+    cdi_step, cdi_notes = _cdi(facts, gpu, driver_root)
+    notes += cdi_notes
+    if cdi_step:
+        steps.append(cdi_step)
     return PreparePlan(tuple(steps), tuple(notes))
 
 

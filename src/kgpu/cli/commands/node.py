@@ -16,6 +16,7 @@ def register(app: typer.Typer) -> None:
 
 @node_app.command("prepare")
 def prepare(
+    ctx: typer.Context,
     root: Annotated[
         Path, typer.Option(help="Filesystem root of the node (every file is read and written under it).",
                            metavar="DIR")
@@ -31,8 +32,10 @@ def prepare(
     Steps (only those the node needs): blacklist nouveau and nova
     (/etc/modprobe.d/blacklist-nouveau.conf), load overlay and br_netfilter at boot
     (/etc/modules-load.d/k8s.conf), set the Kubernetes sysctls at boot
-    (/etc/sysctl.d/99-kubernetes.conf), comment swap out of /etc/fstab, and add the nvidia runtime
-    to each installed container runtime (as kgpu runtime configure does). Every file written keeps
+    (/etc/sysctl.d/99-kubernetes.conf), comment swap out of /etc/fstab, add the nvidia runtime
+    to each installed container runtime (as kgpu runtime configure does), and write a CDI spec for
+    the GPUs to /etc/cdi/nvidia.yaml when there is none (as kgpu cdi generate does; the driver
+    root is --driver-root or the first well-known one holding the driver). Every file written keeps
     its previous content as FILE.kgpu.bak. Commands that make a change take effect now
     (sysctl --system, swapoff -a, modprobe, update-initramfs/dracut, restarting the runtime) are
     printed, not run. Running it again on a prepared node changes nothing.
@@ -43,6 +46,8 @@ def prepare(
 
       kgpu node prepare --apply
     """
+    from kgpu.cli.state import global_options
+    from kgpu.doctor.gather import gpu_facts
     from kgpu.errors import ConfigError
     from kgpu.host.facts import read_host_facts
     from kgpu.prepare import apply_prepare, plan_prepare
@@ -51,7 +56,9 @@ def prepare(
         raise ConfigError(f"--root {root}: not a directory; give the node's filesystem root (default /)")
 
     facts = read_host_facts(root, kubelet_config)
-    plan = plan_prepare(facts)
+    options = global_options(ctx)
+    plan = plan_prepare(facts, gpu_facts(options.open_backend),
+                        str(options.driver_root) if options.driver_root else None)
     if not plan.steps:
         typer.echo("Nothing to do: this node already has every fix kgpu node prepare makes.")
     for number, step in enumerate(plan.steps, 1):
