@@ -256,3 +256,22 @@ def test_without_nvml_and_fail_on_init_error_false_it_idles_without_registering(
         assert state["resources"] == [] and "libnvidia-ml.so.1" in state["idle"]
     finally:
         kubelet.stop()
+
+
+def test_single_mig_strategy_refuses_mixed_profiles_with_the_way_out(launch) -> None:  # type: ignore[no-untyped-def]
+    plugin = launch("a100-mig", "--mig-strategy", "single")
+    assert plugin.proc.wait(timeout=20) != 0
+    out = plugin.output()
+    assert "same profile" in out and "--mig-strategy mixed" in out
+    assert plugin.kubelet.registrations == []
+
+
+def test_index_id_strategy_lists_uuids_to_the_kubelet_and_hands_indices_to_the_runtime(launch) -> None:  # type: ignore[no-untyped-def]
+    # As in NVIDIA's plugin: deviceIDStrategy only changes what the container runtime is told.
+    plugin = launch("h100x8", "--device-id-strategy", "index")
+    plugin.kubelet.wait_for_registration("nvidia.com/gpu")
+    devices = plugin.kubelet.watch("nvidia.com/gpu").wait_for(lambda ds: len(ds) == 8)
+    assert sorted(d.ID for d in devices) == sorted(H100)
+    with plugin.client() as client:
+        response = client.allocate([[H100[2], H100[5]]])
+    assert dict(response.container_responses[0].envs) == {"NVIDIA_VISIBLE_DEVICES": "2,5"}
