@@ -164,3 +164,14 @@ def test_without_the_gpu_inventory_no_spec_is_written_and_prepare_says_why(tmp_p
     assert "note: no CDI spec written: the GPUs could not be listed" in result.stdout
     assert not node.path("/etc/cdi/nvidia.yaml").exists()
 
+
+
+def test_apply_refuses_to_write_a_containers_etc(tmp_path: Path) -> None:
+    node = broken_ubuntu(tmp_path)
+    node.write("/.dockerenv", "")
+    before = snapshot(node.root)
+    result = runner.invoke(app, ["node", "prepare", "--root", str(node.root), "--apply"])
+    assert result.exit_code != 0
+    assert "refusing to write" in str(result.exception)
+    assert snapshot(node.root) == before
+    assert "is a container's root" in prepare(node)

@@ -56,6 +56,12 @@ def prepare(
         raise ConfigError(f"--root {root}: not a directory; give the node's filesystem root (default /)")
 
     facts = read_host_facts(root, kubelet_config)
+    if facts.container is not None:
+        message = (f"{facts.container} exists: {root} is a container's root, whose /etc is not the node's; mount "
+                   "the node's / (e.g. at /host) and run kgpu node prepare --root /host")
+        if apply:
+            raise ConfigError(f"refusing to write: {message}")
+        typer.echo(f"note: {message}")
     options = global_options(ctx)
     plan = plan_prepare(facts, gpu_facts(options.open_backend),
                         str(options.driver_root) if options.driver_root else None)
