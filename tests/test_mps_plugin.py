@@ -184,3 +184,21 @@ def test_slices_are_unhealthy_until_their_daemon_runs_and_while_it_is_down(short
         stop.set()
         thread.join(10)
         kubelet.stop()
+
+
+def test_preferred_allocation_keeps_a_containers_slices_on_one_gpu(short_dir: Path) -> None:
+    text = ("version: v1\nsharing:\n  mps:\n    slices:\n"
+            "    - {name: nvidia.com/gpu-10gb, memory: 10Gi, computePercent: 20, count: 3, devices: [0, 1]}\n")
+    logic = build_logic(h100(), config(short_dir, text))
+    (small,) = [r for r in logic.resources() if r.name == "nvidia.com/gpu-10gb"]
+    ids = [d.id for d in small.devices]
+    gpu1 = [i for i in ids if not i.startswith(H100_0)]
+    # Given GPU 0 has one slice left and GPU 1 all three, a request for 2 lands on GPU 1 only
+    available = [ids[0], *gpu1]
+    chosen = logic.preferred_allocation("nvidia.com/gpu-10gb", available, [], 2)
+    assert len(chosen) == 2 and all(i in gpu1 for i in chosen)
+    logic.allocate("nvidia.com/gpu-10gb", chosen)  # and Allocate accepts it
+    # A slice that must be included pins the GPU
+    assert all(i.startswith(H100_0) for i in logic.preferred_allocation("nvidia.com/gpu-10gb", ids, [ids[1]], 2))
+    # Single slices still spread to the GPU with the most free
+    assert logic.preferred_allocation("nvidia.com/gpu-10gb", [ids[0], *gpu1], [], 1)[0] in gpu1

@@ -81,6 +81,10 @@ def preferred_ids(
     if needed == 0:
         return must
     required = [by_id[i] for i in must]
+    if resource.sharing == "mps":
+        one_gpu = _one_gpu(resource, required, candidates, needed, policy)
+        if one_gpu is not None:
+            return [*must, *(g.id for g in one_gpu)]
     whole = all(not g.is_replica and not g.device.is_mig for g in (*required, *candidates))
     if whole:
         chosen = _aligned(required, candidates, needed, topology)
@@ -135,6 +139,32 @@ class _Bucket:
     @property
     def allocated(self) -> int:
         return self.total - self.available
+
+
+def _one_gpu(
+    resource: ResourceSet, required: list[Grant], candidates: list[Grant], needed: int, policy: str
+) -> list[Grant] | None:
+    """MPS slices of one container must share a GPU (one client talks to one GPU's daemon): the GPU of
+    ``must_include``, else, by policy, the GPU with the fewest (``packed``: most) of its slices handed
+    out among those with enough free. None when no single GPU has enough (Allocate then explains)."""
+    pinned = {g.device.gpu_uuid for g in required}
+    if len(pinned) > 1:
+        return None
+    free: dict[str, list[Grant]] = {}
+    for g in sorted(candidates, key=_index_key):
+        free.setdefault(g.device.gpu_uuid, []).append(g)
+    options = [u for u, gs in free.items() if len(gs) >= needed and (not pinned or u in pinned)]
+    if not options:
+        return None
+    total: dict[str, int] = {}
+    for g in resource.grants:
+        total[g.device.gpu_uuid] = total.get(g.device.gpu_uuid, 0) + 1
+
+    def rank(uuid: str) -> tuple[int, int]:
+        handed_out = total.get(uuid, 0) - len(free[uuid])
+        return (-handed_out if policy == "packed" else handed_out, free[uuid][0].device.gpu_index)
+
+    return free[min(options, key=rank)][:needed]
 
 
 def _bucket_key(grant: Grant) -> str:
