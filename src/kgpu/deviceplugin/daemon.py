@@ -125,6 +125,7 @@ class DevicePluginDaemon:
         self._kubelet: tuple[int, int, int] | None = None
         self._kubelet_seen_at = 0.0
         self._waiting_logged_at = 0.0
+        self._state_problem = ""
         # Subscribed before the plugins, so a health change is logged before ListAndWatch reports it.
         self._registrations: list[_Registration] = []
         tracker.subscribe(self._on_health_change)
@@ -331,7 +332,14 @@ class DevicePluginDaemon:
         try:
             write_state(path, self.state())
         except OSError as exc:
-            log.warning("cannot write the state file", extra={"path": str(path), "error": str(exc)})
+            if str(exc) != self._state_problem:  # once per distinct problem, not on every heartbeat
+                log.warning(
+                    "cannot write the state file (the exporter's device-plugin series will be missing)",
+                    extra={"path": str(path), "error": str(exc)},
+                )
+            self._state_problem = str(exc)
+        else:
+            self._state_problem = ""
 
     # -- state -------------------------------------------------------------------------------
 
