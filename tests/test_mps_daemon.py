@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -284,3 +285,33 @@ def test_kgpu_mps_daemon_refuses_an_oversubscribed_layout(tmp_path: Path) -> Non
     assert done.returncode == 2
     assert "4×20480 = 81920 MiB > 81559 MiB" in done.stderr
     assert not (tmp_path / "mps").exists()
+
+
+def test_exclusive_process_is_opt_in_and_restored_on_exit(paths: MpsPaths, tmp_path: Path) -> None:
+    # Given a driver root with the (fake) MPS control binary and an nvidia-smi that records its arguments
+    root = tmp_path / "driver"
+    (root / "bin").mkdir(parents=True)
+    shutil.copy(FAKE, root / "bin" / "nvidia-cuda-mps-control")
+    calls = tmp_path / "smi-calls"
+    smi = root / "bin" / "nvidia-smi"
+    smi.write_text(f'#!/bin/sh\necho "$@" >> {calls}\n')
+    smi.chmod(0o755)
+    config = tmp_path / "config.yaml"
+    config.write_text("version: v1\nsharing:\n  mps:\n    resources:\n    - {name: nvidia.com/gpu, replicas: 2, "
+                      "devices: [0]}\n")
+    args = [sys.executable, "-m", "kgpu", "--simulate", "h100x8", "--driver-root", str(root), "mps-daemon",
+            "--config-file", str(config), "--mps-root", str(paths.root), "--interval", "0.1"]
+    # When it runs without the flag, nvidia-smi is never called
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for(paths.ready_file.exists, timeout=15)
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=15)
+    assert proc.returncode == 0 and not calls.exists()
+    # With --exclusive-process, the shared GPU is set to EXCLUSIVE_PROCESS and back to its mode before
+    proc = subprocess.Popen([*args, "--exclusive-process"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for(paths.ready_file.exists, timeout=15)
+    assert calls.read_text() == f"-i {UUID0} -c EXCLUSIVE_PROCESS\n"
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=15)
+    assert proc.returncode == 0, err
+    assert calls.read_text() == f"-i {UUID0} -c EXCLUSIVE_PROCESS\n-i {UUID0} -c DEFAULT\n"
