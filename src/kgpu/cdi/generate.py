@@ -49,7 +49,9 @@ class CdiOptions:
     """Filesystem root every host path is read under; paths in the spec are as the node sees them."""
     driver_root: str = "/"
     dev_root: str = "/"
-    strategies: tuple[str, ...] = ("index",)
+    strategies: tuple[str, ...] = ("index", "uuid")
+    """Device names: ``index`` (``0``, ``0:1``) and/or ``uuid``; both by default, so the spec answers
+    ``nvidia.com/gpu=0`` as well as ``nvidia.com/gpu=GPU-…`` (the device plugin's default ID strategy)."""
     hook_path: str = NVIDIA_CDI_HOOK
 
 

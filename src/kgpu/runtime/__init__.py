@@ -41,6 +41,7 @@ __all__ = [
     "FileChange",
     "RuntimePlan",
     "apply_plan",
+    "host_path",
     "plan_configure",
     "plan_unconfigure",
 ]
@@ -85,5 +86,3 @@ def plan_unconfigure(req: ConfigureRequest, root: Path = Path("/")) -> RuntimePl
     rc = rancher.detect(root) if req.config is None and req.drop_in is None else None
     return rancher.plan_unconfigure(req, root, rc) if rc else containerd.plan_unconfigure(req, root)
 
-
-__all__ += ["host_path"]

@@ -48,8 +48,9 @@ def generate(
     device_name_strategy: Annotated[
         str,
         typer.Option("--device-name-strategy", help="Device names: index (0, and 0:1 for MIG), uuid (GPU-…, "
-                     "MIG-…) or both.", metavar="STRATEGY"),
-    ] = "index",
+                     "MIG-…) or both (default: what kgpu's device plugin names with either of its "
+                     "device-id strategies).", metavar="STRATEGY"),
+    ] = "both",
     fmt: Annotated[
         str | None,
         typer.Option("--format", help="yaml or json. Default: from --output's extension, else yaml.",
