@@ -7,6 +7,8 @@ import json
 import os
 import shutil
 import signal
+import subprocess
+import sys
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -202,3 +204,37 @@ def test_preferred_allocation_keeps_a_containers_slices_on_one_gpu(short_dir: Pa
     assert all(i.startswith(H100_0) for i in logic.preferred_allocation("nvidia.com/gpu-10gb", ids, [ids[1]], 2))
     # Single slices still spread to the GPU with the most free
     assert logic.preferred_allocation("nvidia.com/gpu-10gb", [ids[0], *gpu1], [], 1)[0] in gpu1
+
+
+def test_kgpu_device_plugin_serves_slices_healthy_only_while_kgpu_mps_daemon_runs(short_dir: Path) -> None:
+    # Given `kgpu device-plugin` (a subprocess) with slices of GPU 0, and no MPS daemon yet
+    root = short_dir / "mps"
+    path = short_dir / "config.yaml"
+    path.write_text(SLICES.format(root=root, fail="false"))
+    kubelet = FakeKubelet(short_dir / "dp").start()
+    plugin = subprocess.Popen(
+        [sys.executable, "-m", "kgpu", "--simulate", "h100x8", "device-plugin", "--config-file", str(path),
+         "--kubelet-dir", str(kubelet.directory), "--state-file", str(short_dir / "state.json")],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    daemon = None
+    try:
+        kubelet.wait_for_registration("nvidia.com/gpu-20gb", timeout=30)
+        watch = kubelet.watch("nvidia.com/gpu-20gb")
+        watch.wait_for(lambda ds: [d.health for d in ds] == ["Unhealthy"], timeout=10)
+        # When kgpu mps-daemon starts the daemon, the slice turns Healthy; when it stops, Unhealthy again
+        daemon = subprocess.Popen(
+            [sys.executable, "-m", "kgpu", "--simulate", "h100x8", "mps-daemon", "--config-file", str(path),
+             "--control-binary", str(FAKE), "--interval", "0.1"],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )
+        watch.wait_for(lambda ds: [d.health for d in ds] == ["Healthy"], timeout=20)
+        daemon.send_signal(signal.SIGTERM)
+        daemon.communicate(timeout=15)
+        watch.wait_for(lambda ds: [d.health for d in ds] == ["Unhealthy"], timeout=10)
+    finally:
+        for proc in (daemon, plugin):
+            if proc is not None and proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                proc.communicate(timeout=15)
+        kubelet.stop()
