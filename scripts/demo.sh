@@ -88,3 +88,11 @@ echo "== MPS slices: two sizes on one H100, and a layout that does not fit =="
 )
 echo "== kgpu lint: seed 002's nvidia.com/gpu: 0.5 =="
 kgpu lint tests/fixtures/lint/fractional-deployment.yaml || true
+
+echo
+echo "== kgpu cdi generate (simulated h100x8, driver files from tests/fixtures/nodes/ubuntu-h100) =="
+cdi_out="$(mktemp)"
+kgpu --simulate h100x8 cdi generate --root tests/fixtures/nodes/ubuntu-h100 > "$cdi_out" 2>/dev/null
+awk '/^(cdiVersion|kind)|^  name:|hostPath: .*(libcuda|nvidia-smi)/ && n++ < 12' "$cdi_out"
+echo "... $(grep -c '^- containerEdits' "$cdi_out") devices (index and UUID names, plus all); every host path checked"
+rm -f "$cdi_out"
