@@ -85,25 +85,29 @@ seccompProfile:
   type: RuntimeDefault
 {{- end -}}
 
-{{/* Pod-level settings every node component shares. */}}
+{{/* Pod-level settings every node component shares; call with (dict "root" $ "component" $c).
+     A component's own nodeSelector / affinity (the labeler has both) replace the global ones. */}}
 {{- define "kgpu.nodePodSpec" -}}
-priorityClassName: {{ .Values.priorityClassName }}
-{{- with .Values.imagePullSecrets }}
+{{- $v := .root.Values -}}
+{{- $nodeSelector := ternary (get .component "nodeSelector") $v.nodeSelector (hasKey .component "nodeSelector") -}}
+{{- $affinity := ternary (get .component "affinity") $v.affinity (hasKey .component "affinity") -}}
+priorityClassName: {{ $v.priorityClassName }}
+{{- with $v.imagePullSecrets }}
 imagePullSecrets:
   {{- toYaml . | nindent 2 }}
 {{- end }}
-{{- with .Values.runtimeClassName }}
+{{- with $v.runtimeClassName }}
 runtimeClassName: {{ . }}
 {{- end }}
-{{- with .Values.nodeSelector }}
+{{- with $nodeSelector }}
 nodeSelector:
   {{- toYaml . | nindent 2 }}
 {{- end }}
-{{- with .Values.affinity }}
+{{- with $affinity }}
 affinity:
   {{- toYaml . | nindent 2 }}
 {{- end }}
-{{- with .Values.tolerations }}
+{{- with $v.tolerations }}
 tolerations:
   {{- toYaml . | nindent 2 }}
 {{- end }}
