@@ -607,3 +607,29 @@ def test_a_crashing_check_becomes_a_finding_not_a_crash(tmp_path: Path) -> None:
     finding = run_on(broken, "k8s.sysctl")
     assert finding.status.value == "fail"
     assert "crashed" in finding.title
+
+
+def test_bar_mapped_passes_when_a_hypervisor_makes_every_bar_64_bit(tmp_path: Path) -> None:
+    """Firecracker (seen on the H100 device machine): BAR0, BAR1, BAR3 at resource indexes 0, 2, 4, each
+    followed by its empty upper half. The framebuffer window is index 2, not 1, and is mapped."""
+    from kgpu.doctor.checks.gpu import bar_mapped
+    from kgpu.host.pci import PciDevice, parse_resource
+
+    resource = "\n".join([
+        "0x0000102002000000 0x0000102002ffffff 0x000000000014220c",
+        "0x0000000000000000 0x0000000000000000 0x0000000000000000",
+        "0x0000100000000000 0x0000101fffffffff 0x000000000014220c",
+        "0x0000000000000000 0x0000000000000000 0x0000000000000000",
+        "0x0000102000000000 0x0000102001ffffff 0x000000000014220c",
+        "0x0000000000000000 0x0000000000000000 0x0000000000000000",
+    ]) + "\n"
+    dev = PciDevice("0000:00:06.0", 0x10DE, 0x2330, 0x030200, None, "nvidia", parse_resource(resource))
+    assert dev.framebuffer_bar is not None and dev.framebuffer_bar.index == 2
+    assert dev.missing_bar_slots() == ()
+
+    from types import SimpleNamespace
+
+    outcome = bar_mapped(SimpleNamespace(pci_gpus=[dev], gpus=[]))  # type: ignore[arg-type]
+    text = str(outcome)
+    assert "GPU BARs have addresses" in text
+    assert "BAR1 128 GiB at 0x100000000000 (resource index 2)" in text

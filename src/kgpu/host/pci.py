@@ -68,6 +68,32 @@ class PciDevice:
     def bar(self, index: int) -> PciBar | None:
         return next((b for b in self.bars if b.index == index), None)
 
+    @property
+    def memory_bars(self) -> tuple[PciBar, ...]:
+        """The memory BARs the device exposes, wherever they sit in the resource file.
+
+        Bare metal puts an NVIDIA GPU's registers at index 0 and the framebuffer window at 1, but a
+        hypervisor may make every BAR 64-bit (Firecracker: 0, 2, 4), each followed by its empty upper half.
+        """
+        return tuple(b for b in self.bars if b.size > 0 and b.flags & IORESOURCE_MEM)
+
+    @property
+    def framebuffer_bar(self) -> PciBar | None:
+        """NVIDIA's "BAR1": the window onto GPU memory, always the largest memory BAR."""
+        return max(self.memory_bars, key=lambda b: b.size, default=None)
+
+    def missing_bar_slots(self) -> tuple[PciBar, ...]:
+        """Empty slots that are not the upper half of a preceding 64-bit BAR."""
+        out = []
+        for b in self.bars:
+            if b.size or b.flags:
+                continue
+            previous = self.bar(b.index - 1)
+            if previous is not None and previous.is_64bit and previous.size:
+                continue
+            out.append(b)
+        return tuple(out)
+
 
 def _hex(path: Path) -> int | None:
     try:

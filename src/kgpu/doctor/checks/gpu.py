@@ -53,17 +53,43 @@ def pci_present(facts: NodeFacts) -> Outcome:
     return failed("no NVIDIA GPU on the PCI bus", evidence, fix)
 
 
-def _bar_problem(dev: PciDevice, bar: PciBar | None, index: int) -> str | None:
-    where = f"/sys/bus/pci/devices/{dev.address}/resource line {index + 1}"
-    if bar is None or bar.size == 0:
-        return f"{dev.address}: BAR{index} has size 0 ({where}: {bar.line if bar else 'missing'})"
-    if not bar.assigned:
-        why = "IORESOURCE_UNSET" if bar.flags & IORESOURCE_UNSET else "start address 0"
-        return (
-            f"{dev.address}: BAR{index} ({human_size(bar.size)}) not assigned an address, {why} "
-            f"({where}: {bar.line})"
+# An NVIDIA GPU always exposes three memory BARs: registers (BAR0), the framebuffer window (BAR1)
+# and BAR3; fewer means the firmware or kernel dropped one.
+_NVIDIA_MEMORY_BARS = 3
+
+
+def _where(dev: PciDevice, bar: PciBar) -> str:
+    return f"/sys/bus/pci/devices/{dev.address}/resource line {bar.index + 1}: {bar.line}"
+
+
+def _nvidia_name(dev: PciDevice, bar: PciBar) -> str:
+    """NVIDIA's names for the three memory BARs, whatever slots the platform put them in."""
+    if bar is dev.framebuffer_bar:
+        return "BAR1"
+    return "BAR0" if bar is _registers(dev) else "BAR3"
+
+
+def _bar_problems(dev: PciDevice) -> list[str]:
+    problems = []
+    for bar in dev.memory_bars:
+        if not bar.assigned:
+            why = "IORESOURCE_UNSET" if bar.flags & IORESOURCE_UNSET else "start address 0"
+            problems.append(
+                f"{dev.address}: {_nvidia_name(dev, bar)} ({human_size(bar.size)}) not assigned an address, "
+                f"{why} ({_where(dev, bar)})"
+            )
+    if len(dev.memory_bars) < _NVIDIA_MEMORY_BARS:
+        empty = ", ".join(_where(dev, b) for b in dev.missing_bar_slots()) or "no empty slot"
+        problems.append(
+            f"{dev.address}: only {len(dev.memory_bars)} of {_NVIDIA_MEMORY_BARS} memory BARs present; "
+            f"BAR1 has size 0 ({empty})"
         )
-    return None
+    return problems
+
+
+def _registers(dev: PciDevice) -> PciBar | None:
+    """BAR0 (registers, 16 MiB) is the first memory BAR; it needs no room above 4 GB."""
+    return dev.memory_bars[0] if dev.memory_bars else None
 
 
 def _next_pow2_gib(n_bytes: int) -> int:
@@ -80,29 +106,24 @@ def bar_mapped(facts: NodeFacts) -> Outcome:
     total64 = 0
     unknown_bar1 = False
     for dev in gpus:
-        bars = {i: dev.bar(i) for i in (0, 1, 3)}
-        for index in (0, 1):
-            problem = _bar_problem(dev, bars[index], index)
-            if problem:
-                problems.append(problem)
-        bar3 = bars[3]
-        if bar3 is not None and bar3.size and not bar3.assigned:
-            problems.append(_bar_problem(dev, bar3, 3) or "")
-        bar1 = bars[1]
-        if bar1 is not None and bar1.size:
+        problems.extend(_bar_problems(dev))
+        fb = dev.framebuffer_bar
+        if fb is not None and len(dev.memory_bars) >= _NVIDIA_MEMORY_BARS:
             seen.append(
-                f"{dev.address}: BAR1 {human_size(bar1.size)}" + (" (64-bit)" if bar1.is_64bit else "")
+                f"{dev.address}: BAR1 {human_size(fb.size)}"
+                + (f" (resource index {fb.index})" if fb.index != 1 else "")
+                + (" (64-bit)" if fb.is_64bit else "")
             )
         else:
             unknown_bar1 = True
-        total64 += sum(b.size for b in (bars[1], bars[3]) if b is not None and b.is_64bit)
+        total64 += sum(b.size for b in dev.memory_bars if b.is_64bit and b is not _registers(dev))
     if not problems:
         detail = [
             f"{d.address}: "
             + ", ".join(
-                f"BAR{b.index} {human_size(b.size)} at 0x{b.start:x}"
-                for b in d.bars
-                if b.size and b.index in (0, 1, 3)
+                f"{_nvidia_name(d, b)} {human_size(b.size)} at 0x{b.start:x}"
+                + (f" (resource index {b.index})" if _nvidia_name(d, b) != f"BAR{b.index}" else "")
+                for b in d.memory_bars
             )
             for d in gpus
         ]
