@@ -633,3 +633,29 @@ def test_bar_mapped_passes_when_a_hypervisor_makes_every_bar_64_bit(tmp_path: Pa
     text = str(outcome)
     assert "GPU BARs have addresses" in text
     assert "BAR1 128 GiB at 0x100000000000 (resource index 2)" in text
+
+
+def test_efi_only_warns_when_a_bios_vm_still_mapped_every_bar() -> None:
+    """The H100 device machine: Firecracker VM, no /sys/firmware/efi, framebuffer BAR at resource index 2."""
+    from types import SimpleNamespace
+
+    from kgpu.doctor.checks.platform import efi
+    from kgpu.host.pci import PciDevice, parse_resource
+
+    resource = "".join(
+        f"{line}\n"
+        for line in (
+            "0x0000102002000000 0x0000102002ffffff 0x000000000014220c",
+            "0x0000000000000000 0x0000000000000000 0x0000000000000000",
+            "0x0000100000000000 0x0000101fffffffff 0x000000000014220c",
+            "0x0000000000000000 0x0000000000000000 0x0000000000000000",
+            "0x0000102000000000 0x0000102001ffffff 0x000000000014220c",
+            "0x0000000000000000 0x0000000000000000 0x0000000000000000",
+        )
+    )
+    dev = PciDevice("0000:00:06.0", 0x10DE, 0x2330, 0x030200, None, "nvidia", parse_resource(resource))
+    virt = SimpleNamespace(hypervisor="unknown", evidence=["/proc/cpuinfo: 'hypervisor' CPU flag set"])
+    facts = SimpleNamespace(host=SimpleNamespace(virtualization=virt, efi=False), pci_gpus=[dev])
+    outcome = efi(facts)  # type: ignore[arg-type]
+    assert outcome.status == "warn"
+    assert "its BARs are mapped" in outcome.title

@@ -19,7 +19,7 @@ def efi(facts: NodeFacts) -> Outcome:
     if facts.host.efi:
         return passed(f"VM ({virt.hypervisor}) booted with EFI", "/sys/firmware/efi exists")
     mapped = all(
-        (b := g.bar(i)) is not None and b.assigned for g in facts.pci_gpus for i in (0, 1)
+        len(g.memory_bars) >= 3 and all(b.assigned for b in g.memory_bars) for g in facts.pci_gpus
     )
     outcome = warned if mapped else failed
     title = (f"VM ({virt.hypervisor}) with a passthrough GPU booted with legacy BIOS"
