@@ -151,14 +151,6 @@ def test_renamed_replicas_are_not_shared_products(tmp_path: Path) -> None:
     assert node_labels(t4, plain, HOST)["nvidia.com/gpu.product"] == "Tesla-T4-SHARED"
 
 
-def test_mps_slices_make_mps_capable(tmp_path: Path) -> None:
-    s = settings(tmp_path, "version: v1\nsharing:\n  mps:\n    slices:\n"
-                           "    - {name: nvidia.com/gpu-20gb, memory: 20Gi, computePercent: 25, count: 2}\n")
-    labels = node_labels(inventory("h100x8"), s, HOST)
-    assert labels["nvidia.com/mps.capable"] == "true"
-    assert labels["nvidia.com/gpu.replicas"] == "1" and labels["nvidia.com/gpu.product"] == "NVIDIA-H100-80GB-HBM3"
-
-
 @pytest.mark.parametrize(
     ("text", "message"),
     [

@@ -6,7 +6,10 @@ model), so the labels describe exactly what kgpu's plugin advertises. GFD's own 
 ``GFD_MIG_STRATEGY`` and ``GFD_CONFIG_FILE`` are accepted too.
 
 Renaming follows kgpu's plugin: an explicit ``rename`` (which NVIDIA's tools ignore with a warning)
-is honoured, so such replicas are "renamed" and the product gets no ``-SHARED`` suffix.
+is honoured, so such replicas are "renamed" and the product gets no ``-SHARED`` suffix. kgpu's MPS
+slices (``sharing.mps.slices``) are kept apart from GFD's replicated resources: they have names of
+their own, so they never make the product ``-SHARED``, but they make the node MPS-shared and set
+``gpu.replicas`` to the slices per GPU (see :func:`kgpu.labels.gfd.full_gpu_labels`).
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from kgpu.errors import ConfigError
-from kgpu.labels.settings import LabelSettings, MigStrategy, ReplicatedResource, SharingStrategy
+from kgpu.labels.settings import LabelSettings, MigStrategy, MpsEntry, ReplicatedResource, SharingStrategy
 
 if TYPE_CHECKING:
     from kgpu.deviceplugin.config import PluginConfig
@@ -31,18 +34,21 @@ def settings_from_plugin_config(config: PluginConfig) -> LabelSettings:
     sharing = config.sharing
     if sharing.mps is not None and sharing.mps.enabled:
         # MPS replicas always share nvidia.com/gpu; their name is the advertised one (after rename).
-        resources = [
+        resources = tuple(
             ReplicatedResource(FULL_GPU, r.replicas, renamed=r.name != FULL_GPU) for r in sharing.mps.resources
-        ]
-        # kgpu's heterogeneous slices are resources of their own (nvidia.com/gpu-20gb, ...).
-        resources += [ReplicatedResource(s.name, s.count, renamed=True) for s in sharing.mps.slices]
-        return LabelSettings(mig, SharingStrategy.MPS, tuple(resources))
+        )
+        # Every entry with its devices: kgpu's slices (resources of their own, nvidia.com/gpu-20gb, ...)
+        # make gpu.replicas the number of MPS clients per GPU, so the labels need which GPUs each selects.
+        entries = tuple(MpsEntry(r.name, r.replicas, r.devices) for r in sharing.mps.resources) + tuple(
+            MpsEntry(s.name, s.count, s.devices, slice=True, memory_mib=s.memory_mib) for s in sharing.mps.slices
+        )
+        return LabelSettings(mig, SharingStrategy.MPS, resources, entries)
     if sharing.time_slicing is not None and sharing.time_slicing.resources:
-        resources = [
+        sliced = tuple(
             ReplicatedResource(r.name, r.replicas, renamed=bool(r.rename) and r.rename != r.name)
             for r in sharing.time_slicing.resources
-        ]
-        return LabelSettings(mig, SharingStrategy.TIME_SLICING, tuple(resources))
+        )
+        return LabelSettings(mig, SharingStrategy.TIME_SLICING, sliced)
     return LabelSettings(mig)
 
 

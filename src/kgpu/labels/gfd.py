@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from kgpu.gpu.model import GPU, Inventory, MigDevice
 from kgpu.labels.host import HostFacts
-from kgpu.labels.settings import LabelSettings, MigStrategy, SharingStrategy
+from kgpu.labels.settings import LabelSettings, MigStrategy, MpsEntry, SharingStrategy
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +136,101 @@ def _full_gpu_labels(gpu: GPU, count: int, settings: LabelSettings | None) -> La
     return labels
 
 
-def full_gpu_labels(gpus: Sequence[GPU], settings: LabelSettings) -> Labels:
+MpsSelection = Sequence[tuple[MpsEntry, Sequence[GPU]]]
+"""Each ``sharing.mps`` entry with the GPUs (not in MIG mode) it puts MPS clients on."""
+
+
+def mps_selection(gpus: Sequence[GPU], settings: LabelSettings) -> list[tuple[MpsEntry, list[GPU]]]:
+    """The GPUs each ``sharing.mps`` entry selects, as the device plugin selects them
+    (:func:`kgpu.sharing.layout.select_gpus`), leaving out GPUs in MIG mode (MPS does not run there).
+
+    The layout is not checked here (oversubscription, architecture): the device plugin refuses a layout
+    it cannot honour, and GFD likewise labels from the config. An entry naming GPUs this node does not
+    have is left out with a warning.
+    """
+    from kgpu.errors import ConfigError
+    from kgpu.sharing.layout import select_gpus
+
+    out: list[tuple[MpsEntry, list[GPU]]] = []
+    for entry in settings.mps:
+        try:
+            picked = select_gpus(entry.devices, gpus, f"sharing.mps ({entry.resource})")
+        except ConfigError as exc:
+            log.warning("a sharing.mps entry selects GPUs this node does not have; its MPS clients are not "
+                        "labelled", extra={"resource": entry.resource, "reason": str(exc)})
+            continue
+        out.append((entry, [g for g in picked if not g.mig_enabled]))
+    return out
+
+
+def mps_clients(selection: MpsSelection) -> dict[str, int]:
+    """MPS clients per GPU UUID: the number of slices (equal replicas included) the GPU is split into."""
+    clients: dict[str, int] = {}
+    for entry, picked in selection:
+        for g in picked:
+            clients[g.uuid] = clients.get(g.uuid, 0) + entry.count
+    return clients
+
+
+def _mps_sharing(chosen: GPU, gpus: Sequence[GPU], selection: MpsSelection) -> Labels:
+    """``gpu.replicas`` and ``gpu.sharing-strategy`` when the config has kgpu MPS slices.
+
+    A GPU split into slices is shared through MPS: ``sharing-strategy`` is ``mps`` and ``replicas`` is
+    its number of MPS clients (its slices, or equal replicas of ``resources``). GFD labels one product,
+    so one GPU decides: among the labelled product's GPUs, the lowest-index one shared through MPS.
+    (GFD likewise labels the config's replicas whichever GPUs ``devices`` selects.) When the product's
+    GPUs have different client counts, that GPU's count is labelled and a warning lists them. With no
+    GPU of the product shared, GFD's labels stand.
+    """
+    clients = mps_clients(selection)
+    same = sorted((g for g in gpus if g.name == chosen.name and not g.mig_enabled), key=lambda g: g.index)
+    shared = [g for g in same if clients.get(g.uuid, 0) > 0]
+    if not shared:
+        return {}
+    first = shared[0]
+    per_gpu = {g.index: clients.get(g.uuid, 0) for g in same}
+    if len(set(per_gpu.values())) > 1:
+        log.warning("GPUs of the labelled product are split into different numbers of MPS slices; "
+                    "nvidia.com/gpu.replicas is the first shared GPU's",
+                    extra={"product": chosen.name, "gpu": first.index, "slices_per_gpu": per_gpu})
+    res = _Resource(GPU_RESOURCE, None)
+    return {res.key("replicas"): str(clients[first.uuid]), res.key("sharing-strategy"): str(SharingStrategy.MPS)}
+
+
+def mps_slice_labels(selection: MpsSelection) -> Labels:
+    """kgpu's labels for each MPS slice resource (``nvidia.com/gpu-20gb``), so its name can be read
+    off the node as GFD's ``<resource>.count`` labels name MIG resources:
+
+    * ``<resource>.count``: slices of that resource on the node (what the kubelet's allocatable shows);
+    * ``<resource>.memory``: a slice's pinned-memory limit in MiB, from the lowest-index GPU carrying it;
+    * ``<resource>.sharing-strategy``: ``mps``.
+
+    A resource whose label names would exceed Kubernetes' 63 characters is left out with a warning.
+    """
+    counts: dict[str, int] = {}
+    memory: dict[str, tuple[int, int]] = {}
+    for entry, picked in selection:
+        if not entry.slice or not picked or entry.resource == GPU_RESOURCE:
+            continue
+        counts[entry.resource] = counts.get(entry.resource, 0) + entry.count * len(picked)
+        first = min(g.index for g in picked)
+        if entry.resource not in memory or first < memory[entry.resource][0]:
+            memory[entry.resource] = (first, entry.memory_mib)
+    labels: Labels = {}
+    for name, count in counts.items():
+        res = _Resource(name, None)
+        values = {"count": str(count), "memory": str(memory[name][1]), "sharing-strategy": str(SharingStrategy.MPS)}
+        keys = {res.key(k): v for k, v in values.items()}
+        too_long = [k for k in keys if len(k.partition("/")[2]) > 63]
+        if too_long:
+            log.warning("slice resource name too long for its labels (at most 63 characters after the '/'); "
+                        "not labelled", extra={"resource": name, "labels": too_long})
+            continue
+        labels |= keys
+    return labels
+
+
+def full_gpu_labels(gpus: Sequence[GPU], settings: LabelSettings, mps: MpsSelection = ()) -> Labels:
     """``nvidia.com/gpu.*`` for whole GPUs, as GFD's ``newGPULabelers``.
 
     GPUs are grouped by product; a MIG-enabled GPU counts towards its product but is labelled
@@ -144,6 +238,9 @@ def full_gpu_labels(gpus: Sequence[GPU], settings: LabelSettings) -> Labels:
     several products on one node GFD labels one of them, picked by Go's random map order (and
     warns); kgpu picks deterministically: the product of the lowest-index GPU not in MIG mode,
     else of the lowest-index GPU. The count is that product's GPUs only, as in GFD.
+
+    With kgpu's MPS slices configured (``mps``: :func:`mps_selection`), replicas and sharing strategy
+    describe the product's first GPU split into slices (:func:`_mps_sharing`).
     """
     counts: dict[str, int] = {}
     for g in gpus:
@@ -153,7 +250,10 @@ def full_gpu_labels(gpus: Sequence[GPU], settings: LabelSettings) -> Labels:
                     extra={"products": sorted(counts)})
     whole = [g for g in gpus if not g.mig_enabled]
     chosen = whole[0] if whole else gpus[0]
-    return _full_gpu_labels(chosen, counts[chosen.name], settings if whole else None)
+    labels = _full_gpu_labels(chosen, counts[chosen.name], settings if whole else None)
+    if whole and settings.slices:
+        labels |= _mps_sharing(chosen, gpus, mps)
+    return labels
 
 
 def _invalid_single(gpu: GPU, reason: str) -> Labels:
@@ -272,7 +372,9 @@ def node_labels(inventory: Inventory, settings: LabelSettings, host: HostFacts,
         labels |= version_labels(inventory)
         labels["nvidia.com/mig.capable"] = str(any(g.mig_capable for g in gpus)).lower()
         labels["nvidia.com/mps.capable"] = str(mps_capable(gpus, settings)).lower()
-        labels |= full_gpu_labels(gpus, settings)
+        selection = mps_selection(gpus, settings) if settings.slices else []
+        labels |= full_gpu_labels(gpus, settings, selection)
+        labels |= mps_slice_labels(selection)
         if settings.mig_strategy is not MigStrategy.NONE:
             labels["nvidia.com/mig.strategy"] = str(settings.mig_strategy)
             if settings.mig_strategy is MigStrategy.SINGLE:

@@ -18,6 +18,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from kgpu.sharing.config import DeviceSelector
 
 
 class MigStrategy(StrEnum):
@@ -45,17 +49,44 @@ class ReplicatedResource:
 
 
 @dataclass(frozen=True, slots=True)
+class MpsEntry:
+    """One ``sharing.mps`` entry: ``count`` MPS clients of ``resource`` on each GPU ``devices`` selects.
+
+    NVIDIA's equal replicas (``resources[]``, ``slice=False``) and kgpu's heterogeneous slices
+    (``slices[]``, ``slice=True``, with their own resource names and memory limits) alike.
+    """
+
+    resource: str
+    """The advertised resource name (after ``rename`` / ``renameByDefault`` for equal replicas)."""
+    count: int
+    devices: DeviceSelector
+    slice: bool = False
+    memory_mib: int = 0
+    """A slice's pinned-memory limit in MiB (0 for equal replicas: their GPU's memory / count)."""
+
+
+@dataclass(frozen=True, slots=True)
 class LabelSettings:
     mig_strategy: MigStrategy = MigStrategy.NONE
     sharing: SharingStrategy = SharingStrategy.NONE
     """The sharing section the config file fills in (``sharing.mps`` wins over ``sharing.timeSlicing``)."""
     resources: tuple[ReplicatedResource, ...] = ()
-    """That section's resources."""
+    """That section's resources, as GFD sees them (kgpu's MPS slices are not among them)."""
+    mps: tuple[MpsEntry, ...] = ()
+    """Every ``sharing.mps`` entry with the GPUs it selects, when MPS is the section in force."""
+
+    @property
+    def slices(self) -> tuple[MpsEntry, ...]:
+        """kgpu's heterogeneous MPS slices (resources of their own, such as ``nvidia.com/gpu-20gb``)."""
+        return tuple(e for e in self.mps if e.slice)
 
     @property
     def active_sharing_strategy(self) -> SharingStrategy:
-        """The strategy in force: a section counts only if one of its resources has more than one replica."""
-        if self.sharing is not SharingStrategy.NONE and any(r.replicas > 1 for r in self.resources):
+        """The strategy in force: a section counts only if one of its resources has more than one replica,
+        or (kgpu's own) it offers MPS slices: a GPU with slices is served through its MPS daemon."""
+        if self.sharing is SharingStrategy.NONE:
+            return SharingStrategy.NONE
+        if any(r.replicas > 1 for r in self.resources) or (self.sharing is SharingStrategy.MPS and self.slices):
             return self.sharing
         return SharingStrategy.NONE
 

@@ -4,8 +4,11 @@
 * ``--nodes FILE``: ``kubectl get nodes -o yaml`` (a Node, a NodeList or a List): every resource in a
   node's ``status.allocatable`` or ``status.capacity`` with a positive amount;
 * ``--labels FILE``: node labels (``key=value`` lines as ``kgpu labels`` prints them, or a JSON/YAML
-  mapping): GFD's ``<resource>.count`` labels name the resources, and a shared ``nvidia.com/gpu``
-  whose product lacks ``-SHARED`` was renamed to ``nvidia.com/gpu.shared``.
+  mapping): GFD's ``<resource>.count`` labels name the resources (kgpu labels MPS slice resources
+  such as ``nvidia.com/gpu-20gb.count`` too), and a shared ``nvidia.com/gpu`` whose product lacks
+  ``-SHARED`` was renamed to ``nvidia.com/gpu.shared`` — unless the node offers MPS slices
+  (``<slice>.sharing-strategy=mps``): then ``nvidia.com/gpu.replicas`` counts the slices of a GPU and
+  says nothing about a rename (a node with both slices and renamed equal replicas needs ``--nodes``).
 """
 
 from __future__ import annotations
@@ -56,7 +59,9 @@ def from_labels(text: str, source: str) -> frozenset[str]:
                 offered.add(key.removesuffix(".count"))
     replicas = parse_quantity(labels.get("nvidia.com/gpu.replicas", "1")) or 1
     renamed = not labels.get("nvidia.com/gpu.product", "").endswith("-SHARED")
-    if "nvidia.com/gpu" in offered and replicas > 1 and renamed:
+    slices = any(key.endswith(".sharing-strategy") and value == "mps" and key != "nvidia.com/gpu.sharing-strategy"
+                 for key, value in labels.items())
+    if "nvidia.com/gpu" in offered and replicas > 1 and renamed and not slices:
         offered.add("nvidia.com/gpu.shared")
     return frozenset(offered)
 
