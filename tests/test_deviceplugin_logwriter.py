@@ -61,3 +61,52 @@ def test_a_blocked_output_drops_the_oldest_records_and_says_how_many(monkeypatch
         "WARNING 2 log records dropped while the log output was blocked -",
         "INFO line 2 -", "INFO line 3 -", "INFO line 4 -",
     ]
+
+
+class CountingStream:
+    def __init__(self) -> None:
+        self.writes: list[str] = []
+
+    def write(self, text: str) -> None:
+        self.writes.append(text)
+
+    def flush(self) -> None:
+        pass
+
+
+def test_a_stream_gets_each_batch_in_one_write_in_order() -> None:
+    stream = CountingStream()
+    target = logging.StreamHandler(stream)  # type: ignore[arg-type]
+    batching = BatchingHandler([target], interval=60)
+    log = _logger(batching)
+    for i in range(3):
+        log.info("line %d", i)
+    batching.close()
+    assert stream.writes == ["line 0\nline 1\nline 2\n"]
+
+
+def test_a_line_logged_soon_is_built_by_the_writer_with_the_time_of_the_call(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from kgpu.log import JsonFormatter
+
+    stream = CountingStream()
+    target = logging.StreamHandler(stream)  # type: ignore[arg-type]
+    target.setFormatter(JsonFormatter())
+    root = logging.getLogger()
+    saved_handlers, saved_level = root.handlers[:], root.level
+    root.handlers[:] = [target]
+    root.setLevel(logging.INFO)
+    try:
+        batching = BatchingHandler.install(interval=60)
+        monkeypatch.setattr(logwriter.time, "time", lambda: 1_700_000_000.25)
+        logwriter.log_soon(logging.getLogger("kgpu.test"), logging.INFO, "allocated", {"event": "allocate"})
+        logwriter.log_soon(logging.getLogger("kgpu.test"), logging.DEBUG, "too fine", {"event": "x"})
+        monkeypatch.undo()
+        assert stream.writes == []
+        batching.close()
+    finally:
+        root.handlers[:], root.level = saved_handlers, saved_level
+    (line,) = stream.writes[0].splitlines()
+    assert line == (
+        '{"ts": "2023-11-14T22:13:20.250Z", "level": "info", "logger": "kgpu.test", "msg": "allocated", '
+        '"event": "allocate"}'
+    )

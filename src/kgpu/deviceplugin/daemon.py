@@ -10,7 +10,8 @@
 * **health**: the backend's health stream feeds the tracker; a recovery pass probes GPUs that have been
   quiet for the recovery window. Every change is logged and pushed to ListAndWatch streams at once.
 * **state file**: a JSON snapshot rewritten atomically (temp file, fsync, rename) on every change, for
-  the exporter and for admins. Its shape::
+  the exporter and for admins (health and registration changes within ~100 ms; allocation counts
+  within half a second, so that a burst of Allocate calls costs one write and wakes nothing). Its shape::
 
       {
         "version": 1,
@@ -67,6 +68,8 @@ log = logging.getLogger("kgpu.deviceplugin")
 DEFAULT_STATE_FILE = Path("/run/kgpu/device-plugin/state.json")
 STATE_VERSION = 1
 _STATE_DEBOUNCE_SECONDS = 0.1
+_STATE_TICK_SECONDS = 0.5
+"""How often the state loop looks for new allocation counts."""
 _STATE_HEARTBEAT_SECONDS = 30.0
 _WAITING_LOG_SECONDS = 60.0
 
@@ -122,6 +125,8 @@ class DevicePluginDaemon:
         self._lock = threading.Lock()
         self._allocations: dict[tuple[str, str], int] = {}
         self._dirty = threading.Event()
+        self._allocations_changed = False
+        """Set by Allocate (no thread wake-up on the request path); the state loop's next tick writes."""
         self._kubelet: tuple[int, int, int] | None = None
         self._kubelet_seen_at = 0.0
         self._waiting_logged_at = 0.0
@@ -144,7 +149,7 @@ class DevicePluginDaemon:
         with self._lock:
             for i in ids:
                 self._allocations[(resource, i)] = self._allocations.get((resource, i), 0) + 1
-        self._dirty.set()
+        self._allocations_changed = True
 
     def _on_health_change(self, change: HealthChange) -> None:
         affected = [
@@ -314,14 +319,14 @@ class DevicePluginDaemon:
     def _state_loop(self, stop: threading.Event) -> None:
         last = 0.0
         while not stop.is_set():
-            if self._dirty.wait(0.5):
-                # Coalesce bursts (many Allocate calls, a GPU taking its replicas down) into one write,
-                # so the file never costs the RPCs anything.
+            if self._dirty.wait(_STATE_TICK_SECONDS):
+                # Coalesce bursts (a GPU taking its replicas down, a kubelet restart) into one write.
                 stop.wait(_STATE_DEBOUNCE_SECONDS)
-            elif time.monotonic() - last < _STATE_HEARTBEAT_SECONDS:
+            elif not self._allocations_changed and time.monotonic() - last < _STATE_HEARTBEAT_SECONDS:
                 continue
             # Rewritten at least every heartbeat: a fresh "updated" shows the daemon is alive.
             self._dirty.clear()
+            self._allocations_changed = False  # before the snapshot: a later Allocate sets it again
             self.write_state()
             last = time.monotonic()
 

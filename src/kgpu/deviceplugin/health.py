@@ -206,6 +206,7 @@ class HealthTracker:
         self._lock = threading.Lock()
         self._verdicts: dict[str, dict[str, _Verdict]] = {}
         """uuid → source → why that source considers it unhealthy."""
+        self._verdict_count = 0
         self._listeners: list[HealthListener] = []
         self.version = 0
         """Incremented on every change; cheap to compare for 'anything new?'."""
@@ -243,12 +244,14 @@ class HealthTracker:
         if healthy:
             if by_source.pop(source, None) is None:
                 return None
+            self._verdict_count -= 1
         else:
             existing = by_source.get(source)
             if existing is not None:
                 existing.since = self._clock()  # a new fatal event restarts the recovery window
                 return None
             by_source[source] = _Verdict(reason=reason or "unhealthy", since=self._clock())
+            self._verdict_count += 1
         self.version += 1
         return HealthChange(uuid=uuid, source=source, healthy=healthy, reason=reason)
 
@@ -270,6 +273,11 @@ class HealthTracker:
         return changes
 
     # -- reading -----------------------------------------------------------------------------
+
+    @property
+    def all_healthy(self) -> bool:
+        """No source considers any device unhealthy (the common case; lets a request skip per-device checks)."""
+        return self._verdict_count == 0
 
     def unhealthy(self) -> dict[str, str]:
         """UUID → reason(s), for every UUID some source considers unhealthy."""

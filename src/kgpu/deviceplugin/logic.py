@@ -2,6 +2,9 @@
 
 Built once by :func:`kgpu.deviceplugin.resources.build_logic`; every method is pure and fast
 (no NVML, no file or API calls), so the gRPC server can answer the kubelet within its deadlines.
+A repeated Allocate request gets the very plan it got before (plans are immutable values; the
+server keeps the gRPC message it built for each), except under ``cdi-annotations``, whose key
+names a fresh response ID every time.
 """
 
 from __future__ import annotations
@@ -14,6 +17,9 @@ from kgpu.deviceplugin.plan import AdvertisedResource, AllocationError, Containe
 from kgpu.deviceplugin.preferred import Topology, preferred_ids
 from kgpu.deviceplugin.resources import ResourceSet
 from kgpu.gpu.model import Inventory
+
+_PLAN_CACHE_SIZE = 512
+"""Distinct requests whose plans are kept (the kubelet repeats a few: one per pod shape and device set)."""
 
 
 class GPUResources:
@@ -35,6 +41,8 @@ class GPUResources:
         self._sets: dict[str, ResourceSet] = {r.name: r for r in resources}
         self._advertised = tuple(r.advertised() for r in resources)
         self._topology = Topology.from_inventory(inventory)
+        self._plans: dict[tuple[str, tuple[str, ...]], ContainerAllocation] = {}
+        self._plans_reusable = not config.flags.plugin.uses("cdi-annotations")
 
     @property
     def resource_sets(self) -> Mapping[str, ResourceSet]:
@@ -51,7 +59,16 @@ class GPUResources:
         return found
 
     def allocate(self, resource_name: str, device_ids: Sequence[str]) -> ContainerAllocation:
-        return plan_allocation(self._set(resource_name), device_ids, self.config, self.facts)
+        """The plan for one container; callers must not change it (a repeated request gets the same one)."""
+        key = (resource_name, tuple(device_ids))
+        plan = self._plans.get(key)
+        if plan is None:
+            plan = plan_allocation(self._set(resource_name), device_ids, self.config, self.facts)
+            if self._plans_reusable:
+                if len(self._plans) >= _PLAN_CACHE_SIZE:
+                    self._plans.clear()
+                self._plans[key] = plan
+        return plan
 
     def preferred_allocation(
         self, resource_name: str, available: Sequence[str], must_include: Sequence[str], size: int

@@ -35,6 +35,7 @@ from kgpu.deviceplugin.api import HEALTHY, UNHEALTHY, VERSION
 from kgpu.deviceplugin.api import deviceplugin_pb2 as pb
 from kgpu.deviceplugin.api import deviceplugin_pb2_grpc as pb_grpc
 from kgpu.deviceplugin.health import HealthChange, HealthTracker
+from kgpu.deviceplugin.logwriter import log_soon
 from kgpu.deviceplugin.plan import (
     AdvertisedDevice,
     AdvertisedResource,
@@ -46,6 +47,8 @@ from kgpu.deviceplugin.plan import (
 log = logging.getLogger("kgpu.deviceplugin")
 
 OPTIONS = pb.DevicePluginOptions(pre_start_required=False, get_preferred_allocation_available=True)
+_RESPONSE_CACHE_SIZE = 512
+"""Container responses kept per plugin, for logic that answers a repeated request with the same plan."""
 _STREAM_POLL_SECONDS = 1.0
 """How often an idle ListAndWatch stream checks that its client is still there."""
 
@@ -82,6 +85,7 @@ class ResourcePlugin:
         self._closed = threading.Event()
         self._streams: set[threading.Event] = set()
         self._streams_lock = threading.Lock()
+        self._responses: dict[int, tuple[ContainerAllocation, pb.ContainerAllocateResponse]] = {}
         tracker.subscribe(self._on_health_change)
 
     # -- state -------------------------------------------------------------------------------
@@ -159,7 +163,6 @@ class ResourcePlugin:
         return response
 
     def Allocate(self, request: pb.AllocateRequest, context: Any) -> pb.AllocateResponse:
-        response = pb.AllocateResponse()
         plans: list[tuple[list[str], ContainerAllocation]] = []
         for req in request.container_requests:
             ids = list(req.devices_ids)
@@ -187,15 +190,28 @@ class ResourcePlugin:
                     f"kgpu device plugin could not plan {self.resource.name} {', '.join(ids)}: {exc!r}",
                 )
             plans.append((ids, plan))
+        response = pb.AllocateResponse()
+        containers = response.container_responses
         for ids, plan in plans:
-            response.container_responses.append(_api_allocation(plan))
-            log.info(
-                "allocated",
-                extra={"event": "allocate", "resource": self.resource.name, "devices": ids},
-            )
+            containers.append(self._api_allocation(plan))
+            # Built on the log writer's thread: the RPC only appends the line's fields.
+            log_soon(log, logging.INFO, "allocated", {"event": "allocate", "resource": self.resource.name,
+                                                      "devices": ids})
             if self.on_allocate is not None:
                 self.on_allocate(self.resource.name, ids)
         return response
+
+    def _api_allocation(self, plan: ContainerAllocation) -> pb.ContainerAllocateResponse:
+        """The message for ``plan``, built once per plan object (the logic hands out the same plan for a
+        repeated request; appending the message to a response copies it)."""
+        cached = self._responses.get(id(plan))
+        if cached is not None and cached[0] is plan:
+            return cached[1]
+        message = _api_allocation(plan)
+        if len(self._responses) >= _RESPONSE_CACHE_SIZE:
+            self._responses.clear()
+        self._responses[id(plan)] = (plan, message)  # holding the plan keeps its id from being reused
+        return message
 
     def _refusal(self, ids: list[str]) -> tuple[Any, str]:
         if not ids:
@@ -205,6 +221,8 @@ class ResourcePlugin:
             return grpc.StatusCode.INVALID_ARGUMENT, (
                 f"invalid allocation request for {self.resource.name}: unknown device(s) {', '.join(unknown)}"
             )
+        if self.tracker.all_healthy:
+            return grpc.StatusCode.OK, ""
         sick = []
         for i in ids:
             healthy, reason = self.tracker.device_health(self._by_id[i].health_uuids)

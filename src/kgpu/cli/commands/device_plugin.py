@@ -206,17 +206,12 @@ def _run(opts: GlobalOptions, config: PluginConfig, kubelet_dir: Path, window: f
 def _log_in_background() -> Any:
     """Write log lines from a thread of their own, in batches.
 
-    An Allocate only appends its record to a list: it never waits on a log write (a container's
-    stderr pipe can block) and wakes no thread. The writer flushes every 50 ms and on exit.
+    An Allocate only appends its line's fields to a list: it never waits on a log write (a container's
+    stderr pipe can block), builds no LogRecord and wakes no thread. The writer flushes every 50 ms and on exit.
     """
-    import logging
-
     from kgpu.deviceplugin.logwriter import BatchingHandler
 
-    root = logging.getLogger()
-    handler = BatchingHandler(list(root.handlers), interval=0.05)
-    root.handlers[:] = [handler]
-    return handler
+    return BatchingHandler.install(interval=0.05)
 
 
 def _serve(
@@ -234,6 +229,7 @@ def _serve(
     from kgpu.deviceplugin.health import HealthTracker
     from kgpu.deviceplugin.resources import build_logic
     from kgpu.gpu.backend import BackendError
+    from kgpu.process import settle_heap
 
     log = logging.getLogger("kgpu.deviceplugin")
     log.info("configuration", extra={"event": "config", "config": config.to_dict()})
@@ -270,7 +266,9 @@ def _serve(
             start_health_feed(layout_for(inventory, config.sharing.mps), MpsPaths(Path(config.flags.mps_root)),
                               tracker, stop)
         settings = DaemonSettings(kubelet_dir=kubelet_dir, state_file=state_file)
-        DevicePluginDaemon(logic, tracker, backend, settings).run(stop)
+        daemon = DevicePluginDaemon(logic, tracker, backend, settings)
+        settle_heap()  # start-up objects out of the collector's reach: no full-collection pause in an Allocate
+        daemon.run(stop)
     finally:
         backend.close()
 
