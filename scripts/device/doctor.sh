@@ -92,9 +92,14 @@ for name in ("default", "driver-root"):
     check(rc == (1 if "fail" in st.values() else 0), f"[{name}] exit code {rc} matches the findings")
     check(st["gpu.pci-present"] == ("pass" if gpus_sysfs else "fail"), f"[{name}] gpu.pci-present={st['gpu.pci-present']} (sysfs: {len(gpus_sysfs)} NVIDIA GPU function(s))")
     for dev in gpus_sysfs:
-        line = (dev / "resource").read_text().splitlines()[1].split()
-        size = int(line[1], 16) - int(line[0], 16) + 1
-        gib = size // 2**30
+        # BAR1 (the framebuffer window) is the largest memory BAR, whatever slot a hypervisor put it in
+        # (Firecracker makes every BAR 64-bit, so it sits at resource index 2 there).
+        sizes = []
+        for raw in (dev / "resource").read_text().splitlines()[:6]:
+            start, end, flags = (int(x, 16) for x in raw.split())
+            if flags & 0x200 and end:
+                sizes.append(end - start + 1)
+        gib = max(sizes, default=0) // 2**30
         check(f"BAR1 {gib} GiB" in findings["gpu.bar-mapped"]["evidence"] or st["gpu.bar-mapped"] != "pass",
               f"[{name}] gpu.bar-mapped={st['gpu.bar-mapped']}, sysfs BAR1 of {dev.name} = {gib} GiB")
     loaded = os.path.exists("/proc/driver/nvidia/version")
