@@ -90,7 +90,8 @@ def _global_options(
         raise typer.BadParameter(f"{log_level!r}; allowed: {', '.join(LEVELS)}", param_hint="--log-level")
     setup_logging(log_level.lower())
     ctx.obj = GlobalOptions(
-        backend=backend, simulate=simulate, simulate_events=simulate_events, driver_root=driver_root
+        backend=backend, simulate=simulate, simulate_events=simulate_events, driver_root=driver_root,
+        log_level=log_level.lower(),
     )
 
 
@@ -106,6 +107,9 @@ _register_commands()
 
 
 def main() -> None:
+    from kgpu import handoff
+
+    handoff.allow()  # a real process: daemons may hand over to a lean interpreter (tests' CliRunner never does)
     try:
         app()
     except KgpuError as exc:

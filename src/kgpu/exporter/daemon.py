@@ -6,6 +6,7 @@ import logging
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from typing import TextIO
 
 from kgpu.exporter.collector import DEFAULT_READ_TIMEOUT, GPUCollector, PodDevicesSource
@@ -14,6 +15,7 @@ from kgpu.exporter.server import MetricsServer
 from kgpu.exporter.snapshot import ExporterOptions
 from kgpu.exporter.xid import XidTracker
 from kgpu.gpu.backend import GPUBackend
+from kgpu.process import log_memory
 
 log = logging.getLogger("kgpu.exporter")
 
@@ -31,12 +33,17 @@ def run_exporter(
     once: bool = False,
     out: TextIO | None = None,
     stop: threading.Event | None = None,
+    on_serving: Callable[[], None] | None = None,
 ) -> None:
-    """Serve until SIGTERM/SIGINT (or ``stop``); with ``once``, print one scrape to ``out`` instead."""
+    """Serve until SIGTERM/SIGINT (or ``stop``); with ``once``, print one scrape to ``out`` instead.
+
+    ``on_serving`` is called once the listener is up (the process settles its heap there).
+    """
     stop = stop or threading.Event()
     collector = None
     try:
         inventory = backend.inventory()
+        log_memory(log, "inventory")
         xids = XidTracker(inventory)
         if not once:
             xids.follow(backend, stop)
@@ -50,6 +57,8 @@ def run_exporter(
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, lambda *_: stop.set())
             signal.signal(signal.SIGINT, lambda *_: stop.set())
+        if on_serving is not None:
+            on_serving()
         log.info("serving GPU metrics on http://%s:%d/metrics", host, server.port,
                  extra={"gpus": len(inventory.gpus), "backend": inventory.backend,
                         "counters": len(options.counters.metrics)})

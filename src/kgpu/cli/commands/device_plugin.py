@@ -2,21 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import typer
 
 from kgpu.cli.state import global_options
-
-if TYPE_CHECKING:
-    from kgpu.cli.state import GlobalOptions
-    from kgpu.deviceplugin.config import PluginConfig
-    from kgpu.deviceplugin.health import XidPolicy
-    from kgpu.gpu.backend import GPUBackend
 
 _PANEL_NVIDIA = "NVIDIA device plugin settings (flag > env var > config file > default)"
 _PANEL_KGPU = "kgpu daemon settings"
@@ -163,8 +154,12 @@ def device_plugin(
 
       kgpu --simulate h100x8 device-plugin --kubelet-dir /tmp/dp --state-file /tmp/dp/state.json
     """
-    from kgpu.deviceplugin.config import resolve_config
+    import logging
+
     from kgpu.deviceplugin.health import parse_duration
+    from kgpu.deviceplugin.service import DevicePluginSettings, check, serve
+    from kgpu.handoff import hand_over
+    from kgpu.process import log_memory
 
     opts = global_options(ctx)
     window = parse_duration(health_recovery_window, "--health-recovery-window")
@@ -186,139 +181,16 @@ def device_plugin(
         "gds-enabled": gds_enabled,
         "mofed-enabled": mofed_enabled,
     }
-    config = resolve_config({k: v for k, v in flags.items() if v is not None}, os.environ)
-    _run(opts, config, kubelet_dir, window, state_file)
-
-
-def _run(opts: GlobalOptions, config: PluginConfig, kubelet_dir: Path, window: float, state_file: Path) -> None:
-    from kgpu.deviceplugin.health import XidPolicy
-
-    policy = XidPolicy.from_environ(os.environ, config.health)
-    stop = threading.Event()
-    _on_signals(stop)
-    logs = _log_in_background()
-    try:
-        _serve(opts, config, kubelet_dir, window, state_file, policy, stop)
-    finally:
-        logs.close()
-
-
-def _log_in_background() -> Any:
-    """Write log lines from a thread of their own, in batches.
-
-    An Allocate only appends its line's fields to a list: it never waits on a log write (a container's
-    stderr pipe can block), builds no LogRecord and wakes no thread. The writer flushes every 50 ms and on exit.
-    """
-    from kgpu.deviceplugin.logwriter import BatchingHandler
-
-    return BatchingHandler.install(interval=0.05)
-
-
-def _serve(
-    opts: GlobalOptions,
-    config: PluginConfig,
-    kubelet_dir: Path,
-    window: float,
-    state_file: Path,
-    policy: XidPolicy,
-    stop: threading.Event,
-) -> None:
-    import logging
-
-    from kgpu.deviceplugin.daemon import DaemonSettings, DevicePluginDaemon
-    from kgpu.deviceplugin.health import HealthTracker
-    from kgpu.deviceplugin.resources import build_logic
-    from kgpu.gpu.backend import BackendError
-    from kgpu.process import settle_heap
-
-    log = logging.getLogger("kgpu.deviceplugin")
-    log.info("configuration", extra={"event": "config", "config": config.to_dict()})
-    try:
-        backend = _open_backend(opts, config)
-        inventory = backend.inventory()
-    except BackendError as exc:
-        if config.flags.fail_on_init_error:
-            raise
-        log.error(
-            "GPUs cannot be initialised; failOnInitError is false, so idling without registering",
-            extra={"event": "idle", "error": str(exc)},
-        )
-        _idle(stop, state_file, kubelet_dir, f"GPUs cannot be initialised: {exc}")
-        return
-    try:
-        logic = build_logic(inventory, config)
-        for warning in getattr(logic, "warnings", ()):
-            log.warning(warning, extra={"event": "config"})
-        if not any(r.devices for r in logic.resources()):
-            log.warning(
-                "no devices to advertise on this node; idling without registering",
-                extra={"event": "idle", "gpus": len(inventory.gpus), "mig_strategy": config.flags.mig_strategy},
-            )
-            _idle(stop, state_file, kubelet_dir, "no devices to advertise on this node")
-            return
-        parents = {m.uuid: m.parent_uuid for m in inventory.mig_devices}
-        tracker = HealthTracker(policy, parents=parents, recovery_window=window if window > 0 else float("inf"))
-        if config.sharing.mps is not None and config.sharing.mps.enabled:
-            from kgpu.sharing.paths import MpsPaths
-            from kgpu.sharing.plugin import layout_for, start_health_feed
-
-            # Slices of a GPU are Unhealthy while its MPS daemon (kgpu mps-daemon) is not running.
-            start_health_feed(layout_for(inventory, config.sharing.mps), MpsPaths(Path(config.flags.mps_root)),
-                              tracker, stop)
-        settings = DaemonSettings(kubelet_dir=kubelet_dir, state_file=state_file)
-        daemon = DevicePluginDaemon(logic, tracker, backend, settings)
-        settle_heap()  # start-up objects out of the collector's reach: no full-collection pause in an Allocate
-        daemon.run(stop)
-    finally:
-        backend.close()
-
-
-def _idle(stop: threading.Event, state_file: Path, kubelet_dir: Path, reason: str) -> None:
-    """Serve nothing until SIGTERM; the state file says why (and that the daemon is alive)."""
-    import logging
-
-    from kgpu.deviceplugin.daemon import idle_state, write_state
-
-    problem = ""
-    while True:
-        try:
-            write_state(state_file, idle_state(kubelet_dir, reason))
-        except OSError as exc:
-            if str(exc) != problem:
-                logging.getLogger("kgpu.deviceplugin").warning(
-                    "cannot write the state file", extra={"path": str(state_file), "error": str(exc)}
-                )
-            problem = str(exc)
-        if stop.wait(30.0):
-            return
-
-
-def _on_signals(stop: threading.Event) -> None:
-    def handler(signum: int, frame: Any) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGTERM, handler)
-    signal.signal(signal.SIGINT, handler)
-
-
-def _open_backend(opts: GlobalOptions, config: PluginConfig) -> GPUBackend:
-    """The simulated node when asked for; else NVML from wherever the driver is visible to us.
-
-    Inside NVIDIA's DaemonSet layout NVIDIA_DRIVER_ROOT names the *host* path (e.g. /run/nvidia/driver)
-    while the plugin sees it at the container driver root (/driver-root), so both are tried.
-    """
-    from kgpu.gpu.backend import open_backend
-    from kgpu.host.driverroot import NVML_SONAME, find_library
-
-    if opts.backend == "simulated" or opts.simulate or os.environ.get("KGPU_SIMULATE"):
-        return opts.open_backend()
-    candidates = [
-        opts.driver_root,
-        Path(config.flags.plugin.container_driver_root),
-        Path(config.flags.nvidia_driver_root),
-    ]
-    root = next(
-        (c for c in candidates if c is not None and c != Path("/") and find_library(c, NVML_SONAME) is not None),
-        opts.driver_root if opts.driver_root != Path("/") else None,
+    settings = DevicePluginSettings(
+        options=opts,
+        flags={k: v for k, v in flags.items() if v is not None},
+        kubelet_dir=kubelet_dir,
+        recovery_window=window,
+        state_file=state_file,
     )
-    return open_backend(opts.backend, driver_root=root)
+    check(settings)  # a bad flag, variable or config file fails here, with the command line's message
+    log_memory(logging.getLogger("kgpu.deviceplugin"), "command line parsed")
+    hand_over("device-plugin", settings.to_json())  # serves from a lean interpreter; returns in-process (tests)
+    serve(settings)
+
+

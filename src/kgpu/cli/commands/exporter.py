@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
-import socket
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -12,10 +10,10 @@ from typing import Annotated
 import typer
 
 from kgpu.cli.state import global_options
-from kgpu.errors import ConfigError
 
 DEFAULT_POD_RESOURCES_SOCKET = "/var/lib/kubelet/pod-resources/kubelet.sock"
 DEFAULT_DEVICE_PLUGIN_STATE = "/run/kgpu/device-plugin/state.json"
+"""The same as :mod:`kgpu.exporter.service`'s (kept here so --help needs no import of it)."""
 
 log = logging.getLogger("kgpu.exporter")
 
@@ -87,39 +85,30 @@ def exporter(
 
       kgpu exporter --collect my-counters.csv --hostname-label hostname
     """
-    from kgpu.exporter.counters import DEFAULT_COUNTERS_CSV, load_counters
-    from kgpu.exporter.snapshot import HOSTNAME_LABELS, ExporterOptions
+    from kgpu.exporter.service import ExporterSettings, check, serve
 
     if print_default_counters:
+        from kgpu.exporter.counters import DEFAULT_COUNTERS_CSV
+
         sys.stdout.write(DEFAULT_COUNTERS_CSV)
         return
-    if hostname_label not in HOSTNAME_LABELS:
-        raise ConfigError(f"--hostname-label {hostname_label!r}: allowed values are {', '.join(HOSTNAME_LABELS)}")
-    counters = load_counters(collect)
-    for skipped in counters.skipped:
-        log.warning("%s needs DCGM; kgpu does not provide it and skips it", skipped)
-    options = ExporterOptions(
-        counters=counters,
-        hostname=hostname or os.environ.get("NODE_NAME") or socket.gethostname(),
+    settings = ExporterSettings(
+        options=global_options(ctx),
+        listen=listen,
+        collect=collect,
+        kubelet_pod_resources=kubelet_pod_resources,
+        device_plugin_state=device_plugin_state,
         hostname_label=hostname_label,
-        all_sharing_containers=kubernetes_virtual_gpus,
+        hostname=hostname,
+        kubernetes_virtual_gpus=kubernetes_virtual_gpus,
+        nvidia_resource_names=nvidia_resource_names,
+        read_timeout=read_timeout,
     )
-    from kgpu.exporter.daemon import run_exporter
-    from kgpu.exporter.server import parse_listen
+    check(settings)
+    if not once:
+        from kgpu.handoff import hand_over
+        from kgpu.process import log_memory
 
-    host, port = parse_listen(listen)
-    pod_devices = None
-    if kubelet_pod_resources != "none":
-        from kgpu.exporter.podresources import PodResourcesClient
-
-        pod_devices = PodResourcesClient(Path(kubelet_pod_resources))
-    plugin_state = None
-    if device_plugin_state != "none":
-        from kgpu.exporter.pluginstate import PluginStateFile
-
-        plugin_state = PluginStateFile(Path(device_plugin_state))
-    run_exporter(
-        global_options(ctx).open_backend(), options, host=host, port=port, pod_devices=pod_devices,
-        extra_resource_names=tuple(n.strip() for n in nvidia_resource_names.split(",") if n.strip()),
-        plugin_state=plugin_state, read_timeout=read_timeout, once=once,
-    )
+        log_memory(log, "command line parsed")
+        hand_over("exporter", settings.to_json())  # serves from a lean interpreter; returns in-process (tests)
+    serve(settings, once=once)
