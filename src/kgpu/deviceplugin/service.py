@@ -85,6 +85,7 @@ def check(settings: DevicePluginSettings) -> None:
 def serve(settings: DevicePluginSettings) -> None:
     """Serve until SIGTERM/SIGINT; idles (without registering) where failOnInitError false allows it."""
     config, policy = resolve(settings)
+    log_memory(log, "config resolved")
     stop = threading.Event()
     _on_signals(stop)
     logs = _log_in_background()
@@ -123,7 +124,7 @@ def _serve(settings: DevicePluginSettings, config: PluginConfig, policy: XidPoli
 
     state_file, kubelet_dir, window = settings.state_file, settings.kubelet_dir, settings.recovery_window
     log.info("configuration", extra={"event": "config", "config": config.to_dict()})
-    log_memory(log, "imports")
+    log_memory(log, "imports")  # gRPC and the plugin's own modules
     try:
         backend = _open_backend(settings.options, config)
         log_memory(log, "backend opened")
