@@ -106,7 +106,7 @@ class LogReader:
 PHASE_NAMES = {
     "command line parsed": "command line parsed (Typer, config checked)",
     "interpreter": "lean interpreter started (hand-over)",
-    "config resolved": "config resolved (pydantic)",
+    "config resolved": "configuration ready",
     "imports": "daemon modules imported",
     "backend opened": "backend opened (nvmlInit on NVML)",
     "inventory": "inventory read",

@@ -113,20 +113,30 @@ def test_a_bad_flag_is_refused_before_handing_over(tmp_path: Path) -> None:
     assert "interpreter" not in err  # refused by the command line itself, nothing was handed over
 
 
-def test_the_device_plugin_hands_over_and_serves_the_kubelet() -> None:
+def test_the_device_plugin_hands_over_its_resolved_config_and_serves_the_kubelet() -> None:
     root = Path(tempfile.mkdtemp(dir="/tmp", prefix="kgpu-handoff-"))  # unix socket paths must stay short
+    config = root / "dp.yaml"
+    config.write_text(
+        "version: v1\nsharing:\n  timeSlicing:\n    resources:\n    - {name: nvidia.com/gpu, replicas: 2}\n"
+    )
     kubelet = FakeKubelet(root / "dp").start()
     proc = subprocess.Popen(
         [sys.executable, "-m", "kgpu", "--simulate", "h100x8", "device-plugin", "--kubelet-dir",
-         str(kubelet.directory), "--state-file", str(root / "state.json")],
+         str(kubelet.directory), "--state-file", str(root / "state.json"), "--config-file", str(config),
+         "--device-list-strategy", "volume-mounts"],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )
     try:
         kubelet.wait_for_registration("nvidia.com/gpu", timeout=30)
         assert b"kgpu.handoff" in Path(f"/proc/{proc.pid}/cmdline").read_bytes()
-        devices = kubelet.watch("nvidia.com/gpu").wait_for(lambda ds: len(ds) == 8)
-        response = kubelet.client("nvidia.com/gpu").allocate([[devices[0].ID]])
-        assert response.container_responses[0].envs["NVIDIA_VISIBLE_DEVICES"] == devices[0].ID
+        devices = kubelet.watch("nvidia.com/gpu").wait_for(lambda ds: len(ds) == 16)  # 8 GPUs x 2 replicas
+        first = devices[0].ID
+        assert first.endswith("::0")
+        response = kubelet.client("nvidia.com/gpu").allocate([[first]])
+        assert response.container_responses[0].envs["NVIDIA_VISIBLE_DEVICES"] == "/var/run/nvidia-container-devices"
+        assert [m.container_path for m in response.container_responses[0].mounts] == [
+            f"/var/run/nvidia-container-devices/{first.split('::')[0]}"
+        ]
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=10) == 0
     finally:
@@ -146,7 +156,7 @@ def test_the_lean_daemon_modules_do_not_import_the_command_lines_libraries() -> 
     )
     loaded = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout.split()
     assert not [m for m in loaded for lib in CLI_LIBRARIES if m == lib or m.startswith(lib + ".")]
-    assert not [m for m in loaded if m.split(".")[0] == "pydantic"]  # the device plugin reads its config lazily
+    assert not [m for m in loaded if m.split(".")[0] in ("pydantic", "yaml")]  # the config arrives resolved
 
 
 def test_running_the_handoff_module_by_hand_says_what_to_run_instead() -> None:

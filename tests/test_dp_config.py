@@ -332,3 +332,25 @@ def test_the_readme_example_is_a_valid_config(tmp_path: Path) -> None:
     assert config.flags.mig_strategy == "mixed"
     assert config.sharing.strategy == "time-slicing"
     assert [r.devices.refs for r in config.sharing.time_slicing.resources] == [("0", "1"), ("2",)]  # type: ignore[union-attr]
+
+
+def test_the_logged_configuration_spells_every_key_as_the_file_does() -> None:
+    from dataclasses import fields, is_dataclass
+
+    from pydantic.alias_generators import to_camel
+
+    from kgpu.deviceplugin import config as config_module
+
+    names = {f.name for cls in vars(config_module).values() if isinstance(cls, type) and is_dataclass(cls)
+             for f in fields(cls)}
+    assert names  # PluginConfig, Flags, PluginFlags, Sharing, ...
+    assert {n: config_module._camel(n) for n in names} == {n: to_camel(n) for n in names}
+
+
+def test_reading_the_plain_config_values_loads_neither_pydantic_nor_yaml() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys, kgpu.deviceplugin.config, kgpu.deviceplugin.resources, kgpu.sharing.paths; "
+            "print(sorted(m for m in ('pydantic', 'yaml') if m in sys.modules))")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "[]\n"

@@ -3,24 +3,25 @@
 The command line (:mod:`kgpu.cli.commands.device_plugin`) turns flags into
 :class:`DevicePluginSettings`, checks them (:func:`check`: the config file, NVIDIA's environment
 variables) and then serves them here, in its own interpreter or — as a real ``kgpu device-plugin``
-process does — in a lean one it hands over to (:mod:`kgpu.handoff`). The config is resolved again
-there from the same flags and environment.
+process does — in a lean one it hands over to (:mod:`kgpu.handoff`). The configuration travels
+resolved, so the serving interpreter never loads the config file's pydantic models or YAML.
 
 Example::
 
-    settings = DevicePluginSettings(GlobalOptions(simulate="h100x8"), kubelet_dir=Path("/tmp/dp"))
-    check(settings)
+    settings = check(DevicePluginSettings(GlobalOptions(simulate="h100x8"), kubelet_dir=Path("/tmp/dp")))
     serve(settings)      # until SIGTERM
 """
 
 from __future__ import annotations
 
+import base64
 import logging
 import os
+import pickle
 import signal
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -47,6 +48,8 @@ class DevicePluginSettings:
     recovery_window: float = 300.0
     """Seconds; 0 disables recovery."""
     state_file: Path = Path("/run/kgpu/device-plugin/state.json")
+    config: PluginConfig | None = None
+    """The configuration resolved from ``flags``, the environment and the file (:func:`check`)."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -55,31 +58,40 @@ class DevicePluginSettings:
             "kubelet_dir": str(self.kubelet_dir),
             "recovery_window": self.recovery_window,
             "state_file": str(self.state_file),
+            # Plain frozen dataclasses; pickled so that the serving interpreter needs no YAML or pydantic.
+            "config": None if self.config is None else base64.b64encode(pickle.dumps(self.config)).decode(),
         }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> DevicePluginSettings:
+        config = data.get("config")
         return cls(
             options=GlobalOptions.from_json(data.get("options", {})),
             flags=dict(data.get("flags", {})),
             kubelet_dir=Path(data["kubelet_dir"]),
             recovery_window=float(data["recovery_window"]),
             state_file=Path(data["state_file"]),
+            config=None if config is None else pickle.loads(base64.b64decode(config)),  # written by check()
         )
 
 
 def resolve(settings: DevicePluginSettings) -> tuple[PluginConfig, XidPolicy]:
     """The config (flag > env > file > default) and health policy; ConfigError naming what is wrong."""
-    from kgpu.deviceplugin.config import resolve_config
     from kgpu.deviceplugin.health import XidPolicy
 
-    config = resolve_config(dict(settings.flags), os.environ)
+    config = settings.config
+    if config is None:
+        from kgpu.deviceplugin.config import resolve_config
+
+        config = resolve_config(dict(settings.flags), os.environ)
     return config, XidPolicy.from_environ(os.environ, config.health)
 
 
-def check(settings: DevicePluginSettings) -> None:
-    """ConfigError for flags, environment or config file that cannot work; logs nothing."""
-    resolve(settings)
+def check(settings: DevicePluginSettings) -> DevicePluginSettings:
+    """``settings`` with the configuration resolved; ConfigError for flags, environment or config file
+    that cannot work. Logs nothing."""
+    config, _ = resolve(settings)
+    return replace(settings, config=config)
 
 
 def serve(settings: DevicePluginSettings) -> None:

@@ -188,7 +188,7 @@ def device_plugin(
         recovery_window=window,
         state_file=state_file,
     )
-    check(settings)  # a bad flag, variable or config file fails here, with the command line's message
+    settings = check(settings)  # a bad flag, variable or config file fails here, with the command line's message
     log_memory(logging.getLogger("kgpu.deviceplugin"), "command line parsed")
     hand_over("device-plugin", settings.to_json())  # serves from a lean interpreter; returns in-process (tests)
     serve(settings)
