@@ -110,3 +110,15 @@ def test_a_line_logged_soon_is_built_by_the_writer_with_the_time_of_the_call(mon
         '{"ts": "2023-11-14T22:13:20.250Z", "level": "info", "logger": "kgpu.test", "msg": "allocated", '
         '"event": "allocate"}'
     )
+
+
+def test_a_long_batch_is_written_in_chunks_complete_and_in_order() -> None:
+    stream = CountingStream()
+    batching = BatchingHandler([logging.StreamHandler(stream)], interval=60)  # type: ignore[arg-type]
+    log = _logger(batching)
+    count = 2 * logwriter.CHUNK + 3
+    for i in range(count):
+        log.info("line %d", i)
+    batching.close()
+    assert len(stream.writes) == 3
+    assert "".join(stream.writes).splitlines() == [f"line {i}" for i in range(count)]
