@@ -218,6 +218,8 @@ def main() -> int:
     parser.add_argument("--settle", type=float, default=10.0, help="seconds before the steady reading")
     parser.add_argument("--no-variants", action="store_true", help="only the daemons as deployed")
     args = parser.parse_args()
+    # Stopped by a time limit: unwind, so that the daemons started here are stopped too.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
     global_args = ["--simulate", args.simulate] if args.backend == "simulated" else ["--backend", "nvml"]
     if args.backend == "nvml" and args.driver_root:

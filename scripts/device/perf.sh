@@ -29,30 +29,30 @@ nvidia-smi --query-gpu=index,name,driver_version,memory.total --format=csv,nohea
 
 echo
 echo "== 1. resident memory, phase by phase (bench/rss.py --backend nvml) =="
-timeout -k 5 100 python3 bench/rss.py --backend nvml 2>&1 | grep -v -i goaway | tee "$OUT/rss.txt"
+timeout -k 5 90 python3 bench/rss.py --backend nvml 2>&1 | grep -v -i goaway | tee "$OUT/rss.txt"
 rc=${PIPESTATUS[0]}
 [ "$rc" -eq 0 ] || { echo "rss: a daemon misses its memory target (rc=$rc)"; fail=1; }
 
 echo
 echo "== 2. device plugin (bench/deviceplugin.py --nvml) =="
-timeout -k 5 60 python3 bench/deviceplugin.py --nvml 2>&1 | grep -v -i goaway | tee "$OUT/deviceplugin.txt"
+timeout -k 5 45 python3 bench/deviceplugin.py --nvml 2>&1 | grep -v -i goaway | tee "$OUT/deviceplugin.txt"
 rc=${PIPESTATUS[0]}
 [ "$rc" -eq 0 ] || { echo "deviceplugin: a target is missed (rc=$rc)"; fail=1; }
 
 echo
 echo "== 3. exporter (bench/exporter.py --backend nvml) =="
-timeout -k 5 60 python3 bench/exporter.py --backend nvml 2>&1 | grep -v -i goaway | tee "$OUT/exporter.txt"
+timeout -k 5 45 python3 bench/exporter.py --backend nvml 2>&1 | grep -v -i goaway | tee "$OUT/exporter.txt"
 rc=${PIPESTATUS[0]}
 [ "$rc" -eq 0 ] || { echo "exporter: a target is missed (rc=$rc)"; fail=1; }
 
 echo
 echo "== 4. diagnostics: Allocate latency under other conditions (informational, no target) =="
 echo "-- pinned to CPUs 0,1 (thread hand-offs stay on two cores instead of waking idle ones) --"
-timeout -k 5 40 taskset -c 0,1 python3 bench/deviceplugin.py --nvml --calls 1000 2>&1 \
+timeout -k 5 25 taskset -c 0,1 python3 bench/deviceplugin.py --nvml --calls 1000 2>&1 \
   | grep -E "Allocate|floor|CPU" | tee "$OUT/diag-pinned.txt"
 echo "-- GRPC_EXPERIMENTS without the event-engine listener and endpoints (daemon and bench client) --"
 GRPC_EXPERIMENTS=-event_engine_listener,-event_engine_for_all_other_endpoints,-event_engine_client \
-  timeout -k 5 40 python3 bench/deviceplugin.py --nvml --calls 1000 2>&1 \
+  timeout -k 5 25 python3 bench/deviceplugin.py --nvml --calls 1000 2>&1 \
   | grep -E "Allocate|floor|CPU" | tee "$OUT/diag-grpc-experiments.txt"
 
 echo
