@@ -58,11 +58,19 @@ class Registration:
 
 
 class DeviceWatch:
-    """A ListAndWatch stream read in the background; each full list arrives on a queue."""
+    """A ListAndWatch stream read in the background; every full list it sends is kept, in order.
+
+    :meth:`wait_for` looks at the list the plugin sent last and at every list after it, never at
+    older ones: after ``wait_for(all healthy)`` returns, the GPU really is healthy again, not merely
+    healthy in an update that was still waiting to be read. The plugin may coalesce changes that
+    come close together into one list (a GPU that went down and up again before the stream woke
+    may never be reported down), so wait for the state you need, not for a count of updates.
+    """
 
     def __init__(self, stub: Any) -> None:
-        self.updates: queue.Queue[list[pb.Device]] = queue.Queue()
-        self.latest: list[pb.Device] = []
+        self._cond = threading.Condition()
+        self._lists: list[list[pb.Device]] = []
+        self._read_upto = 0
         self.error: grpc.RpcError | None = None
         self.ended = threading.Event()
         self._call = stub.ListAndWatch(pb.Empty(), wait_for_ready=True)
@@ -72,34 +80,63 @@ class DeviceWatch:
     def _read(self) -> None:
         try:
             for response in self._call:
-                devices = list(response.devices)
-                self.latest = devices
-                self.updates.put(devices)
+                with self._cond:
+                    self._lists.append(list(response.devices))
+                    self._cond.notify_all()
         except grpc.RpcError as exc:
             if exc.code() is not grpc.StatusCode.CANCELLED:
                 self.error = exc
         finally:
-            self.ended.set()
+            with self._cond:
+                self.ended.set()
+                self._cond.notify_all()
 
-    def next(self, timeout: float = 5.0) -> list[pb.Device]:
-        """The next full device list; queue.Empty when none arrives within ``timeout``."""
-        return self.updates.get(timeout=timeout)
+    @property
+    def latest(self) -> list[pb.Device]:
+        """The last full list the plugin sent; empty before the first."""
+        with self._cond:
+            return self._lists[-1] if self._lists else []
 
-    def wait_for(self, predicate: Any, timeout: float = 5.0) -> list[pb.Device]:
-        """Read lists until ``predicate(devices)`` holds; returns that list (AssertionError on timeout)."""
+    @property
+    def history(self) -> list[list[pb.Device]]:
+        """Every full list received so far, oldest first."""
+        with self._cond:
+            return list(self._lists)
+
+    def next(self, timeout: float = 10.0) -> list[pb.Device]:
+        """The next list not yet returned by ``next``; queue.Empty when none arrives within ``timeout``."""
         deadline = time.monotonic() + timeout
-        if self.latest and predicate(self.latest):
-            return self.latest
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise AssertionError(f"no ListAndWatch update satisfied the condition within {timeout}s")
-            try:
-                devices = self.updates.get(timeout=left)
-            except queue.Empty:
-                continue
-            if predicate(devices):
-                return devices
+        with self._cond:
+            while self._read_upto >= len(self._lists):
+                left = deadline - time.monotonic()
+                if left <= 0 or self.ended.is_set():
+                    raise queue.Empty
+                self._cond.wait(left)
+            self._read_upto += 1
+            return self._lists[self._read_upto - 1]
+
+    def wait_for(self, predicate: Any, timeout: float = 20.0) -> list[pb.Device]:
+        """The first list, from the latest one on, for which ``predicate(devices)`` holds.
+
+        ``timeout`` only matters when the condition never comes (AssertionError, with what was seen).
+        """
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            index = max(len(self._lists) - 1, 0)
+            while True:
+                while index < len(self._lists):
+                    devices = self._lists[index]
+                    if predicate(devices):
+                        return devices
+                    index += 1
+                left = deadline - time.monotonic()
+                if left <= 0 or self.ended.is_set():
+                    why = f"the stream ended ({self.error})" if self.ended.is_set() else f"within {timeout}s"
+                    raise AssertionError(
+                        f"no ListAndWatch update satisfied the condition {why}; last list: "
+                        f"{[(d.ID, d.health) for d in self._lists[-1]] if self._lists else 'none'}"
+                    )
+                self._cond.wait(left)
 
     def close(self) -> None:
         self._call.cancel()
@@ -109,7 +146,7 @@ class DeviceWatch:
 class PluginClient:
     """Talks to one plugin socket the way the kubelet does."""
 
-    def __init__(self, socket_path: Path, timeout: float = 5.0) -> None:
+    def __init__(self, socket_path: Path, timeout: float = 30.0) -> None:
         self.socket_path = socket_path
         self.timeout = timeout
         self._channel = grpc.insecure_channel(f"unix://{socket_path}")
@@ -138,7 +175,7 @@ class PluginClient:
         self._watches.append(w)
         return w
 
-    def list_devices(self, timeout: float = 5.0) -> list[pb.Device]:
+    def list_devices(self, timeout: float = 10.0) -> list[pb.Device]:
         """The first ListAndWatch answer (what the kubelet learns right after registration)."""
         w = DeviceWatch(self.stub)
         try:
@@ -295,7 +332,7 @@ class FakeKubelet:
         if stale is not None:
             stale.close()
 
-    def wait_for_registration(self, resource_name: str, count: int = 1, timeout: float = 10.0) -> Registration:
+    def wait_for_registration(self, resource_name: str, count: int = 1, timeout: float = 30.0) -> Registration:
         """Block until ``resource_name`` has registered ``count`` times in total; returns the latest."""
         deadline = time.monotonic() + timeout
         with self._cond:
@@ -323,7 +360,7 @@ class FakeKubelet:
                 self._cond.wait(left)
             return self._clients[resource_name], self._watches[resource_name]
 
-    def watch(self, resource_name: str, timeout: float = 10.0) -> DeviceWatch:
+    def watch(self, resource_name: str, timeout: float = 30.0) -> DeviceWatch:
         """The ListAndWatch stream this kubelet follows for ``resource_name`` (waits for the connection)."""
         return self._connected(resource_name, timeout)[1]
 
@@ -334,7 +371,7 @@ class FakeKubelet:
         devices = watch.latest if watch is not None else []
         return len(devices), sum(1 for d in devices if d.health == HEALTHY)
 
-    def client(self, resource_name: str, timeout: float = 10.0) -> PluginClient:
+    def client(self, resource_name: str, timeout: float = 30.0) -> PluginClient:
         """The connection this kubelet holds to ``resource_name``'s plugin (waits for it)."""
         return self._connected(resource_name, timeout)[0]
 
