@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import subprocess
 import sys
 import time
@@ -123,11 +124,13 @@ def test_watch_health_prints_injected_events_until_terminated(tmp_path: Path) ->
         with open(events, "a") as f:
             f.write(json.dumps({"uuid": uuid, "kind": "xid", "xid": 94}) + "\n")
         assert proc.stdout is not None
+        ready, _, _ = select.select([proc.stdout], [], [], 30)  # a bound, so a silent watcher fails, not hangs
+        assert ready, "no event printed within 30 s"
         line = proc.stdout.readline()
         assert json.loads(line) | {"timestamp": 0} == {"uuid": uuid, "kind": "xid", "xid": 94, "timestamp": 0}
     finally:
         proc.terminate()
-        proc.wait(timeout=10)
+        proc.wait(timeout=30)
     assert proc.returncode == 0
 
 

@@ -29,7 +29,7 @@ def _register(k: FakeKubelet, version: str, endpoint: str, resource: str) -> Non
 
     with grpc.insecure_channel(f"unix://{k.socket}") as channel:
         pb_grpc.RegistrationStub(channel).Register(
-            pb.RegisterRequest(version=version, endpoint=endpoint, resource_name=resource), timeout=5
+            pb.RegisterRequest(version=version, endpoint=endpoint, resource_name=resource), timeout=30
         )
 
 

@@ -105,10 +105,10 @@ def test_health_is_ok_while_labels_are_fresh_and_503_after() -> None:
     server = serve_health("127.0.0.1:0", state, timing)
     url = f"http://127.0.0.1:{server.server_address[1]}/healthz"
     try:
-        assert urllib.request.urlopen(url, timeout=5).read() == b"ok\n"  # nothing attempted yet
+        assert urllib.request.urlopen(url, timeout=30).read() == b"ok\n"  # nothing attempted yet
         state.last_success, state.last_error = time.monotonic() - 10, "cannot reach the Kubernetes API server"
         with pytest.raises(urllib.error.HTTPError) as info:
-            urllib.request.urlopen(url, timeout=5)
+            urllib.request.urlopen(url, timeout=30)
         assert info.value.code == 503
         assert b"cannot reach the Kubernetes API server" in info.value.read()
     finally:

@@ -234,6 +234,8 @@ class FakeKubelet:
         self._cond = threading.Condition()
         self._clients: dict[str, PluginClient] = {}
         self._watches: dict[str, DeviceWatch] = {}
+        self._connecting: set[PluginClient] = set()
+        self._connectors: list[threading.Thread] = []
         self._generation = 0
         self.options: dict[str, pb.DevicePluginOptions] = {}
         """What each plugin answered to GetDevicePluginOptions when this kubelet connected."""
@@ -260,12 +262,16 @@ class FakeKubelet:
         """Stop serving Registration and drop every plugin connection; files stay, as when a kubelet dies."""
         with self._cond:
             clients, self._clients, self._watches = self._clients, {}, {}
+            connecting, self._connecting = self._connecting, set()
+            connectors, self._connectors = self._connectors, []
             self._generation += 1
-        for client in clients.values():
-            client.close()
+        for client in (*clients.values(), *connecting):
+            client.close()  # also ends a GetDevicePluginOptions still waiting for a plugin that went away
         if self._server is not None:
             self._server.stop(None).wait()
             self._server = None
+        for thread in connectors:
+            thread.join(timeout=10)
 
     def restart(self) -> None:
         """What a kubelet restart does: stop, remove every file in the directory, serve a new kubelet.sock."""
@@ -304,23 +310,36 @@ class FakeKubelet:
         if self.follow:
             # Like the kubelet: Register returns at once; a goroutine then dials the plugin, asks for its
             # options and follows ListAndWatch.
-            threading.Thread(
+            connector = threading.Thread(
                 target=self._connect, args=(request.resource_name, request.endpoint, generation),
                 name="fake-kubelet-connect", daemon=True,
-            ).start()
+            )
+            with self._cond:
+                self._connectors = [t for t in self._connectors if t.is_alive()]
+                self._connectors.append(connector)
+            connector.start()
 
     def _connect(self, resource_name: str, endpoint: str, generation: int) -> None:
         client = PluginClient(self.directory / endpoint)
+        with self._cond:
+            if generation != self._generation:  # stopped before we got here
+                client.close()
+                return
+            self._connecting.add(client)
         try:
             options = client.options()
-        except grpc.RpcError as exc:
+            watch = client.watch()
+        except (grpc.RpcError, ValueError) as exc:  # ValueError: stop() closed the channel first
             client.close()
             with self._cond:
-                self.refused.append((resource_name, f"GetDevicePluginOptions failed: {exc.code().name}"))
+                self._connecting.discard(client)
+                if generation == self._generation:
+                    why = exc.code().name if isinstance(exc, grpc.RpcError) else str(exc)
+                    self.refused.append((resource_name, f"GetDevicePluginOptions failed: {why}"))
                 self._cond.notify_all()
             return
-        watch = client.watch()
         with self._cond:
+            self._connecting.discard(client)
             if generation != self._generation:  # this kubelet restarted meanwhile: drop the connection
                 stale: PluginClient | None = client
             else:
