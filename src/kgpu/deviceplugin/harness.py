@@ -314,10 +314,10 @@ class FakeKubelet:
                 target=self._connect, args=(request.resource_name, request.endpoint, generation),
                 name="fake-kubelet-connect", daemon=True,
             )
-            with self._cond:
+            with self._cond:  # started under the lock: stop() never sees a thread it cannot join yet
                 self._connectors = [t for t in self._connectors if t.is_alive()]
                 self._connectors.append(connector)
-            connector.start()
+                connector.start()
 
     def _connect(self, resource_name: str, endpoint: str, generation: int) -> None:
         client = PluginClient(self.directory / endpoint)
