@@ -75,7 +75,7 @@ def test_the_exporter_serves_from_a_lean_interpreter_under_the_same_pid(
                                       "inventory", "serving"]
     assert all(isinstance(mb, float) and mb > 0 for _, mb in phases)
     proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=10) == 0
+    assert proc.wait(timeout=30) == 0
 
 
 def test_kgpu_no_handoff_keeps_the_daemon_in_the_command_lines_interpreter(
@@ -87,7 +87,7 @@ def test_kgpu_no_handoff_keeps_the_daemon_in_the_command_lines_interpreter(
     assert b"kgpu.handoff" not in Path(f"/proc/{proc.pid}/cmdline").read_bytes()
     assert "interpreter" not in [line.get("phase") for line in lines]
     proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=10) == 0
+    assert proc.wait(timeout=30) == 0
 
 
 def test_an_error_after_the_handover_reads_as_the_command_lines_and_keeps_its_exit_code(tmp_path: Path) -> None:
@@ -138,7 +138,7 @@ def test_the_device_plugin_hands_over_its_resolved_config_and_serves_the_kubelet
             f"/var/run/nvidia-container-devices/{first.split('::')[0]}"
         ]
         proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=10) == 0
+        assert proc.wait(timeout=30) == 0
     finally:
         if proc.poll() is None:
             proc.kill()
