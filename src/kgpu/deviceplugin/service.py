@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kgpu.options import GlobalOptions
-from kgpu.process import log_memory, settle_heap
+from kgpu.process import log_memory, settle_heap, wait_for_stop
 
 if TYPE_CHECKING:
     from kgpu.deviceplugin.config import PluginConfig
@@ -192,7 +192,7 @@ def _idle(stop: threading.Event, state_file: Path, kubelet_dir: Path, reason: st
             if str(exc) != problem:
                 log.warning("cannot write the state file", extra={"path": str(state_file), "error": str(exc)})
             problem = str(exc)
-        if stop.wait(30.0):
+        if wait_for_stop(stop, 30.0):
             return
 
 

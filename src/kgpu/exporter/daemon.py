@@ -15,7 +15,7 @@ from kgpu.exporter.server import MetricsServer
 from kgpu.exporter.snapshot import ExporterOptions
 from kgpu.exporter.xid import XidTracker
 from kgpu.gpu.backend import GPUBackend
-from kgpu.process import log_memory
+from kgpu.process import log_memory, wait_for_stop
 
 log = logging.getLogger("kgpu.exporter")
 
@@ -62,7 +62,7 @@ def run_exporter(
         log.info("serving GPU metrics on http://%s:%d/metrics", host, server.port,
                  extra={"gpus": len(inventory.gpus), "backend": inventory.backend,
                         "counters": len(options.counters.metrics)})
-        stop.wait()
+        wait_for_stop(stop)  # not stop.wait(): SIGTERM may land on another thread
         log.info("stopping: closing the listener and the GPU readers")
         server.stop()
     finally:

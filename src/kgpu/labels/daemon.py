@@ -28,6 +28,7 @@ from typing import Any
 
 from kgpu.errors import ConfigError, KgpuError
 from kgpu.labels.gfd import TIMESTAMP, Labels
+from kgpu.process import wait_for_stop
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +84,7 @@ def run_labeler(
                 raise
             log.error("computing labels failed; retrying", extra={"error": str(exc), "retry_s": backoff})
             state.last_error = str(exc)
-            stop.wait(backoff)
+            wait_for_stop(stop, backoff)
             backoff = min(backoff * 2, timing.interval)
             continue
         if labels != current:
@@ -111,7 +112,7 @@ def run_labeler(
                 backoff = timing.poll
         if oneshot:
             break
-        stop.wait(timing.poll)
+        wait_for_stop(stop, timing.poll)
     return state
 
 

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from kgpu.errors import KgpuError
+from kgpu.process import wait_for_stop
 from kgpu.sharing.layout import SharedGPU
 from kgpu.sharing.paths import MpsPaths
 from kgpu.sharing.status import DaemonState, DaemonStatus, write_json_atomic, write_status
@@ -388,7 +389,7 @@ class Supervisor:
         try:
             while not stop.is_set():
                 self.check_all()
-                stop.wait(self.interval)
+                wait_for_stop(stop, self.interval)
         finally:
             self.stop_all()
 

@@ -82,6 +82,7 @@ def mps_daemon(
 
     from kgpu.gpu.model import ComputeMode
     from kgpu.host.driverroot import CUDA_SONAME, WELL_KNOWN_DRIVER_ROOTS, find_binary, find_library
+    from kgpu.process import wait_for_stop
     from kgpu.sharing.daemon import (
         DaemonError,
         GpuDaemon,
@@ -112,7 +113,7 @@ def mps_daemon(
     if not layout.enabled:
         log.info("no GPU is shared through MPS (sharing.mps has no resources or slices); waiting for SIGTERM",
                  extra={"config": str(config_file) if config_file else None})
-        stop.wait()
+        wait_for_stop(stop)
         return
 
     roots = [options.driver_root] if options.driver_root else list(WELL_KNOWN_DRIVER_ROOTS)
