@@ -29,13 +29,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-# gRPC's EventEngine listener and endpoints add thread hand-offs to every unary call on a unix socket.
-# Measured on an H100 node (bench/deviceplugin.py --nvml): Allocate p99 1.5-1.9 ms with them, under
-# 0.5 ms without. Set before grpc is first imported; an admin's own GRPC_EXPERIMENTS wins.
-os.environ.setdefault(
-    "GRPC_EXPERIMENTS", "-event_engine_listener,-event_engine_for_all_other_endpoints,-event_engine_client"
-)
-
 import grpc
 
 from kgpu.deviceplugin.api import HEALTHY, UNHEALTHY, VERSION
