@@ -46,11 +46,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
-import tempfile
 import threading
 import time
 from collections.abc import Sequence
@@ -415,17 +413,6 @@ def idle_state(kubelet_dir: Path, reason: str) -> dict[str, object]:
 
 def write_state(path: Path, state: dict[str, object]) -> None:
     """Replace ``path`` atomically: readers see the old file or the new one, never half of either."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(state, f, indent=2)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    from kgpu.fsio import write_atomic
+
+    write_atomic(path, json.dumps(state, indent=2) + "\n")

@@ -15,8 +15,6 @@ Example::
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -73,19 +71,9 @@ class DaemonStatus:
 
 def write_json_atomic(path: Path, doc: Any) -> None:
     """Write ``doc`` so readers see the old file or the new one, never half of it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(doc, f, indent=1)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    from kgpu.fsio import write_atomic
+
+    write_atomic(path, json.dumps(doc, indent=1) + "\n")
 
 
 def write_status(paths: MpsPaths, status: DaemonStatus) -> None:
