@@ -6,32 +6,14 @@ import re
 from pathlib import Path
 
 import pytest
+from dp_helpers import EMPTY_HOST, node
+from dp_helpers import plugin_config as cfg
 
-from kgpu.deviceplugin.config import PluginConfig, resolve_config
+from kgpu.deviceplugin.config import resolve_config
 from kgpu.deviceplugin.plan import AllocationError, DeviceNode, Mount
 from kgpu.deviceplugin.resources import build_logic
-from kgpu.gpu.backend import open_backend
-from kgpu.gpu.model import Inventory
 
-EMPTY_HOST = Path("/nonexistent-host-root")
 VERSION = "580.95.05"
-
-
-def node(name: str) -> Inventory:
-    backend = open_backend(simulate=name)
-    try:
-        return backend.inventory()
-    finally:
-        backend.close()
-
-
-def cfg(tmp_path: Path | None = None, text: str | None = None, **flags: object) -> PluginConfig:
-    path = None
-    if text is not None:
-        assert tmp_path is not None
-        path = tmp_path / "config.yaml"
-        path.write_text(text)
-    return resolve_config({k.replace("_", "-"): v for k, v in flags.items()}, {}, path)
 
 
 def make_dev(root: Path, *names: str) -> None:

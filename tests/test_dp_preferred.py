@@ -5,32 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from dp_helpers import EMPTY_HOST, node, plugin_config
 
-from kgpu.deviceplugin.config import resolve_config
 from kgpu.deviceplugin.logic import GPUResources
 from kgpu.deviceplugin.plan import AllocationError
 from kgpu.deviceplugin.resources import build_logic
-from kgpu.gpu.backend import open_backend
 from kgpu.gpu.model import Inventory
-
-EMPTY_HOST = Path("/nonexistent-host-root")
-
-
-def node(name: str) -> Inventory:
-    backend = open_backend(simulate=name)
-    try:
-        return backend.inventory()
-    finally:
-        backend.close()
 
 
 def logic_for(inv: Inventory, tmp_path: Path | None = None, text: str | None = None, **flags: object) -> GPUResources:
-    path = None
-    if text is not None:
-        assert tmp_path is not None
-        path = tmp_path / "config.yaml"
-        path.write_text(text)
-    return build_logic(inv, resolve_config({k.replace("_", "-"): v for k, v in flags.items()}, {}, path), EMPTY_HOST)
+    return build_logic(inv, plugin_config(tmp_path, text, **flags), EMPTY_HOST)
 
 
 H100 = node("h100x8")

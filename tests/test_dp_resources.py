@@ -5,34 +5,17 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from dp_helpers import EMPTY_HOST, node
+from dp_helpers import plugin_config as config
 
-from kgpu.deviceplugin.config import PluginConfig, resolve_config
+from kgpu.deviceplugin.config import PluginConfig
 from kgpu.deviceplugin.logic import GPUResources
 from kgpu.deviceplugin.plan import AdvertisedResource, DevicePluginLogic
 from kgpu.deviceplugin.resources import build_logic, mig_resource_name, parse_mig_minors, socket_name
 from kgpu.errors import ConfigError
-from kgpu.gpu.backend import open_backend
 from kgpu.gpu.model import Inventory
 
 FIXTURES = ("p100", "t4", "a30", "a100-mig", "h100x8", "mixed")
-EMPTY_HOST = Path("/nonexistent-host-root")
-
-
-def node(name: str) -> Inventory:
-    backend = open_backend(simulate=name)
-    try:
-        return backend.inventory()
-    finally:
-        backend.close()
-
-
-def config(tmp_path: Path | None = None, text: str | None = None, **flags: object) -> PluginConfig:
-    path = None
-    if text is not None:
-        assert tmp_path is not None
-        path = tmp_path / "config.yaml"
-        path.write_text(text)
-    return resolve_config({k.replace("_", "-"): v for k, v in flags.items()}, {}, path)
 
 
 def advertised(inv: Inventory, cfg: PluginConfig, host: Path = EMPTY_HOST) -> dict[str, AdvertisedResource]:

@@ -6,20 +6,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from dp_helpers import node
 
 from kgpu.errors import ConfigError
-from kgpu.gpu.backend import open_backend
-from kgpu.gpu.model import Inventory
 from kgpu.sharing import build_layout, gpu_of_device_id, layout_to_json, load_mps_config, parse_mps_section
 from kgpu.sharing.quantity import format_mib, parse_memory_mib
-
-
-def node(name: str) -> Inventory:
-    backend = open_backend(simulate=name)
-    try:
-        return backend.inventory()
-    finally:
-        backend.close()
 
 
 def layout(name: str, mps: dict[str, Any]):  # type: ignore[no-untyped-def]

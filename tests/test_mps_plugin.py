@@ -16,8 +16,9 @@ from pathlib import Path
 
 import grpc
 import pytest
+from dp_helpers import plugin_config
 
-from kgpu.deviceplugin.config import PluginConfig, resolve_config
+from kgpu.deviceplugin.config import PluginConfig
 from kgpu.deviceplugin.daemon import DaemonSettings, DevicePluginDaemon
 from kgpu.deviceplugin.harness import FakeKubelet
 from kgpu.deviceplugin.health import HealthTracker
@@ -65,9 +66,7 @@ def h100() -> Inventory:
 
 
 def config(directory: Path, text: str, **flags: object) -> PluginConfig:
-    path = directory / "config.yaml"
-    path.write_text(text)
-    return resolve_config({k.replace("_", "-"): v for k, v in flags.items()}, {}, path)
+    return plugin_config(directory, text, **flags)
 
 
 def test_slices_replace_their_gpu_and_the_other_gpus_stay_whole(short_dir: Path) -> None:
