@@ -6,14 +6,12 @@ as ``key=value`` lines; GFD writes its own file there (``gfd``), kgpu writes ``k
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
 from kgpu.errors import KgpuError
+from kgpu.fsio import write_atomic
 
 DEFAULT_FEATURE_FILE = Path("/etc/kubernetes/node-feature-discovery/features.d/kgpu")
 
@@ -41,33 +39,14 @@ def parse_lines(text: str) -> dict[str, str]:
 def write_atomically(path: Path, text: str, mode: int = 0o644) -> None:
     """Write ``text`` to ``path`` so a reader sees the old file or the new one, never a part.
 
-    A temporary file in the same directory is written, fsynced, renamed over ``path``, and the
-    directory fsynced. The directory is created if missing (NFD's hostPath may start empty).
+    The directory is created if missing (NFD's hostPath may start empty); failures become one-line errors.
     """
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+        write_atomic(path, text, mode)
     except (FileExistsError, NotADirectoryError) as exc:
         raise KgpuError(f"cannot write labels to {path}: {exc.filename or path.parent} is not a directory") from exc
     except OSError as exc:
         raise KgpuError(f"cannot write labels to {path}: {exc.strerror or exc}; is the directory writable?") from exc
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except OSError as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise KgpuError(f"cannot write labels to {path}: {exc.strerror or exc}") from exc
-    with contextlib.suppress(OSError):
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
 
 
 def write_feature_file(path: Path, labels: Mapping[str, str]) -> None:
