@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 LEVELS = ("debug", "info", "warning", "error")
@@ -20,22 +22,22 @@ class JsonFormatter(logging.Formatter):
             "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
             "logger": record.name,
-            "msg": record.getMessage(),
+            "msg": cut(record.getMessage()),
         }
         for key, value in vars(record).items():
             if key not in _STANDARD and not key.startswith("_"):
-                out[key] = value
+                out[key] = cut(value) if isinstance(value, str) else value
         if record.exc_info:
-            out["error"] = self.formatException(record.exc_info)
+            out["error"] = cut(self.formatException(record.exc_info), 4 * MAX_FIELD_CHARS)
         return json.dumps(out, default=str)
 
 
 class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         extras = " ".join(
-            f"{k}={v}" for k, v in vars(record).items() if k not in _STANDARD and not k.startswith("_")
+            f"{k}={cut(str(v))}" for k, v in vars(record).items() if k not in _STANDARD and not k.startswith("_")
         )
-        line = f"{record.levelname.lower():7} {record.getMessage()}"
+        line = f"{record.levelname.lower():7} {cut(record.getMessage())}"
         return f"{line} {extras}" if extras else line
 
 
@@ -64,3 +66,69 @@ def setup_logging(level: str = "info", json_output: bool | None = None) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+
+
+MAX_FIELD_CHARS = 2000
+"""Longest text a log message or field carries; longer values are cut (a 50 MB value in a config file
+must never become a 50 MB log line)."""
+
+
+def cut(text: str, limit: int = MAX_FIELD_CHARS) -> str:
+    """``text`` cut to ``limit`` characters, saying how much was left out."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}… ({len(text) - limit} more characters)"
+
+
+class ProblemLog:
+    """Logs each distinct problem once per ``interval``, with how often it came back meanwhile.
+
+    A watcher that fails every second for the same reason, or a file with a thousand bad lines, gives
+    one line per cause per interval, not one per failure. ``cause`` is what makes two problems the
+    same (a short stable key such as ``"uuid is not a string"``); ``message`` is what is logged.
+
+    Example::
+
+        problems = ProblemLog(log, interval=60)
+        problems.report("nvml-wait", "waiting for NVML events failed", error=str(exc))
+    """
+
+    MAX_CAUSES = 256
+    """Distinct causes remembered; the oldest is forgotten first (bounded memory whatever the input)."""
+
+    def __init__(
+        self, logger: logging.Logger, interval: float = 60.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.logger = logger
+        self.interval = interval
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._seen: dict[str, tuple[float, int]] = {}
+        """cause → (when it was last logged, how often it came back since)."""
+
+    def report(
+        self, cause: str, message: str, *, level: int = logging.WARNING, exc_info: BaseException | None = None,
+        **fields: object,
+    ) -> bool:
+        """Log ``message`` unless ``cause`` was logged less than ``interval`` ago; True when logged."""
+        now = self._clock()
+        with self._lock:
+            last = self._seen.get(cause)
+            if last is not None and now - last[0] < self.interval:
+                self._seen[cause] = (last[0], last[1] + 1)
+                return False
+            repeated = last[1] if last is not None else 0
+            self._seen.pop(cause, None)
+            if len(self._seen) >= self.MAX_CAUSES:
+                self._seen.pop(next(iter(self._seen)))
+            self._seen[cause] = (now, 0)
+        extra = {k: cut(v) if isinstance(v, str) else v for k, v in fields.items()}
+        if repeated:
+            extra["repeated"] = repeated  # times this came back since it was last logged
+        self.logger.log(level, cut(message), extra=extra, exc_info=exc_info)
+        return True
+
+    def forget(self, cause: str) -> None:
+        """The problem is over: the next report of ``cause`` is logged at once."""
+        with self._lock:
+            self._seen.pop(cause, None)
