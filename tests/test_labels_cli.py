@@ -91,7 +91,8 @@ def test_an_unwritable_output_file_is_a_clear_error(tmp_path: Path) -> None:
     code, _, err = run_kgpu("--simulate", "t4", "labels", "--root", str(tmp_path), "-o", str(not_a_dir / "kgpu"))
     assert code == 1
     assert err.strip().splitlines()[-1] == (
-        f"kgpu: error: cannot write labels to {not_a_dir / 'kgpu'}: {not_a_dir} is not a directory"
+        f"kgpu: error: cannot write {not_a_dir / 'kgpu'}: Not a directory (ENOTDIR); a part of the path is a file, "
+        "not a directory: fix the path or the node's layout; nothing was changed"
     )
 
 

@@ -210,6 +210,7 @@ def test_cli_with_nodes_flags_resources_nobody_offers() -> None:
 
 def test_cli_bad_input_is_one_line_and_exit_2(tmp_path: Path) -> None:
     done = kgpu(str(tmp_path / "missing.yaml"))
-    assert done.returncode == 2 and done.stderr.strip().endswith("missing.yaml: cannot read: No such file or directory")
+    assert done.returncode == 2
+    assert done.stderr.strip().endswith("missing.yaml: No such file or directory (ENOENT); check the path")
     done = kgpu(str(FIXTURES / "good.yaml"), "--taint", "nvidia.com/gpu")
     assert done.returncode == 2 and "--taint" in done.stderr

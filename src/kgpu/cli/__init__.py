@@ -8,6 +8,7 @@ commands such as ``kgpu gpus`` start fast.
 from __future__ import annotations
 
 import importlib
+import os
 import pkgutil
 import sys
 from pathlib import Path
@@ -115,3 +116,9 @@ def main() -> None:
     except KgpuError as exc:
         print(f"kgpu: error: {exc}", file=sys.stderr)
         sys.exit(exc.exit_code)
+    except OSError as exc:  # a file kgpu reads or writes without its own message: still one line, no traceback
+        from kgpu.fsio import describe_os_error
+
+        where = Path(os.fsdecode(exc.filename)) if exc.filename is not None else None
+        print(f"kgpu: error: {describe_os_error(exc, 'use', where) if where else exc}", file=sys.stderr)
+        sys.exit(1)

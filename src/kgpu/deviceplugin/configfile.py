@@ -51,6 +51,7 @@ from kgpu.deviceplugin.config import (
     _check_device_list_strategy,
 )
 from kgpu.errors import ConfigError
+from kgpu.fsio import read_text
 
 # --------------------------------------------------------------------------------------------------
 # The file format, validated with pydantic at the edge
@@ -369,11 +370,7 @@ def parse_config_text(text: str, source: str = "config") -> ConfigFileSpec:
 
 
 def load_config_file(path: Path) -> ConfigFileSpec:
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise ConfigError(f"config file {path}: cannot read it ({exc.strerror or exc})") from exc
-    return parse_config_text(text, f"config file {path}")
+    return parse_config_text(read_text(path, f"config file {path}"), f"config file {path}")
 
 
 def _file_flag_values(spec: ConfigFileSpec) -> dict[tuple[str, ...], object]:

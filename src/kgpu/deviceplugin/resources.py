@@ -159,7 +159,7 @@ def read_numa_node(gpu: GPU, host_root: Path) -> int | None:
     """
     path = host_root / "sys/bus/pci/devices" / sysfs_bus_id(gpu.pci_bus_id) / "numa_node"
     try:
-        text = path.read_text().strip()
+        text = path.read_text(errors="replace").strip()
     except OSError:
         return gpu.numa_node if gpu.numa_node is None or gpu.numa_node >= 0 else None
     try:

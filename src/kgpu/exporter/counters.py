@@ -19,6 +19,7 @@ from pathlib import Path
 
 from kgpu.errors import ConfigError
 from kgpu.exporter.fields import FIELDS, LABEL_FIELDS, NOT_PROVIDED
+from kgpu.fsio import read_text
 
 PROM_TYPES = ("gauge", "counter", "label")
 
@@ -133,10 +134,7 @@ def load_counters(path: Path | None) -> CounterSet:
     """The counters from ``path`` (``--collect``), or kgpu's default list."""
     if path is None:
         return parse_counters(DEFAULT_COUNTERS_CSV, "built-in default counters")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"--collect {path}: cannot read the counters file: {exc.strerror or exc}") from exc
+    text = read_text(path, f"--collect {path}")
     counters = parse_counters(text, str(path))
     if not counters.metrics:
         raise ConfigError(f"{path}: lists no field kgpu can publish; see 'kgpu exporter --print-default-counters'")

@@ -20,6 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from kgpu.errors import KgpuError
+from kgpu.fsio import read_text
+
 log = logging.getLogger(__name__)
 
 SUPPORTED_VERSION = 1
@@ -116,9 +119,9 @@ class PluginStateFile:
             return self._state
         self._key = key
         try:
-            self._state = parse_plugin_state(self.path.read_text(encoding="utf-8"), str(self.path))
+            self._state = parse_plugin_state(read_text(self.path), str(self.path))
             self._problem = ""
-        except (OSError, PluginStateError) as exc:
+        except (KgpuError, PluginStateError) as exc:
             if str(exc) != self._problem:
                 log.warning("device plugin state unreadable, its series are left out: %s", exc)
             self._problem, self._state = str(exc), None

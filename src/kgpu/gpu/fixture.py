@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from kgpu.errors import ConfigError
+from kgpu.fsio import read_text
 from kgpu.gpu.model import (
     GPU,
     ComputeCapability,
@@ -205,7 +206,7 @@ def read_fixture_text(name_or_path: str) -> tuple[str, str]:
             f"simulated node {name_or_path!r}: no such built-in fixture or file; "
             f"built-in fixtures are {', '.join(builtin_fixture_names())}"
         )
-    return str(path), path.read_text()
+    return str(path), read_text(path)
 
 
 def _location(loc: tuple[int | str, ...]) -> str:

@@ -123,7 +123,7 @@ def mig_profile_name(attrs: Any, parent_total_bytes: int | None = None) -> str:
 def read_numa_node(bus_id: str, sys_root: Path = Path("/")) -> int | None:
     path = sys_root / "sys/bus/pci/devices" / sysfs_bus_id(bus_id) / "numa_node"
     try:
-        node = int(path.read_text().strip())
+        node = int(path.read_text(errors="replace").strip())
     except (OSError, ValueError):
         return None
     return node if node >= 0 else None

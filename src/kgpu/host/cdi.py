@@ -9,6 +9,8 @@ from typing import Any
 
 import yaml
 
+from kgpu.errors import KgpuError
+from kgpu.fsio import read_text
 from kgpu.host.paths import under
 
 SPEC_DIRS = ("/etc/cdi", "/var/run/cdi")
@@ -41,8 +43,8 @@ def read_cdi_specs(root: Path, dirs: tuple[str, ...] = SPEC_DIRS) -> list[CdiSpe
                 continue
             shown = f"{d}/{spec.name}"
             try:
-                data = yaml.safe_load(spec.read_text())
-            except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+                data = yaml.safe_load(read_text(spec, shown))
+            except (KgpuError, yaml.YAMLError) as exc:
                 out.append(CdiSpecFile(shown, {}, str(exc).replace("\n", " ")))
                 continue
             if not isinstance(data, dict):

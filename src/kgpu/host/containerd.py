@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kgpu.errors import KgpuError
+from kgpu.fsio import read_text
 from kgpu.host.paths import node_path, under
 from kgpu.host.tomlread import table
 from kgpu.host.toolkit import find_binary
@@ -78,8 +80,8 @@ class Containerd:
         return self.binary is not None or (self.config is not None and self.config.exists)
 
 
-def _load(real: Path) -> dict[str, Any]:
-    return tomllib.loads(real.read_text())
+def _load(real: Path, shown: str) -> dict[str, Any]:
+    return tomllib.loads(read_text(real, shown))
 
 
 def _merge_imports(root: Path, main_real: Path, data: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
@@ -93,9 +95,10 @@ def _merge_imports(root: Path, main_real: Path, data: dict[str, Any]) -> tuple[d
         if not isinstance(pattern, str):
             continue
         node_pattern = pattern if pattern.startswith("/") else f"{base_dir.rstrip('/')}/{pattern}"
-        for real in sorted(glob.glob(str(under(root, node_pattern)))):
-            sub = _load(Path(real))
-            imported.append(node_path(root, Path(real)))
+        for match in sorted(glob.glob(str(under(root, node_pattern)))):
+            shown = node_path(root, Path(match))
+            sub = _load(under(root, shown), shown)  # links in conf.d resolve under the root too
+            imported.append(shown)
             for key, value in sub.items():
                 if key == "plugins" and isinstance(value, dict):
                     plugins = dict(table(merged, "plugins"))
@@ -127,9 +130,9 @@ def parse_containerd_config(root: Path, path: str, flavour: str = "containerd") 
     if not real.is_file():
         return ContainerdConfig(path=path, exists=False, version=2, flavour=flavour)
     try:
-        data = _load(real)
+        data = _load(real, path)
         data, imported = _merge_imports(root, real, data)
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+    except (KgpuError, tomllib.TOMLDecodeError) as exc:
         return ContainerdConfig(path=path, exists=True, version=0, error=str(exc), flavour=flavour)
     raw_version = data.get("version", 1)
     version = raw_version if isinstance(raw_version, int) and raw_version in _CRI_PLUGIN else 1

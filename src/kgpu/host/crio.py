@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kgpu.errors import KgpuError
+from kgpu.fsio import read_text
 from kgpu.host.containerd import ContainerRuntimeEntry
 from kgpu.host.paths import under
 from kgpu.host.tomlread import deep_merge, table
@@ -74,8 +76,8 @@ def read_crio(root: Path) -> Crio:
     error = None
     for shown, real in files:
         try:
-            merged = deep_merge(merged, tomllib.loads(real.read_text()))
-        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+            merged = deep_merge(merged, tomllib.loads(read_text(real, shown)))
+        except (KgpuError, tomllib.TOMLDecodeError) as exc:
             error = f"{shown}: {exc}"
     hooks = []
     for d in HOOK_DIRS:
@@ -83,7 +85,7 @@ def read_crio(root: Path) -> Crio:
         if directory.is_dir():
             for hook in sorted(directory.glob("*.json")):
                 try:
-                    if "nvidia" in hook.read_text():
+                    if "nvidia" in hook.read_text(errors="replace"):
                         hooks.append(f"{d}/{hook.name}")
                 except OSError:
                     continue

@@ -31,13 +31,13 @@ class CudaToolkit:
 def _from_dir(root: Path, directory: Path) -> CudaToolkit | None:
     vjson = directory / "version.json"
     try:
-        version = json.loads(vjson.read_text())["cuda"]["version"]
+        version = json.loads(vjson.read_text(errors="replace"))["cuda"]["version"]
         return CudaToolkit(str(version), node_path(root, vjson))
     except (OSError, ValueError, KeyError, TypeError):
         pass
     vtxt = directory / "version.txt"
     try:
-        match = _TXT_RE.search(vtxt.read_text())
+        match = _TXT_RE.search(vtxt.read_text(errors="replace"))
     except OSError:
         match = None
     if match:

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kgpu.errors import KgpuError
+from kgpu.fsio import read_text
 from kgpu.host.containerd import ContainerRuntimeEntry
 from kgpu.host.paths import under
 from kgpu.host.systemd import UnitState, unit_exec_start, unit_state
@@ -92,13 +94,13 @@ def read_docker(root: Path) -> Docker:
     real = under(root, DAEMON_JSON)
     if real.is_file():
         try:
-            data = json.loads(real.read_text())
+            data = json.loads(read_text(real, DAEMON_JSON))
             config = (
                 DockerConfig(DAEMON_JSON, True, data)
                 if isinstance(data, dict)
                 else DockerConfig(DAEMON_JSON, True, {}, "top level is not a JSON object")
             )
-        except (OSError, ValueError) as exc:
+        except (KgpuError, ValueError) as exc:
             config = DockerConfig(DAEMON_JSON, True, {}, str(exc))
     else:
         config = DockerConfig(DAEMON_JSON, False)

@@ -12,6 +12,7 @@ from typing import Any
 
 import yaml
 
+from kgpu.errors import ConfigError
 from kgpu.host.paths import read_text, under
 from kgpu.host.run import program_output
 from kgpu.host.toolkit import find_binary
@@ -140,10 +141,13 @@ def read_kubelet(root: Path, config_path: str = DEFAULT_CONFIG) -> Kubelet:
             break
     flags, sources = _flags(root)
     config_path = flags.get("config", config_path) if config_path == DEFAULT_CONFIG else config_path
-    text = read_text(root, config_path)
     config: dict[str, Any] = {}
     error = None
-    if text is not None:
+    try:
+        text = read_text(root, config_path)
+    except ConfigError as exc:
+        text, error = "", str(exc)
+    if text:
         try:
             loaded = yaml.safe_load(text)
             if isinstance(loaded, dict):

@@ -9,7 +9,7 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from kgpu.host.paths import read_text, under
+from kgpu.host.paths import named, read_text, under
 
 _VERSION_RE = re.compile(r"\b(\d{3,}\.\d+(?:\.\d+)?)\b")
 _CONTROL_MINORS = {"nvidiactl": 255, "nvidia-modeset": 254}
@@ -83,4 +83,4 @@ def device_number(root: Path, name: str, majors: dict[str, int]) -> tuple[int, i
 
 def char_link_exists(root: Path, number: tuple[int, int]) -> bool:
     """Whether ``/dev/char/MAJOR:MINOR`` exists (systemd's device cgroup rules resolve devices through it)."""
-    return os.path.lexists(under(root, f"/dev/char/{number[0]}:{number[1]}"))
+    return os.path.lexists(named(root, f"/dev/char/{number[0]}:{number[1]}"))

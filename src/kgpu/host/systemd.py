@@ -7,7 +7,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from kgpu.host.paths import under
+from kgpu.host.paths import named, under
 
 _UNIT_DIRS = (
     "/etc/systemd/system",
@@ -36,7 +36,7 @@ def systemd_booted(root: Path) -> bool:
 def unit_state(root: Path, unit: str) -> UnitState:
     installed_at = masked_at = enabled_at = None
     for base in _UNIT_DIRS:
-        path = under(root, f"{base}/{unit}")
+        path = named(root, f"{base}/{unit}")
         if os.path.lexists(path):
             if path.is_symlink() and os.readlink(path) == "/dev/null":
                 masked_at = masked_at or f"{base}/{unit} -> /dev/null"
@@ -52,7 +52,7 @@ def unit_state(root: Path, unit: str) -> UnitState:
                 if os.path.lexists(target / unit):
                     enabled_at = f"{base}/{target.name}/{unit}"
                     break
-    running = os.path.lexists(under(root, f"/run/systemd/units/invocation:{unit}"))
+    running = os.path.lexists(named(root, f"/run/systemd/units/invocation:{unit}"))
     masked = masked_at is not None
     enabled = enabled_at is not None and not masked
     if masked:
@@ -85,7 +85,7 @@ def unit_exec_start(root: Path, unit: str) -> str | None:
     exec_start: str | None = None
     for path in files:
         try:
-            text = path.read_text()
+            text = path.read_text(errors="replace")
         except OSError:
             continue
         text = text.replace("\\\n", " ")

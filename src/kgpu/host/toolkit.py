@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kgpu.errors import KgpuError
+from kgpu.fsio import read_text
 from kgpu.host.paths import under
 
 TOOLKIT_BINARIES = ("nvidia-container-runtime", "nvidia-ctk", "nvidia-container-runtime-hook")
@@ -69,8 +71,8 @@ def read_toolkit(root: Path) -> Toolkit:
         real = under(root, path)
         if real.is_file():
             try:
-                config = ToolkitConfig(path, tomllib.loads(real.read_text()))
-            except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+                config = ToolkitConfig(path, tomllib.loads(read_text(real, path)))
+            except (KgpuError, tomllib.TOMLDecodeError) as exc:
                 config = ToolkitConfig(path, {}, str(exc))
             break
     return Toolkit(binaries, config)

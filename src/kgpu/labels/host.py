@@ -33,7 +33,8 @@ class HostFacts:
 
 def read_machine_type(path: Path) -> str:
     try:
-        return path.read_text().strip()
+        # DMI strings come from the firmware: a vendor's odd bytes must not stop labelling
+        return path.read_text(errors="replace").strip()
     except OSError as exc:
         log.warning("cannot read the machine type; labelling it unknown", extra={"path": str(path), "error": str(exc)})
         return UNKNOWN
@@ -42,7 +43,7 @@ def read_machine_type(path: Path) -> str:
 def read_pci_class(root: Path, nvml_bus_id: str) -> str | None:
     path = root / "sys/bus/pci/devices" / sysfs_bus_id(nvml_bus_id) / "class"
     try:
-        return path.read_text().strip().lower()
+        return path.read_text(errors="replace").strip().lower()
     except OSError:
         return None
 

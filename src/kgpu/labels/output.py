@@ -10,8 +10,7 @@ import json
 from collections.abc import Mapping
 from pathlib import Path
 
-from kgpu.errors import KgpuError
-from kgpu.fsio import write_atomic
+from kgpu.fsio import NodeFileError, describe_os_error, write_atomic
 
 DEFAULT_FEATURE_FILE = Path("/etc/kubernetes/node-feature-discovery/features.d/kgpu")
 
@@ -36,21 +35,13 @@ def parse_lines(text: str) -> dict[str, str]:
     return out
 
 
-def write_atomically(path: Path, text: str, mode: int = 0o644) -> None:
-    """Write ``text`` to ``path`` so a reader sees the old file or the new one, never a part.
-
-    The directory is created if missing (NFD's hostPath may start empty); failures become one-line errors.
-    """
-    try:
-        write_atomic(path, text, mode)
-    except (FileExistsError, NotADirectoryError) as exc:
-        raise KgpuError(f"cannot write labels to {path}: {exc.filename or path.parent} is not a directory") from exc
-    except OSError as exc:
-        raise KgpuError(f"cannot write labels to {path}: {exc.strerror or exc}; is the directory writable?") from exc
-
-
 def write_feature_file(path: Path, labels: Mapping[str, str]) -> None:
-    write_atomically(path, format_lines(labels))
+    """Write the labels so NFD reads the old file or the new one, never a part (through a symlink, mode kept).
+
+    The directory is created if missing (NFD's hostPath may start empty). No backup is kept: NFD reads
+    every file in features.d, a backup there would be read as labels too. Failures are one-line errors.
+    """
+    write_atomic(path, format_lines(labels))
 
 
 def remove_feature_file(path: Path) -> bool:
@@ -59,4 +50,6 @@ def remove_feature_file(path: Path) -> bool:
         path.unlink()
     except FileNotFoundError:
         return False
+    except OSError as exc:
+        raise NodeFileError(describe_os_error(exc, "remove", path)) from None
     return True

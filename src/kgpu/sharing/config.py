@@ -36,6 +36,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from kgpu.errors import ConfigError
+from kgpu.fsio import read_text
 from kgpu.sharing.quantity import parse_memory_mib
 
 MAX_CLIENTS_PER_DAEMON = 48
@@ -291,10 +292,7 @@ def load_mps_config(path: Path) -> MpsConfig:
     :func:`parse_mps_section` for this section)."""
     import yaml
 
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read config file: {exc.strerror}") from None
+    text = read_text(path, f"config file {path}")
     try:
         doc = yaml.safe_load(text)
     except yaml.YAMLError as exc:

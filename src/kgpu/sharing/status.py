@@ -23,6 +23,8 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from kgpu.errors import KgpuError
+from kgpu.fsio import read_text_or_none
 from kgpu.sharing.paths import MpsPaths
 
 DEFAULT_MAX_AGE_SECONDS = 15.0
@@ -84,10 +86,11 @@ def read_status(paths: MpsPaths, uuid: str) -> DaemonStatus | str:
     """The status of ``uuid``'s daemon, or why there is none."""
     path = paths.status_file(uuid)
     try:
-        return DaemonStatus.from_json(json.loads(path.read_text()))
-    except FileNotFoundError:
-        return f"no MPS daemon status at {path}: is kgpu mps-daemon running on this node?"
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+        text = read_text_or_none(path)
+        if text is None:
+            return f"no MPS daemon status at {path}: is kgpu mps-daemon running on this node?"
+        return DaemonStatus.from_json(json.loads(text))
+    except (KgpuError, ValueError, KeyError, TypeError) as exc:
         return f"unreadable MPS daemon status {path}: {exc}"
 
 

@@ -38,7 +38,7 @@ class DriverFacts:
 
 def read_driver_facts(root: Path) -> DriverFacts:
     try:
-        lines = (root / "proc/modules").read_text().splitlines()
+        lines = (root / "proc/modules").read_text(errors="replace").splitlines()
         readable = True
     except OSError:
         lines, readable = [], False
@@ -46,7 +46,7 @@ def read_driver_facts(root: Path) -> DriverFacts:
         line.split()[0] for line in lines if line.split() and line.split()[0].startswith("nvidia")
     )
     try:
-        version = (root / "proc/driver/nvidia/version").read_text().splitlines()[0].strip()
+        version = (root / "proc/driver/nvidia/version").read_text(errors="replace").splitlines()[0].strip()
     except (OSError, IndexError):
         version = None
     return DriverFacts(modules, readable, version)

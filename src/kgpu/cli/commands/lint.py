@@ -105,14 +105,11 @@ def lint(
 
 
 def _read(name: str) -> str:
-    from kgpu.errors import ConfigError
+    from kgpu.fsio import MAX_READ_BYTES, decode, read_text
 
     if name == "-":
-        return sys.stdin.read()
-    try:
-        return Path(name).read_text()
-    except OSError as exc:
-        raise ConfigError(f"{name}: cannot read: {exc.strerror}") from None
+        return decode(sys.stdin.buffer.read(MAX_READ_BYTES), "standard input")
+    return read_text(Path(name), name)
 
 
 def _cluster_offered() -> frozenset[str]:
