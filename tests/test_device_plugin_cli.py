@@ -286,3 +286,19 @@ def test_index_id_strategy_lists_uuids_to_the_kubelet_and_hands_indices_to_the_r
     with plugin.client() as client:
         response = client.allocate([[H100[2], H100[5]]])
     assert dict(response.container_responses[0].envs) == {"NVIDIA_VISIBLE_DEVICES": "2,5"}
+
+
+def test_a_kubelet_dir_that_is_a_file_is_one_line_not_a_traceback(root: Path) -> None:
+    root.mkdir(exist_ok=True)
+    not_a_dir = root / "device-plugins"
+    not_a_dir.write_text("")
+    done = subprocess.run(
+        [sys.executable, "-m", "kgpu", "--simulate", "t4", "device-plugin", "--kubelet-dir", str(not_a_dir),
+         "--state-file", str(root / "state.json")],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == [
+        f"kgpu: error: --kubelet-dir {not_a_dir}: not a directory; it must be the kubelet's device-plugins "
+        "directory, which holds kubelet.sock (default /var/lib/kubelet/device-plugins)"
+    ]

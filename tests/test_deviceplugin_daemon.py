@@ -164,6 +164,30 @@ def test_fatal_xid_marks_the_gpu_unhealthy_and_allocation_is_refused(node: Node)
     assert "XID 79" in (err.value.details() or "")
 
 
+def test_poison_event_lines_never_stop_health_tracking(node: Node, caplog: pytest.LogCaptureFixture) -> None:
+    # Given a plugin serving eight healthy GPUs
+    node.kubelet.wait_for_registration("nvidia.com/gpu")
+    watch = node.kubelet.watch("nvidia.com/gpu")
+    watch.wait_for(lambda ds: len(ds) == 8)
+    # When the events file gets lines that are no events — a uuid that is a list, an object, 100 000
+    # nested brackets, an XID that is a boolean — a thousand times over, and then a real XID 79
+    poison = [
+        '{"uuid": ["GPU-a"], "kind": "xid", "xid": 79}',
+        '{"uuid": {"a": 1}, "kind": "xid", "xid": 79}',
+        "[" * 100_000,
+        f'{{"uuid": "{H100_1}", "kind": "xid", "xid": true}}',
+    ]
+    with open(node.events, "a") as f:
+        f.write("\n".join(poison * 1000) + "\n")
+    inject_event(node.events, H100_0, "xid", 79)
+    # Then the GPU with the real XID goes Unhealthy, and no other (bench/deviceplugin.py times it)
+    devices = watch.wait_for(lambda ds: health_of(ds, H100_0) == "Unhealthy")
+    assert [d.ID for d in devices if d.health == "Unhealthy"] == [H100_0]
+    # And the log says each kind of problem once, not once per line
+    ignored = [r for r in caplog.records if r.getMessage().startswith("ignoring injected health event")]
+    assert len(ignored) == 3
+
+
 def test_application_xid_leaves_the_gpu_healthy_and_recovered_event_heals(node: Node) -> None:
     node.kubelet.wait_for_registration("nvidia.com/gpu")
     watch = node.kubelet.watch("nvidia.com/gpu")

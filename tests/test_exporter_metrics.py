@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import re
+import threading
+import time
 from pathlib import Path
 
 import pytest
 from exporter_helpers import GPU0, GPU1, samples, series_of, write_node
 
+from kgpu.daemon import Backoff, Watcher
 from kgpu.exporter import ExporterOptions, GPUCollector, load_counters, parse_counters
 from kgpu.exporter.xid import XidTracker
-from kgpu.gpu import HealthEvent, HealthEventKind, open_backend
+from kgpu.gpu import BackendError, HealthEvent, HealthEventKind, open_backend
+from kgpu.gpu.health import HealthFeed
+from kgpu.gpu.simulated import inject_event
 
 DCGM_LABELS = ["gpu", "UUID", "pci_bus_id", "device", "modelName", "Hostname", "DCGM_FI_DRIVER_VERSION"]
 REQUIRED = {
@@ -229,28 +234,46 @@ def test_xids_on_a_mig_device_count_for_its_gpu() -> None:
     assert record is not None and record.xid == 31
 
 
-def test_the_xid_follower_reads_the_health_stream(tmp_path: Path) -> None:
-    import threading
-    import time
+class FlakyFeed:
+    """A health feed whose first poll fails, as an NVML wait can."""
 
-    from kgpu.gpu.simulated import inject_event
+    def __init__(self, feed: HealthFeed) -> None:
+        self.feed = feed
+        self.failed = False
 
+    def poll(self, timeout: float) -> list[HealthEvent]:
+        if not self.failed:
+            self.failed = True
+            raise BackendError("waiting for NVML events failed: Unknown Error")
+        return self.feed.poll(timeout)
+
+    def close(self) -> None:
+        self.feed.close()
+
+
+def test_the_xid_counter_survives_poison_lines_and_a_failing_feed(tmp_path: Path) -> None:
+    # Given an events file that starts with lines that are no health events, then a real XID
     events = tmp_path / "events.jsonl"
+    events.write_text('{"uuid": ["GPU-x"], "kind": "xid", "xid": 79}\n' + "[" * 100_000 + "\n"
+                      f'{{"uuid": "{GPU1}", "kind": "xid", "xid": true}}\n')
     inject_event(events, GPU1, "xid", xid=48)
     backend = open_backend(simulate=write_node(tmp_path), simulate_events=events)
     xids = XidTracker(backend.inventory())
+    # When the exporter's watcher follows a feed whose first poll fails
     stop = threading.Event()
-    thread = xids.follow(backend, stop)
+    watcher = Watcher("xid", xids.follow(FlakyFeed(backend.health_feed())), interval=0.0,
+                      backoff=Backoff(initial=0.01)).start(stop)
     try:
         deadline = time.monotonic() + 30
         while xids.last(GPU1) is None and time.monotonic() < deadline:
             time.sleep(0.01)
     finally:
         stop.set()
-        thread.join(timeout=5)
+        watcher.join(timeout=5)
+    # Then the counter has the real XID, counted once
     record = xids.last(GPU1)
-    assert record is not None and record.xid == 48
-    assert not thread.is_alive()
+    assert record is not None and (record.xid, record.count) == (48, 1)
+    assert watcher.status().failures == 1
 
 
 def test_a_counters_file_selects_and_orders_the_families(tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ import pytest
 
 from kgpu.gpu import BackendError, HealthEventKind
 from kgpu.gpu import nvml as nvml_backend
+from kgpu.gpu.health import follow
 
 
 @dataclass
@@ -161,7 +162,7 @@ def test_xid_event_becomes_a_health_event(fake: FakeNvml) -> None:
     gpu1 = fake.devices[1]
     fake.events.append(SimpleNamespace(device=gpu1, eventType=pynvml.nvmlEventTypeXidCriticalError, eventData=79))
     stop = threading.Event()
-    event = next(iter(backend.health_events(stop)))
+    event = next(iter(follow(backend.health_feed(), stop)))
     stop.set()
     assert (event.uuid, event.kind, event.xid) == (gpu1.uuid, HealthEventKind.XID, 79)
 

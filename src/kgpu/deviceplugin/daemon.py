@@ -100,7 +100,7 @@ def _socket_identity(path: Path) -> tuple[int, int, int] | None:
     """(device, inode, ctime) of a file; a recreated socket differs even if the inode number is reused."""
     try:
         st = os.stat(path)
-    except FileNotFoundError:
+    except OSError:  # absent, or its directory is not one (yet)
         return None
     return (st.st_dev, st.st_ino, st.st_ctime_ns)
 
@@ -297,13 +297,19 @@ class DevicePluginDaemon:
 
     def _health_loop(self, stop: threading.Event) -> None:
         assert self.backend is not None
-        while not stop.is_set():
-            try:
-                for event in self.backend.health_events(stop):
-                    self.tracker.handle_event(event)
-            except Exception as exc:  # a broken stream must not end health tracking for good
-                log.warning("health event stream failed; restarting it", extra={"event": "health", "error": str(exc)})
-                stop.wait(1.0)
+        from kgpu.daemon import Watcher
+        from kgpu.gpu.health import POLL_SLICE_SECONDS
+
+        feed = self.backend.health_feed()
+
+        def tick() -> None:
+            for event in feed.poll(POLL_SLICE_SECONDS):
+                self.tracker.handle_event(event)
+
+        try:
+            Watcher("health-events", tick, interval=0.0).run(stop)
+        finally:
+            feed.close()
 
     def _recovery_loop(self, stop: threading.Event) -> None:
         assert self.backend is not None

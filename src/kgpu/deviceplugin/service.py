@@ -25,6 +25,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from kgpu.errors import ConfigError
 from kgpu.options import GlobalOptions
 from kgpu.process import log_memory, settle_heap, wait_for_stop
 
@@ -90,6 +91,11 @@ def resolve(settings: DevicePluginSettings) -> tuple[PluginConfig, XidPolicy]:
 def check(settings: DevicePluginSettings) -> DevicePluginSettings:
     """``settings`` with the configuration resolved; ConfigError for flags, environment or config file
     that cannot work. Logs nothing."""
+    if settings.kubelet_dir.exists() and not settings.kubelet_dir.is_dir():
+        raise ConfigError(
+            f"--kubelet-dir {settings.kubelet_dir}: not a directory; it must be the kubelet's device-plugins "
+            "directory, which holds kubelet.sock (default /var/lib/kubelet/device-plugins)"
+        )
     config, _ = resolve(settings)
     return replace(settings, config=config)
 

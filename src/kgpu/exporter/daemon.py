@@ -46,7 +46,10 @@ def run_exporter(
         log_memory(log, "inventory")
         xids = XidTracker(inventory)
         if not once:
-            xids.follow(backend, stop)
+            from kgpu.daemon import Watcher
+
+            feed = backend.health_feed()
+            Watcher("xid", xids.follow(feed), interval=0.0).start(stop)
         collector = GPUCollector(backend, options, xids=xids, pod_devices=pod_devices,
                                  extra_resource_names=extra_resource_names, plugin_state=plugin_state,
                                  read_timeout=read_timeout)

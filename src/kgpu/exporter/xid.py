@@ -1,20 +1,18 @@
 """The last XID per GPU, recorded from the backend's health stream, and XID descriptions.
 
-This is state, not a metric: a thread follows ``backend.health_events`` and records the last
-XID each GPU reported; the collector reads it at scrape time.
+This is state, not a metric: a supervised watcher follows the backend's health feed
+(:meth:`XidTracker.tick`) and records the last XID each GPU reported; the collector reads it at
+scrape time. A feed that fails is polled again where it was, so the counter never stops updating.
 """
 
 from __future__ import annotations
 
-import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from kgpu.gpu.backend import GPUBackend
-from kgpu.gpu.health import HealthEvent, HealthEventKind
+from kgpu.gpu.health import POLL_SLICE_SECONDS, HealthEvent, HealthEventKind, HealthFeed
 from kgpu.gpu.model import Inventory
-
-log = logging.getLogger(__name__)
 
 UNKNOWN_XID = "Unknown Error"
 
@@ -99,16 +97,11 @@ class XidTracker:
         with self._lock:
             return self._last.get(gpu_uuid)
 
-    def follow(self, backend: GPUBackend, stop: threading.Event) -> threading.Thread:
-        """Start a daemon thread recording XIDs from ``backend.health_events`` until ``stop`` is set."""
+    def follow(self, feed: HealthFeed) -> Callable[[], None]:
+        """A watcher's tick recording the XIDs of ``feed`` (see :class:`kgpu.daemon.Watcher`)."""
 
-        def run() -> None:
-            try:
-                for event in backend.health_events(stop):
-                    self.record(event)
-            except Exception:
-                log.exception("following GPU health events failed; DCGM_FI_DEV_XID_ERRORS stops updating")
+        def tick() -> None:
+            for event in feed.poll(POLL_SLICE_SECONDS):
+                self.record(event)
 
-        thread = threading.Thread(target=run, name="kgpu-exporter-xid", daemon=True)
-        thread.start()
-        return thread
+        return tick

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import os
-import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol
 
 from kgpu.errors import KgpuError
-from kgpu.gpu.health import HealthEvent
+from kgpu.gpu.health import HealthFeed
 from kgpu.gpu.model import GPUReadings, Inventory
 
 BACKEND_NAMES = ("auto", "nvml", "simulated")
@@ -23,7 +21,8 @@ class GPUBackend(Protocol):
     """What kgpu needs from a source of GPU facts.
 
     ``inventory`` is static and cheap to call again (backends cache it);
-    ``readings`` touches sensors; ``health_events`` blocks, yielding events until ``stop`` is set.
+    ``readings`` touches sensors; ``health_feed`` opens a :class:`~kgpu.gpu.health.HealthFeed` of XID,
+    ECC and lost/recovered events (:func:`kgpu.gpu.health.follow` iterates one until a stop event).
     """
 
     name: str
@@ -32,7 +31,7 @@ class GPUBackend(Protocol):
 
     def readings(self, uuid: str) -> GPUReadings: ...
 
-    def health_events(self, stop: threading.Event) -> Iterator[HealthEvent]: ...
+    def health_feed(self) -> HealthFeed: ...
 
     def probe(self, uuid: str) -> bool:
         """True when the GPU answers basic queries again (used to recover unhealthy devices)."""

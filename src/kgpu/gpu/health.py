@@ -1,10 +1,13 @@
-"""Health events as backends report them, per device UUID."""
+"""Health events as backends report them, per device UUID, and the feed a daemon reads them from."""
 
 from __future__ import annotations
 
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Protocol
 
 
 class HealthEventKind(StrEnum):
@@ -33,3 +36,31 @@ class HealthEvent:
         if self.detail:
             out["detail"] = self.detail
         return out
+
+
+class HealthFeed(Protocol):
+    """A backend's health events, read a slice at a time by a daemon's watcher.
+
+    A feed keeps its place: when :meth:`poll` raises, calling it again goes on from where it was (a
+    followed file is never read again from its start, NVML's event set is kept), so a supervised
+    watcher can retry it after any failure without replaying or losing events.
+    """
+
+    def poll(self, timeout: float) -> list[HealthEvent]:
+        """The events that arrived since the last call, waiting up to ``timeout`` seconds for the first."""
+        ...
+
+    def close(self) -> None: ...
+
+
+POLL_SLICE_SECONDS = 0.25
+"""How long one :meth:`HealthFeed.poll` waits: the longest a follower takes to notice that it must stop."""
+
+
+def follow(feed: HealthFeed, stop: threading.Event) -> Iterator[HealthEvent]:
+    """Every event of ``feed`` until ``stop`` is set (then the feed is closed)."""
+    try:
+        while not stop.is_set():
+            yield from feed.poll(POLL_SLICE_SECONDS)
+    finally:
+        feed.close()

@@ -7,7 +7,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -334,55 +334,68 @@ class NvmlBackend:
 
     # -- health ----------------------------------------------------------------------------------
 
-    def health_events(self, stop: threading.Event) -> Iterator[HealthEvent]:
-        inv = self.inventory()
-        event_set = pynvml.nvmlEventSetCreate()
-        try:
-            for gpu in inv.gpus:
-                try:
-                    pynvml.nvmlDeviceRegisterEvents(self._handle(gpu.uuid), _HEALTH_EVENTS, event_set)
-                except pynvml.NVMLError as exc:
-                    log.warning("GPU %s does not report XID/ECC events (%s); only loss is detected", gpu.uuid, exc)
-            lost: set[str] = set()
-            next_probe = 0.0
-            while not stop.is_set():
-                now = time.monotonic()
-                if now >= next_probe:
-                    next_probe = now + _LOST_PROBE_SECONDS
-                    for gpu in inv.gpus:
-                        ok = self.probe(gpu.uuid)
-                        if not ok and gpu.uuid not in lost:
-                            lost.add(gpu.uuid)
-                            yield HealthEvent(gpu.uuid, HealthEventKind.LOST, detail="NVML no longer answers")
-                        elif ok and gpu.uuid in lost:
-                            lost.discard(gpu.uuid)
-                            yield HealthEvent(gpu.uuid, HealthEventKind.RECOVERED, detail="NVML answers again")
-                try:
-                    data = pynvml.nvmlEventSetWait(event_set, 500)
-                except pynvml.NVMLError as exc:
-                    if exc.value == pynvml.NVML_ERROR_TIMEOUT:
-                        continue
-                    if exc.value == pynvml.NVML_ERROR_GPU_IS_LOST:
-                        next_probe = 0.0  # find out which GPU on the next turn
-                        continue
-                    log.warning("waiting for NVML events failed: %s", exc)
-                    stop.wait(1.0)
-                    continue
-                event = self._event_from(data)
-                if event is not None:
-                    yield event
-        finally:
-            _optional(lambda: pynvml.nvmlEventSetFree(event_set))
+    def health_feed(self) -> NvmlHealthFeed:
+        return NvmlHealthFeed(self)
 
-    def _event_from(self, data: Any) -> HealthEvent | None:
-        uuid = _optional(lambda: _text(pynvml.nvmlDeviceGetUUID(data.device)))
-        if uuid is None:
-            return None
-        if data.eventType == pynvml.nvmlEventTypeXidCriticalError:
-            return HealthEvent(uuid, HealthEventKind.XID, xid=int(data.eventData))
-        if data.eventType == pynvml.nvmlEventTypeDoubleBitEccError:
-            return HealthEvent(uuid, HealthEventKind.ECC, detail="double-bit ECC error")
+
+
+class NvmlHealthFeed:
+    """XID and double-bit ECC events from NVML's event set, and GPUs that stop (or start again)
+    answering, probed every few seconds. The event set lives as long as the feed, so a poll that
+    failed is simply called again."""
+
+    def __init__(self, backend: NvmlBackend) -> None:
+        self._backend = backend
+        self._gpus = [g.uuid for g in backend.inventory().gpus]
+        self._lost: set[str] = set()
+        self._next_probe = 0.0
+        self._event_set = pynvml.nvmlEventSetCreate()
+        for uuid in self._gpus:
+            try:
+                pynvml.nvmlDeviceRegisterEvents(backend._handle(uuid), _HEALTH_EVENTS, self._event_set)
+            except pynvml.NVMLError as exc:
+                log.warning("GPU %s does not report XID/ECC events (%s); only loss is detected", uuid, exc)
+
+    def poll(self, timeout: float) -> list[HealthEvent]:
+        events = []
+        now = time.monotonic()
+        if now >= self._next_probe:
+            self._next_probe = now + _LOST_PROBE_SECONDS
+            for uuid in self._gpus:
+                ok = self._backend.probe(uuid)
+                if not ok and uuid not in self._lost:
+                    self._lost.add(uuid)
+                    events.append(HealthEvent(uuid, HealthEventKind.LOST, detail="NVML no longer answers"))
+                elif ok and uuid in self._lost:
+                    self._lost.discard(uuid)
+                    events.append(HealthEvent(uuid, HealthEventKind.RECOVERED, detail="NVML answers again"))
+            if events:
+                return events
+        try:
+            data = pynvml.nvmlEventSetWait(self._event_set, max(int(timeout * 1000), 1))
+        except pynvml.NVMLError as exc:
+            if exc.value == pynvml.NVML_ERROR_TIMEOUT:
+                return []
+            if exc.value == pynvml.NVML_ERROR_GPU_IS_LOST:
+                self._next_probe = 0.0  # find out which GPU on the next poll
+                return []
+            raise BackendError(f"waiting for NVML events failed: {exc}") from None
+        event = _event_from(data)
+        return [event] if event is not None else []
+
+    def close(self) -> None:
+        _optional(lambda: pynvml.nvmlEventSetFree(self._event_set))
+
+
+def _event_from(data: Any) -> HealthEvent | None:
+    uuid = _optional(lambda: _text(pynvml.nvmlDeviceGetUUID(data.device)))
+    if uuid is None:
         return None
+    if data.eventType == pynvml.nvmlEventTypeXidCriticalError:
+        return HealthEvent(uuid, HealthEventKind.XID, xid=int(data.eventData))
+    if data.eventType == pynvml.nvmlEventTypeDoubleBitEccError:
+        return HealthEvent(uuid, HealthEventKind.ECC, detail="double-bit ECC error")
+    return None
 
 
 def cuda_cores_per_sm(cc: ComputeCapability) -> int:

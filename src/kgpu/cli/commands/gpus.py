@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import signal
 import sys
 import threading
 from typing import TYPE_CHECKING, Annotated, Any
@@ -128,18 +127,18 @@ def _links(peers: Any, gpu_count: int) -> str:
 
 
 def _watch(backend: GPUBackend, as_json: bool) -> None:
+    from kgpu.daemon import StopSignals
+    from kgpu.gpu.health import follow
+
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
     names = {g.uuid: f"GPU {g.index}" for g in backend.inventory().gpus}
     names.update({m.uuid: f"GPU {m.parent_index} MIG {m.profile}" for m in backend.inventory().mig_devices})
     if not as_json:
         print(f"watching health of {len(names)} device(s); Ctrl-C to stop", file=sys.stderr, flush=True)
-    try:
-        for event in backend.health_events(stop):
+    with StopSignals(stop):  # SIGTERM and Ctrl-C end the watch
+        for event in follow(backend.health_feed(), stop):
             if as_json:
                 print(json.dumps(event.to_json()), flush=True)
             else:
                 what = f"XID {event.xid}" if event.xid is not None else str(event.kind)
                 print(f"{names.get(event.uuid, '?')} {event.uuid}: {what} {event.detail}".rstrip(), flush=True)
-    except KeyboardInterrupt:
-        pass
