@@ -26,6 +26,9 @@ ROOT = Path(__file__).resolve().parent.parent
 PROTOS = (
     ROOT / "src/kgpu/deviceplugin/api/deviceplugin.proto",
     ROOT / "src/kgpu/podresources/api/podresources.proto",
+    ROOT / "src/kgpu/dra/api/dra.proto",
+    ROOT / "src/kgpu/dra/api/drahealth.proto",
+    ROOT / "src/kgpu/dra/api/pluginregistration.proto",
 )
 GRPC_FLOOR = "1.66.0"
 
@@ -60,10 +63,11 @@ def _relax_pb2_grpc(text: str, module: str) -> str:
     return text
 
 
-def generate(proto: Path) -> list[Path]:
-    out = proto.parent
+def generate(proto: Path, out: Path | None = None) -> list[Path]:
+    """Compile ``proto`` into ``out`` (default: next to it); the three files written."""
+    out = out or proto.parent
     cmd = [
-        sys.executable, "-m", "grpc_tools.protoc", f"-I{out}",
+        sys.executable, "-m", "grpc_tools.protoc", f"-I{proto.parent}",
         f"--python_out={out}", f"--pyi_out={out}", f"--grpc_python_out={out}", str(proto),
     ]
     subprocess.run(cmd, check=True)
