@@ -76,6 +76,14 @@ class FakeNvml:
             if i < len(h.mig)
             else _raise(pynvml.NVML_ERROR_NOT_FOUND),
             "nvmlDeviceGetGpuInstanceId": lambda h: h.gi,
+            # GPU instance 9 answers NO_PERMISSION (a non-root caller): its profile ID and placement stay unknown.
+            "nvmlDeviceGetGpuInstanceById": lambda h, gi: next(m for m in h.mig if m.gi == gi)
+            if gi != 9
+            else _raise(pynvml.NVML_ERROR_NO_PERMISSION),
+            "nvmlGpuInstanceGetInfo": lambda m: SimpleNamespace(
+                profileId={2: 9, 3: 14}[m.gi],
+                placement=SimpleNamespace(start={2: 4, 3: 0}[m.gi], size=m.attrs.gpuInstanceSliceCount),
+            ),
             "nvmlDeviceGetComputeInstanceId": lambda h: 0,
             "nvmlDeviceGetNvLinkState": lambda h, link: 1
             if link < len(h.links)
@@ -142,6 +150,9 @@ def test_inventory_maps_nvml_answers(fake: FakeNvml) -> None:
         ("3g.40gb", 2, 40192),
         ("1g.10gb", 9, 9856),
         ("1c.2g.20gb", 3, 19968),
+    ]
+    assert [(m.profile_id, m.placement_start, m.placement_size) for m in g0.mig_devices] == [
+        (9, 4, 3), (None, None, None), (14, 0, 2),
     ]
     # 12 links to GPU 1; the 6 links to the NVSwitch are not GPU peers.
     assert [(p.peer_index, p.links) for p in g0.nvlink_peers] == [(1, 12)]

@@ -57,6 +57,10 @@ class MigDeviceSpec(_Strict):
     encoders: int = Field(default=0, ge=0)
     jpeg_decoders: int = Field(default=0, ge=0)
     ofa_engines: int = Field(default=0, ge=0)
+    # The GPU instance's profile ID and placement (NVML GpuInstanceInfo), when the fixture knows them.
+    profile_id: int | None = Field(default=None, ge=0)
+    placement_start: int | None = Field(default=None, ge=0)
+    placement_size: int | None = Field(default=None, gt=0)
 
     @field_validator("uuid")
     @classmethod
@@ -268,6 +272,9 @@ def build_inventory(spec: NodeSpec) -> Inventory:
                         multiprocessor_count=m.multiprocessor_count,
                         parent_uuid=g.uuid,
                         parent_index=g.index,
+                        profile_id=m.profile_id,
+                        placement_start=m.placement_start,
+                        placement_size=m.placement_size,
                         gpu_instance_slices=m.gpu_instance_slices or 0,
                         compute_instance_slices=m.compute_instance_slices or 0,
                         engines=MigEngines(

@@ -126,6 +126,13 @@ class MigDevice:
     compute_instance_slices: int = 0
     """Compute instance slices (NVML ``computeInstanceSliceCount``); 0 means "derive from the profile"."""
     engines: MigEngines = MigEngines()
+    profile_id: int | None = None
+    """The GPU instance profile's ID as the driver numbers it (``nvidia-smi mig -lgip``: 19 is 1g.10gb on an
+    A100 80GB); None where unknown."""
+    placement_start: int | None = None
+    """First memory slice of the GPU instance's placement (NVML ``GpuInstanceInfo.placement.start``)."""
+    placement_size: int | None = None
+    """Memory slices the GPU instance spans."""
 
     def __post_init__(self) -> None:
         gi, ci = mig_profile_slices(self.profile)

@@ -65,6 +65,14 @@ def _optional(call: Callable[[], _T]) -> _T | None:
         return None
 
 
+def _gpu_instance_info(parent: Any, gpu_instance_id: int) -> Any:
+    """NVML's GpuInstanceInfo (profile ID, placement) of one of ``parent``'s GPU instances; None when
+    NVML will not say (a caller without the MIG management capability gets NO_PERMISSION)."""
+    return _optional(
+        lambda: pynvml.nvmlGpuInstanceGetInfo(pynvml.nvmlDeviceGetGpuInstanceById(parent, gpu_instance_id))
+    )
+
+
 def _load_library(driver_root: Path | None) -> str:
     """Load libnvidia-ml.so.1 and return where it came from; BackendError says where we looked."""
     looked: list[str] = []
@@ -233,17 +241,23 @@ class NvmlBackend:
             attrs = pynvml.nvmlDeviceGetAttributes(mh)
             uuid = _text(pynvml.nvmlDeviceGetUUID(mh))
             self._handles[uuid] = mh
+            gi_id = pynvml.nvmlDeviceGetGpuInstanceId(mh)
+            # The GPU instance's profile ID and placement name the device the way NVIDIA's DRA driver does.
+            gi_info = _gpu_instance_info(h, gi_id)
             out.append(
                 MigDevice(
                     uuid=uuid,
                     index=slot,
                     profile=mig_profile_name(attrs, parent_total),
-                    gpu_instance_id=pynvml.nvmlDeviceGetGpuInstanceId(mh),
+                    gpu_instance_id=gi_id,
                     compute_instance_id=pynvml.nvmlDeviceGetComputeInstanceId(mh),
                     memory_total_mib=pynvml.nvmlDeviceGetMemoryInfo(mh).total // (1024 * 1024),
                     multiprocessor_count=attrs.multiprocessorCount,
                     parent_uuid=parent_uuid,
                     parent_index=parent_index,
+                    profile_id=None if gi_info is None else gi_info.profileId,
+                    placement_start=None if gi_info is None else gi_info.placement.start,
+                    placement_size=None if gi_info is None else gi_info.placement.size,
                     gpu_instance_slices=attrs.gpuInstanceSliceCount,
                     compute_instance_slices=attrs.computeInstanceSliceCount,
                     engines=MigEngines(

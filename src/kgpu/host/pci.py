@@ -149,3 +149,20 @@ def read_pci_devices(root: Path) -> list[PciDevice] | None:
             )
         )
     return out
+
+
+def pcie_root(root: Path, address: str) -> str | None:
+    """The PCIe root complex above ``address`` (``0000:65:00.0``) as ``pci<domain>:<bus>`` (``pci0000:64``): the
+    first directory under /sys/devices of the path its /sys/bus/pci/devices link resolves to, as Kubernetes'
+    ``deviceattribute.GetPCIeRootAttributeByPCIBusID`` reads it. None when sysfs does not say."""
+    link = under(root, f"/sys/bus/pci/devices/{address}")
+    try:
+        target = os.readlink(link)
+    except OSError:
+        return None
+    resolved = os.path.normpath(os.path.join("/sys/bus/pci/devices", target))
+    parts = resolved.split("/")
+    # /sys/devices/pci0000:64/0000:64:00.0/0000:65:00.0
+    if len(parts) < 4 or parts[1:3] != ["sys", "devices"] or not parts[3].startswith("pci") or parts[-1] != address:
+        return None
+    return parts[3]

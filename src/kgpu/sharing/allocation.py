@@ -55,28 +55,49 @@ def resolve_slices(layout: MpsLayout, device_ids: Sequence[str], resource: str |
     return slices
 
 
+def client_limit_envs(memory_mib: int | None, compute_percent: int | None) -> dict[str, str]:
+    """An MPS client's limits, for a container that sees its one GPU as device 0; None leaves a limit unset."""
+    envs = {}
+    if memory_mib is not None:
+        envs[ENV_MEM_LIMIT] = f"0={memory_mib}M"
+    if compute_percent is not None:
+        envs[ENV_THREADS] = str(min(compute_percent, 100))
+    return envs
+
+
+def client_envs(gpu_uuid: str, paths: MpsPaths, memory_mib: int | None, compute_percent: int | None) -> dict[str, str]:
+    """The environment of an MPS client of ``gpu_uuid``'s daemon: its directories, then its limits.
+
+    The one place both the device plugin's slices and the DRA driver's shares get their limits from.
+    """
+    return {
+        ENV_PIPE: str(paths.pipe_dir(gpu_uuid)),
+        ENV_LOG: str(paths.log_dir(gpu_uuid)),
+        **client_limit_envs(memory_mib, compute_percent),
+    }
+
+
 def limit_envs(slices: Sequence[MpsSlice]) -> dict[str, str]:
     """The client limits of ``slices`` of one GPU, summed. The container sees only that GPU, as device 0."""
-    return {
-        ENV_MEM_LIMIT: f"0={sum(s.memory_mib for s in slices)}M",
-        ENV_THREADS: str(min(sum(s.compute_percent for s in slices), 100)),
-    }
+    return client_limit_envs(sum(s.memory_mib for s in slices), sum(s.compute_percent for s in slices))
 
 
 def slice_envs(slices: Sequence[MpsSlice], paths: MpsPaths) -> dict[str, str]:
     """The MPS client environment for ``slices`` (one GPU): its daemon's directories and the summed limits."""
-    gpu_uuid = slices[0].gpu_uuid
-    return {ENV_PIPE: str(paths.pipe_dir(gpu_uuid)), ENV_LOG: str(paths.log_dir(gpu_uuid)), **limit_envs(slices)}
+    return client_envs(
+        slices[0].gpu_uuid, paths, sum(s.memory_mib for s in slices), sum(s.compute_percent for s in slices)
+    )
 
 
-def slice_mounts(gpu_uuid: str, paths: MpsPaths) -> tuple[Mount, ...]:
-    """The daemon's pipe directory (clients connect to its sockets), its logs, and the shared /dev/shm."""
+def slice_mounts(gpu_uuid: str, paths: MpsPaths, shm_dir: str | None = None) -> tuple[Mount, ...]:
+    """The daemon's pipe directory (clients connect to its sockets), its logs, and the shared /dev/shm
+    (``shm_dir`` on the host, by default ``<mps root>/shm``)."""
     pipe = str(paths.pipe_dir(gpu_uuid))
     log = str(paths.log_dir(gpu_uuid))
     return (
         Mount(container_path=pipe, host_path=pipe, read_only=False),
         Mount(container_path=log, host_path=log, read_only=True),
-        Mount(container_path=CONTAINER_SHM, host_path=str(paths.shm_dir), read_only=False),
+        Mount(container_path=CONTAINER_SHM, host_path=shm_dir or str(paths.shm_dir), read_only=False),
     )
 
 

@@ -243,6 +243,21 @@ class GpuDaemon:
         if self.state in (DaemonState.STARTING, DaemonState.DOWN) and now >= self.next_attempt:
             self._start(now)
 
+    def adopt(self) -> bool:
+        """Take over a daemon that already runs for this GPU (started before this process restarted) as is,
+        with its clients and limits; False when none answers. ``check`` would quit it and start afresh."""
+        pid = self.client.pid()
+        if pid is None or not pid_alive(pid):
+            return False
+        try:
+            self.client.send("get_server_list")
+        except DaemonError:
+            return False
+        self.pid, self.state, self.running_since = pid, DaemonState.RUNNING, self.clock()
+        self.detail = f"running (pid {pid}, adopted)"
+        log.info("MPS daemon adopted", extra={"gpu": self.spec.uuid, "pid": pid, "pipe_dir": str(self.spec.pipe_dir)})
+        return True
+
     def _problem(self) -> str | None:
         pid = self.client.pid() or self.pid
         if pid is not None and not pid_alive(pid):

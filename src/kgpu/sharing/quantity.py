@@ -65,3 +65,45 @@ def format_mib(mib: int) -> str:
     if mib % 1024 == 0:
         return f"{mib // 1024}Gi"
     return f"{mib}Mi"
+
+
+_K8S_QUANTITY = re.compile(r"^([+-]?)(\d+(?:\.\d*)?|\.\d+)(Ki|Mi|Gi|Ti|Pi|Ei|m|k|M|G|T|P|E|[eE][+-]?\d+)?$")
+_K8S_FACTORS: dict[str, int] = {**_FACTORS, "Pi": 1024**5, "Ei": 1024**6, "P": 1000**5, "E": 1000**6}
+
+
+def parse_quantity_bytes(value: str | int) -> int:
+    """A Kubernetes resource quantity (``30Gi``, ``32212254720``, ``1.5G``, ``2e9``) as whole bytes, rounded
+    up as Kubernetes rounds a quantity's ``Value()``; ValueError for anything else or a negative amount.
+
+    Unlike :func:`parse_memory_mib`, a plain number means bytes: this reads what the API server writes
+    (claims' ``consumedCapacity``, NVIDIA's ``defaultPinnedDeviceMemoryLimit``).
+    """
+    if isinstance(value, bool):
+        raise ValueError(f"{value!r} is not a quantity")
+    if isinstance(value, int):
+        if value < 0:
+            raise ValueError(f"{value} is negative")
+        return value
+    text = str(value).strip()
+    match = _K8S_QUANTITY.match(text)
+    if not match or len(text) > 64:
+        raise ValueError(f"{value!r} is not a Kubernetes quantity such as 30Gi, 512Mi, 10G or 32212254720")
+    sign, number, suffix = match.groups()
+    if sign == "-":
+        raise ValueError(f"{value!r} is negative")
+    whole, _, frac = number.partition(".")
+    denominator: int = 10 ** len(frac)
+    numerator: int = int(whole or 0) * denominator + int(frac or 0)
+    if suffix is None:
+        pass
+    elif suffix == "m":
+        denominator *= 1000
+    elif suffix[0] in "eE":
+        exponent = int(suffix[1:])
+        if exponent > 30:
+            raise ValueError(f"{value!r} is too large")
+        scale = int(10 ** abs(exponent))
+        numerator, denominator = (numerator * scale, denominator) if exponent >= 0 else (numerator, denominator * scale)
+    else:
+        numerator *= _K8S_FACTORS[suffix]
+    return -(-numerator // denominator)
