@@ -16,7 +16,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from kgpu.host.paths import under
+from kgpu.errors import KgpuError
+from kgpu.host.paths import named, under
 
 NVIDIA_VENDOR = 0x10DE
 IORESOURCE_MEM = 0x00000200
@@ -155,10 +156,9 @@ def pcie_root(root: Path, address: str) -> str | None:
     """The PCIe root complex above ``address`` (``0000:65:00.0``) as ``pci<domain>:<bus>`` (``pci0000:64``): the
     first directory under /sys/devices of the path its /sys/bus/pci/devices link resolves to, as Kubernetes'
     ``deviceattribute.GetPCIeRootAttributeByPCIBusID`` reads it. None when sysfs does not say."""
-    link = under(root, f"/sys/bus/pci/devices/{address}")
     try:
-        target = os.readlink(link)
-    except OSError:
+        target = os.readlink(named(root, f"/sys/bus/pci/devices/{address}"))
+    except (OSError, KgpuError):
         return None
     resolved = os.path.normpath(os.path.join("/sys/bus/pci/devices", target))
     parts = resolved.split("/")
