@@ -114,7 +114,7 @@ def test_the_driver_serves_until_sigterm_even_without_an_api_server_and_leaves_n
                 answer = plugin.prepare([("default", uid, "c")])
                 assert "cannot read ResourceClaim default/c" in answer.claims[uid].error
             deadline = time.monotonic() + 30
-            while "cannot publish the ResourceSlices" not in log.read_text() and time.monotonic() < deadline:
+            while "cannot list the ResourceSlices of node-1" not in log.read_text() and time.monotonic() < deadline:
                 time.sleep(0.05)
         finally:
             proc.send_signal(signal.SIGTERM)
@@ -123,4 +123,4 @@ def test_the_driver_serves_until_sigterm_even_without_an_api_server_and_leaves_n
     assert code == 0, log.read_text()
     assert list((root / "registry").iterdir()) == []
     assert not (root / "plugins" / "gpu.nvidia.com" / "dra.sock").exists()
-    assert "cannot publish the ResourceSlices; will retry" in log.read_text()
+    assert "cannot list the ResourceSlices of node-1: " in log.read_text()

@@ -1,16 +1,17 @@
 """The DRA kubelet plugin daemon: serve the kubelet, publish the node's slices, follow GPU health.
 
-:class:`DraDriver` owns the loops; the reactions live elsewhere (RPCs in :mod:`kgpu.dra.service`,
-prepare in :mod:`kgpu.dra.state`, slices in :mod:`kgpu.dra.slices`, health in :mod:`kgpu.dra.health`):
+:class:`DraDriver` runs its steps as supervised watchers of :class:`kgpu.daemon.Daemon`; the decisions
+live elsewhere (RPCs in :mod:`kgpu.dra.service`, prepare in :mod:`kgpu.dra.state`, slices in
+:mod:`kgpu.dra.slices`, health in :mod:`kgpu.dra.health`):
 
 * **sockets**: the DRA service on ``<plugins-dir>/<driver>/dra.sock``, then registration on
   ``<registry-dir>/<driver>-reg.sock`` (the kubelet's plugin watcher finds it and calls GetInfo). Either
   socket removed or replaced is served again within half a second; SIGTERM removes the registration
   socket first, so the kubelet stops calling before the service goes;
 * **slices**: published at start and after every change (health, a rescan that finds another MIG
-  layout), coalesced over 100 ms; failures retried with backoff (0.5 s doubling to 30 s); every 5 s the
-  published slices are compared with the API's and published again when they went missing (the
-  kubelet deletes a node's slices when it starts);
+  layout), coalesced over 100 ms; failures retried with backoff (0.5 s doubling to 30 s) and logged
+  once per cause; every 5 s the published slices are compared with the API's and published again
+  when they went missing (the kubelet deletes a node's slices when it starts);
 * **health**: the backend's event stream feeds :class:`~kgpu.dra.health.DeviceHealth`; a recovery pass
   probes quiet GPUs; each change reaches the slices and the NodeWatchResources streams at once;
 * **MPS**: every 2 s the daemons of prepared MPS claims are checked and restarted if they died;
@@ -32,6 +33,7 @@ from typing import Any, Protocol
 
 import grpc
 
+from kgpu.daemon import Daemon
 from kgpu.dra.api import dra_pb2_grpc, drahealth_pb2_grpc, pluginregistration_pb2_grpc
 from kgpu.dra.devices import DraDevice
 from kgpu.dra.health import DeviceHealth
@@ -39,13 +41,14 @@ from kgpu.dra.service import DraPlugin, HealthBroadcast, Registration, ResourceH
 from kgpu.dra.slices import build_slices
 from kgpu.dra.state import DriverState
 from kgpu.gpu.backend import GPUBackend
+from kgpu.gpu.health import POLL_SLICE_SECONDS, HealthFeed
 from kgpu.gpu.model import Inventory
-from kgpu.process import wait_for_stop
 
 log = logging.getLogger("kgpu.dra")
 
 _SOCKET_CHECK_SECONDS = 0.5
 _PUBLISH_DEBOUNCE_SECONDS = 0.1
+_WAIT_SLICE_SECONDS = 0.5
 
 
 class Publisher(Protocol):
@@ -158,6 +161,7 @@ class DraDriver:
         self._dirty = threading.Event()
         self._published: dict[str, int] = {}
         self._generation = 0
+        self._next_resync = 0.0
         self.publish_count = 0
         self.registered: bool | None = None
         """What the kubelet last said in NotifyRegistrationStatus (None: not yet)."""
@@ -224,11 +228,15 @@ class DraDriver:
         registration = Registration(self.settings.driver, str(self.settings.dra_socket), self._on_registration)
         pluginregistration_pb2_grpc.add_RegistrationServicer_to_server(registration, server)
 
-    # -- loops -------------------------------------------------------------------------------
+    # -- watchers ----------------------------------------------------------------------------
 
-    def run(self, stop: threading.Event, inventory: Inventory) -> None:
+    def run(self, stop: threading.Event, inventory: Inventory, healthz: tuple[str, int] | None = None) -> None:
         """Serve until ``stop`` is set, then stop serving and remove our sockets (slices stay for the kubelet
-        to clean up 30 s later, so a restart in between does not make the scheduler see an empty node)."""
+        to clean up 30 s later, so a restart in between does not make the scheduler see an empty node).
+
+        Each loop is a supervised watcher of the daemon runtime (:mod:`kgpu.daemon`): a failing step is
+        logged once per cause and retried with backoff; ``healthz`` serves ``/healthz`` from their state.
+        """
         self._stop = stop
         self.set_inventory(inventory)
         self.state.start()
@@ -237,32 +245,32 @@ class DraDriver:
             "devices": [d.name for d in self.devices], "registration": str(self.settings.registration_socket),
             "endpoint": str(self.settings.dra_socket), "health_policy": self.health.policy.describe(),
         })
-        threads = [
-            threading.Thread(target=self._publish_loop, args=(stop,), name="dra-publish", daemon=True),
-            threading.Thread(target=self._mps_loop, args=(stop,), name="dra-mps", daemon=True),
-        ]
-        if self.backend is not None and self.health.policy.monitoring:
-            threads.append(threading.Thread(target=self._health_loop, args=(stop,), name="dra-health", daemon=True))
-            threads.append(threading.Thread(target=self._recovery_loop, args=(stop,), name="dra-recovery",
-                                            daemon=True))
-        if self.rescan is not None and self.settings.rescan_interval > 0:
-            threads.append(threading.Thread(target=self._rescan_loop, args=(stop,), name="dra-rescan", daemon=True))
-        for t in threads:
-            t.start()
-        try:
-            while not stop.is_set():
-                self.check_sockets()
-                wait_for_stop(stop, _SOCKET_CHECK_SECONDS)
-        finally:
-            self._registration.stop()
-            self._dra.stop()
-            with contextlib.suppress(OSError):
-                self.settings.plugin_dir.rmdir()  # only when empty: the checkpoint lives there too
-            self.broadcast.changed()
-            self._dirty.set()  # wakes the publish loop, which then sees stop
-            for t in threads:
-                t.join(timeout=5)
-            log.info("DRA driver stopped", extra={"event": "stop", "driver": self.settings.driver})
+        with Daemon("dra-plugin", stop=stop) as daemon:
+            daemon.on_stop(self._stop_serving)
+            daemon.watch("sockets", self.check_sockets, interval=_SOCKET_CHECK_SECONDS)
+            daemon.watch("publish", self.publish_step, interval=0.0)
+            daemon.watch("mps", self.state.mps.check, interval=self.settings.mps_check_interval)
+            if self.backend is not None and self.health.policy.monitoring:
+                feed = self.backend.health_feed()
+                daemon.on_stop(feed.close)
+                daemon.watch("health-events", lambda: self._feed_step(feed), interval=0.0)
+                recovery = min(max(self.health.tracker.recovery_window / 5, 0.05), 5.0)
+                backend = self.backend
+                daemon.watch("recovery", lambda: self._recover(backend), interval=recovery)
+            if self.rescan is not None and self.settings.rescan_interval > 0:
+                rescan = self.rescan
+                daemon.watch("rescan", lambda: self._rescan(rescan), interval=self.settings.rescan_interval)
+            if healthz is not None:
+                daemon.serve_http(healthz)
+            daemon.serve()
+        log.info("DRA driver stopped", extra={"event": "stop", "driver": self.settings.driver})
+
+    def _stop_serving(self) -> None:
+        self._registration.stop()  # first: the kubelet stops calling before the service goes
+        self._dra.stop()
+        with contextlib.suppress(OSError):
+            self.settings.plugin_dir.rmdir()  # only when empty: the checkpoint lives there too
+        self.broadcast.changed()  # health streams see the stop at once
 
     def check_sockets(self) -> None:
         """Serve again on a socket that was removed or replaced (DRA first: registration points at it)."""
@@ -272,12 +280,7 @@ class DraDriver:
             if endpoint.serving:
                 log.warning("our socket was removed; serving on it again",
                             extra={"event": "socket", "socket": str(endpoint.path)})
-            try:
-                endpoint.start()
-            except OSError as exc:
-                log.error("cannot serve the plugin socket", extra={"event": "socket", "socket": str(endpoint.path),
-                                                                   "error": str(exc)})
-                return
+            endpoint.start()  # an OSError is the watcher's to log and retry
 
     def publish(self) -> None:
         """Publish the slices now (generation one past the highest seen); raises the publisher's error."""
@@ -295,72 +298,33 @@ class DraDriver:
             "devices": [d["name"] for s in slices for d in s["spec"]["devices"]],
         })
 
-    def _publish_loop(self, stop: threading.Event) -> None:
-        backoff = 0.0
-        problem = ""
-        resync = self.settings.resync_interval
-        next_resync = time.monotonic() + resync
-        while not stop.is_set():
-            if self._dirty.wait(resync):
-                stop.wait(_PUBLISH_DEBOUNCE_SECONDS)  # coalesce a burst of changes into one publish
-            if stop.is_set():
-                return
-            try:
-                if not self._dirty.is_set() and time.monotonic() >= next_resync and self.publisher is not None:
-                    next_resync = time.monotonic() + resync
-                    if self.publisher.existing() != self._published:
-                        log.warning("our ResourceSlices changed or went missing; publishing them again",
-                                    extra={"event": "publish"})
-                        self._generation = 0
-                        self._dirty.set()
-                if self._dirty.is_set():
-                    self._dirty.clear()
-                    self.publish()
-                backoff = 0.0
-            except Exception as exc:  # the API may be away; keep trying, never die
+    def publish_step(self) -> None:
+        """Publish when something changed (a burst coalesced over 100 ms), and every resync interval compare
+        the published slices with the API's: a starting kubelet deletes its node's slices."""
+        if self._dirty.wait(_WAIT_SLICE_SECONDS):
+            self._stop.wait(_PUBLISH_DEBOUNCE_SECONDS)
+        elif self.publisher is not None and time.monotonic() >= self._next_resync:
+            self._next_resync = time.monotonic() + self.settings.resync_interval
+            if self.publisher.existing() != self._published:
+                log.warning("our ResourceSlices changed or went missing; publishing them again",
+                            extra={"event": "publish"})
+                self._generation = 0
                 self._dirty.set()
-                backoff = min(max(backoff * 2, 0.5), 30.0)
-                # Once per cause: a long API outage is one warning, not one every 30 s.
-                level = logging.DEBUG if str(exc) == problem else logging.WARNING
-                problem = str(exc)
-                log.log(level, "cannot publish the ResourceSlices; will retry",
-                        extra={"event": "publish", "error": problem, "retry_in_s": backoff})
-                stop.wait(backoff)
-                continue
-            if problem:
-                log.info("ResourceSlices published again after a failure", extra={"event": "publish"})
-                problem = ""
+        if self._stop.is_set() or not self._dirty.is_set():
+            return
+        self._dirty.clear()
+        try:
+            self.publish()
+        except BaseException:
+            self._dirty.set()  # the watcher retries with backoff, and this step publishes again
+            raise
 
-    def _health_loop(self, stop: threading.Event) -> None:
-        assert self.backend is not None
-        while not stop.is_set():
-            try:
-                for event in self.backend.health_events(stop):
-                    self.health.handle_event(event)
-            except Exception as exc:  # a broken stream must not end health tracking for good
-                log.warning("health event stream failed; restarting it", extra={"event": "health", "error": str(exc)})
-                stop.wait(1.0)
+    def _feed_step(self, feed: HealthFeed) -> None:
+        for event in feed.poll(POLL_SLICE_SECONDS):
+            self.health.handle_event(event)
 
-    def _recovery_loop(self, stop: threading.Event) -> None:
-        assert self.backend is not None
-        interval = min(max(self.health.tracker.recovery_window / 5, 0.05), 5.0)
-        while not stop.wait(interval):
-            try:
-                self.health.recover_due(self.backend.probe)
-            except Exception as exc:
-                log.warning("recovery probe failed", extra={"event": "health", "error": str(exc)})
+    def _recover(self, backend: GPUBackend) -> None:
+        self.health.recover_due(backend.probe)
 
-    def _mps_loop(self, stop: threading.Event) -> None:
-        while not stop.wait(self.settings.mps_check_interval):
-            try:
-                self.state.mps.check()
-            except Exception as exc:
-                log.warning("MPS daemon check failed", extra={"event": "mps", "error": str(exc)})
-
-    def _rescan_loop(self, stop: threading.Event) -> None:
-        assert self.rescan is not None
-        while not stop.wait(self.settings.rescan_interval):
-            try:
-                self.set_inventory(self.rescan())
-            except Exception as exc:
-                log.warning("inventory rescan failed", extra={"event": "rescan", "error": str(exc)})
+    def _rescan(self, rescan: Callable[[], Inventory]) -> None:
+        self.set_inventory(rescan())
