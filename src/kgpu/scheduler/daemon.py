@@ -15,12 +15,11 @@ from pathlib import Path
 
 from prometheus_client.exposition import generate_latest
 
-from kgpu.exporter.server import MetricsServer, parse_listen
 from kgpu.process import wait_for_stop
 from kgpu.scheduler.extender import Extender, ExtenderConfig
 from kgpu.scheduler.kube import KubeApi, kube_client, start_reflectors
 from kgpu.scheduler.metrics import registry
-from kgpu.scheduler.server import ExtenderServer
+from kgpu.scheduler.server import ExtenderServer, parse_listen
 from kgpu.scheduler.state import ClusterState
 
 log = logging.getLogger(__name__)
@@ -35,22 +34,16 @@ class ExtenderOptions:
     kubeconfig: Path | None = None
 
 
-class _Metrics:
-    def __init__(self, state: ClusterState, legacy: bool) -> None:
-        self._registry = registry(state, legacy)
-
-    def render(self) -> str:
-        return generate_latest(self._registry).decode()
-
-
 def run(options: ExtenderOptions, stop: threading.Event) -> None:
-    host, port = parse_listen(options.http_bind)
-    mhost, mport = parse_listen(options.metrics_bind) if options.metrics_bind else ("", 0)
+    host, port = parse_listen(options.http_bind, "--http-bind")
+    mhost, mport = parse_listen(options.metrics_bind, "--metrics-bind-address") if options.metrics_bind else ("", 0)
     client = kube_client(options.kubeconfig)
     state = ClusterState()
     extender = Extender(state, KubeApi(client, instance=socket.gethostname()), options.config)
     server = ExtenderServer(extender, host, port)
-    metrics = MetricsServer(_Metrics(state, options.legacy_metrics), mhost, mport) if options.metrics_bind else None
+    reg = registry(state, options.legacy_metrics)
+    metrics = ExtenderServer(extender, mhost, mport, verbs=False, metrics=lambda: generate_latest(reg),
+                             flag="--metrics-bind-address") if options.metrics_bind else None
     start_reflectors(client, state, stop)
     server.start()
     if metrics is not None:
