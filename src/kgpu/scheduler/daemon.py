@@ -1,8 +1,11 @@
-"""``kgpu scheduler-extender``: reflectors, the extender's HTTP endpoint and its metrics, until SIGTERM.
+"""``kgpu scheduler-extender``: reflectors, the extender's verbs and its status address, until SIGTERM.
+
+Runs on kgpu's daemon runtime (:class:`kgpu.daemon.Daemon`): SIGTERM and SIGINT stop it at any point,
+the status address serves ``/healthz``, ``/readyz`` (pods and nodes listed) and ``/metrics``.
 
 Example::
 
-    run(ExtenderOptions(http_bind="127.0.0.1:8080"), stop)     # returns once ``stop`` is set
+    run(ExtenderOptions(http_bind="127.0.0.1:8080"))     # returns once stopped
 """
 
 from __future__ import annotations
@@ -13,13 +16,13 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from prometheus_client.exposition import generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
-from kgpu.process import wait_for_stop
+from kgpu.daemon import Daemon, Response, parse_listen
 from kgpu.scheduler.extender import Extender, ExtenderConfig
 from kgpu.scheduler.kube import KubeApi, kube_client, start_reflectors
 from kgpu.scheduler.metrics import registry
-from kgpu.scheduler.server import ExtenderServer, parse_listen
+from kgpu.scheduler.server import ExtenderServer
 from kgpu.scheduler.state import ClusterState
 
 log = logging.getLogger(__name__)
@@ -34,26 +37,25 @@ class ExtenderOptions:
     kubeconfig: Path | None = None
 
 
-def run(options: ExtenderOptions, stop: threading.Event) -> None:
+def run(options: ExtenderOptions, stop: threading.Event | None = None) -> None:
     host, port = parse_listen(options.http_bind, "--http-bind")
-    mhost, mport = parse_listen(options.metrics_bind, "--metrics-bind-address") if options.metrics_bind else ("", 0)
-    client = kube_client(options.kubeconfig)
-    state = ClusterState()
-    extender = Extender(state, KubeApi(client, instance=socket.gethostname()), options.config)
-    server = ExtenderServer(extender, host, port)
-    reg = registry(state, options.legacy_metrics)
-    metrics = ExtenderServer(extender, mhost, mport, verbs=False, metrics=lambda: generate_latest(reg),
-                             flag="--metrics-bind-address") if options.metrics_bind else None
-    start_reflectors(client, state, stop)
-    server.start()
-    if metrics is not None:
-        metrics.start()
-    log.info("serving", extra={"http_bind": f"{host}:{server.port}", "metrics_bind": options.metrics_bind,
-                               "node_policy": options.config.node_policy, "gpu_policy": options.config.gpu_policy})
-    try:
-        wait_for_stop(stop)
-    finally:
-        server.stop()
-        if metrics is not None:
-            metrics.stop()
+    status = parse_listen(options.metrics_bind, "--metrics-bind-address") if options.metrics_bind else None
+    with Daemon("scheduler-extender", stop=stop) as daemon:
+        client = kube_client(options.kubeconfig)
+        state = ClusterState()
+        extender = Extender(state, KubeApi(client, instance=socket.gethostname()), options.config)
+        verbs = ExtenderServer(extender, host, port).start()
+        daemon.on_stop(verbs.stop)
+        if status is not None:
+            reg = registry(state, options.legacy_metrics)
+            daemon.serve_http(status, {
+                "/metrics": lambda: Response(200, generate_latest(reg), CONTENT_TYPE_LATEST),
+                "/readyz": lambda: Response(200, b"ok\n") if state.synced.is_set()
+                else Response(503, b"still listing pods and nodes\n"),
+            }, flag="--metrics-bind-address")
+        start_reflectors(client, state, daemon.stop)
+        log.info("serving", extra={"http_bind": f"{host}:{verbs.port}", "metrics_bind": options.metrics_bind,
+                                   "node_policy": options.config.node_policy,
+                                   "gpu_policy": options.config.gpu_policy})
+        daemon.serve()
     log.info("stopped")

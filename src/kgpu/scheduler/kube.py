@@ -144,6 +144,8 @@ def reflect(
             items = client.list(resource, chunk_size=500)
             objects = [o.to_dict() for o in items]
             version = items.resourceVersion
+            if stop.is_set():
+                return
             replace(objects)
             listed()
             backoff, last_cause = 0.5, ""

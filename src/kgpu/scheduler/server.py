@@ -1,9 +1,6 @@
-"""The extender's HTTP endpoints.
-
-* The verbs, for kube-scheduler only (keep it on 127.0.0.1 beside it): ``POST <prefix>/filter``,
-  ``/prioritize``, ``/bind``.
-* Status, for the kubelet's probes and Prometheus: ``GET /metrics``, ``/healthz`` (the process
-  serves), ``/readyz`` (pods and nodes have been listed). Both listeners answer the ``GET`` paths.
+"""The extender's verbs over HTTP, for kube-scheduler only (keep it on 127.0.0.1 beside it):
+``POST <prefix>/filter``, ``/prioritize``, ``/bind``; and ``GET /healthz``, ``/readyz`` there too.
+(Probes and ``/metrics`` for the rest of the cluster are on the daemon's status address.)
 
 kube-scheduler POSTs JSON to ``urlPrefix + "/" + verb`` and treats any status other than 200 as a
 failed call, so answers to well-formed requests are 200 with the verb's result type (errors in
@@ -35,8 +32,6 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 128
     extender: Extender
-    verbs: bool
-    metrics: Callable[[], bytes] | None
 
 
 class _Server6(_Server):
@@ -49,10 +44,6 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         verb = self.path.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1]
-        if not self.server.verbs:
-            self._json(404, {"Error": "this is the extender's status address; kube-scheduler's urlPrefix is "
-                                      "the --http-bind address"})
-            return
         verbs: dict[str, Callable[[Mapping[str, Any]], Any]] = {
             "filter": self.server.extender.filter,
             "prioritize": self.server.extender.prioritize,
@@ -96,16 +87,8 @@ class _Handler(BaseHTTPRequestHandler):
                 self._text(200, "ok\n")
             else:
                 self._text(503, "still listing pods and nodes\n")
-        elif path == "/metrics" and self.server.metrics is not None:
-            try:
-                body = self.server.metrics()
-            except Exception:
-                log.exception("scrape failed")
-                self._text(500, "scrape failed; see the extender's log\n")
-                return
-            self._send(200, body, "text/plain; version=0.0.4; charset=utf-8")
         else:
-            self._text(404, "not found: GET /healthz, /readyz or /metrics\n")
+            self._text(404, "not found: POST filter, prioritize or bind; GET /healthz or /readyz\n")
 
     def _json(self, status: int, body: Any) -> None:
         self._send(status, json.dumps(body, separators=(",", ":")).encode(), "application/json")
@@ -124,29 +107,15 @@ class _Handler(BaseHTTPRequestHandler):
         log.debug("http %s", format % args)
 
 
-def parse_listen(text: str, flag: str) -> tuple[str, int]:
-    """``127.0.0.1:8080``, ``:9395`` (all addresses) or ``[::1]:8080``."""
-    host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ConfigError(f"{flag} {text!r}: expected HOST:PORT such as 127.0.0.1:8080, :9395 or [::1]:8080")
-    return (host.strip("[]") or "0.0.0.0"), int(port)
-
-
 class ExtenderServer:
-    """Serves ``extender`` on ``host:port`` until :meth:`stop`; :attr:`port` is the bound port.
+    """Serves ``extender`` on ``host:port`` until :meth:`stop`; :attr:`port` is the bound port."""
 
-    ``verbs=False`` makes it a status address only (probes and ``metrics``, a callable returning the
-    Prometheus text)."""
-
-    def __init__(self, extender: Extender, host: str, port: int, *, verbs: bool = True,
-                 metrics: Callable[[], bytes] | None = None, flag: str = "--http-bind") -> None:
+    def __init__(self, extender: Extender, host: str, port: int) -> None:
         try:
             self._server = (_Server6 if ":" in host else _Server)((host, port), _Handler)
         except OSError as exc:
-            raise ConfigError(f"{flag} {host}:{port}: cannot listen: {exc.strerror or exc}") from None
+            raise ConfigError(f"--http-bind {host}:{port}: cannot listen: {exc.strerror or exc}") from None
         self._server.extender = extender
-        self._server.verbs = verbs
-        self._server.metrics = metrics
         self._thread = threading.Thread(target=self._server.serve_forever, name="extender-http", daemon=True)
 
     @property

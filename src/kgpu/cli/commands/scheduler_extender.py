@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import signal
-import threading
 from pathlib import Path
 from typing import Annotated
 
@@ -84,12 +82,5 @@ def scheduler_extender(
             raise ConfigError(f"{flag} {value!r}: allowed: {', '.join(POLICIES)}")
     config = ExtenderConfig(node_policy=node_scheduler_policy, gpu_policy=gpu_scheduler_policy,  # type: ignore[arg-type]
                             default_cores=default_cores, bind_wait=bind_wait)
-    options = ExtenderOptions(http_bind=http_bind, metrics_bind=metrics_bind_address, config=config,
-                              legacy_metrics=legacy_metrics, kubeconfig=kubeconfig)
-    stop = threading.Event()
-    previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        run(options, stop)
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+    run(ExtenderOptions(http_bind=http_bind, metrics_bind=metrics_bind_address, config=config,
+                        legacy_metrics=legacy_metrics, kubeconfig=kubeconfig))
