@@ -18,7 +18,7 @@ from kgpu.cli import app
 from kgpu.gpu import open_backend
 from kgpu.gpu.model import Inventory
 
-RO = ["ro", "nosuid", "nodev", "bind"]
+RO = ["ro", "nosuid", "nodev", "rbind", "rprivate"]  # nvidia-ctk's options for the driver's files
 
 
 def _inventory(name: str) -> Inventory:
@@ -48,7 +48,7 @@ def test_h100_node_with_a_distro_driver_gets_one_device_per_gpu_plus_all(tmp_pat
         f"/dev/nvidia{i}" for i in range(8)
     ]
     edits = doc["containerEdits"]
-    assert edits["env"] == ["NVIDIA_VISIBLE_DEVICES=void"]
+    assert edits["env"] == [f"NVIDIA_CTK_LIBCUDA_DIR=/{multiarch_lib()}", "NVIDIA_VISIBLE_DEVICES=void"]
     assert [n["path"] for n in edits["deviceNodes"]] == [
         "/dev/nvidiactl", "/dev/nvidia-uvm", "/dev/nvidia-uvm-tools", "/dev/nvidia-modeset"
     ]
@@ -61,12 +61,13 @@ def test_h100_node_with_a_distro_driver_gets_one_device_per_gpu_plus_all(tmp_pat
                    "nvidia-cuda-mps-server"):
         assert mounts[f"/usr/bin/{binary}"]["options"] == RO
     assert f"/lib/firmware/nvidia/{VERSION}/gsp_ga10x.bin" in mounts
+    # a hook binary that names none of the newer subcommands gets the two every nvidia-cdi-hook has
     create, ldcache = edits["hooks"]
-    assert create["hookName"] == "createContainer" and create["path"] == "/usr/bin/nvidia-cdi-hook"
-    assert create["args"][:2] == ["nvidia-cdi-hook", "create-symlinks"]
-    assert f"libcuda.so.{VERSION}::{lib}/libcuda.so.1" in create["args"]
-    assert f"libcuda.so.1::{lib}/libcuda.so" in create["args"]
+    assert create == {"hookName": "createContainer", "path": "/usr/bin/nvidia-cdi-hook",
+                      "args": ["nvidia-cdi-hook", "create-symlinks", "--link", f"libcuda.so.1::{lib}/libcuda.so"],
+                      "env": ["NVIDIA_CTK_DEBUG=false"]}
     assert ldcache["args"] == ["nvidia-cdi-hook", "update-ldcache", "--folder", lib]
+    assert ldcache["env"] == ["NVIDIA_CTK_DEBUG=false"]
     assert validate(doc, tmp_path).ok
 
 
@@ -158,6 +159,7 @@ def test_cli_writes_yaml_or_json_that_parses_back(tmp_path: Path) -> None:
     result = runner.invoke(app, ["--simulate", "mixed", "cdi", "generate", "--root", str(tmp_path),
                                  "--output", "/etc/cdi/nvidia.yaml"])
     assert result.exit_code == 0, result.output
+    assert result.stderr.startswith(f"created {tmp_path}/etc/cdi/nvidia.yaml: 5 devices")  # the path written
     text = (tmp_path / "etc/cdi/nvidia.yaml").read_text()
     assert text.startswith("---\ncdiVersion: 0.5.0\n")
     doc = yaml.safe_load(text)
@@ -168,8 +170,9 @@ def test_cli_writes_yaml_or_json_that_parses_back(tmp_path: Path) -> None:
     assert as_json.exit_code == 0
     assert json.loads(as_json.stdout) == doc
 
-    check = runner.invoke(app, ["cdi", "validate", "--root", str(tmp_path), str(tmp_path / "etc/cdi/nvidia.yaml")])
-    assert check.exit_code == 0 and "valid CDI spec" in check.output
+    check = runner.invoke(app, ["cdi", "validate", "--root", str(tmp_path), "/etc/cdi/nvidia.yaml"])
+    assert check.exit_code == 0, check.output
+    assert check.stdout.startswith(f"{tmp_path}/etc/cdi/nvidia.yaml: valid CDI spec")
 
 
 def test_render_yaml_is_sorted_like_nvidia_ctk(tmp_path: Path) -> None:

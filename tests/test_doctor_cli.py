@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+from cli_inproc import kgpu
 from doctor_nodes import NODES, Node
 from typer.testing import CliRunner
 
@@ -79,9 +81,17 @@ def test_nvml_that_cannot_load_is_a_finding_naming_where_it_looked(tmp_path: Pat
     assert nodes["status"] == "pass"
 
 
-def test_a_root_that_is_not_a_directory_is_refused(tmp_path: Path) -> None:
-    for args in (["doctor"], ["node", "prepare"]):
-        done = subprocess.run([sys.executable, "-m", "kgpu", "--simulate", "t4", *args, "--root", str(tmp_path / "no")],
-                              capture_output=True, text=True, timeout=60)
+@pytest.mark.parametrize(
+    "args",
+    [["doctor"], ["node", "prepare"], ["runtime", "configure"], ["runtime", "unconfigure"],
+     ["cdi", "generate", "-o", "/etc/cdi/nvidia.yaml"], ["cdi", "validate", "/etc/cdi/nvidia.yaml"]],
+)
+def test_every_command_refuses_a_root_that_is_missing_or_not_a_directory(tmp_path: Path, args: list[str]) -> None:
+    a_file = tmp_path / "file"
+    a_file.write_text("")
+    for root, why in ((tmp_path / "no", "no such directory"), (a_file, "not a directory")):
+        done = kgpu("--simulate", "t4", *args, "--root", str(root))
         assert done.returncode == 2, done.stderr
-        assert f"--root {tmp_path / 'no'}: not a directory" in done.stderr
+        assert done.stderr.splitlines() == [
+            f"kgpu: error: --root {root}: {why}; give the node's filesystem root (default /)"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]  # nothing was created

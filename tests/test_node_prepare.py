@@ -63,8 +63,10 @@ def test_apply_fixes_what_the_doctor_found_and_a_second_run_does_nothing(tmp_pat
     old_fstab = node.read("/etc/fstab")
 
     out = prepare(node, "--apply")
-    assert "wrote /etc/fstab (previous content in /etc/fstab.kgpu.bak)" in out
-    assert node.read("/etc/fstab.kgpu.bak") == old_fstab
+    fstab = node.path("/etc/fstab")
+    assert (f"updated {fstab} (previous content in {fstab}.kgpu.bak; original kept in {fstab}.kgpu.orig)"
+            in out.splitlines())
+    assert node.read("/etc/fstab.kgpu.bak") == old_fstab == node.read("/etc/fstab.kgpu.orig")
     assert "#/swap.img" in node.read("/etc/fstab")
     assert node.read("/etc/modprobe.d/blacklist-nouveau.conf").splitlines()[1:] == [
         "blacklist nouveau", "options nouveau modeset=0", "blacklist nova_core", "blacklist nova_drm"]
@@ -130,7 +132,7 @@ def test_a_node_without_a_cdi_spec_gets_one_the_doctor_accepts(tmp_path: Path) -
     result = runner.invoke(app, ["--simulate", "a100-mig", "node", "prepare", "--root", str(node.root), "--apply"])
     assert result.exit_code == 0, result.output
     assert "cdi.spec: write the CDI spec for 2 GPU(s) and 4 MIG device(s) (driver root /)" in result.stdout
-    assert "wrote /etc/cdi/nvidia.yaml" in result.stdout
+    assert f"created {node.path('/etc/cdi/nvidia.yaml')}" in result.stdout.splitlines()
     spec = yaml.safe_load(node.read("/etc/cdi/nvidia.yaml"))
     names = {d["name"] for d in spec["devices"]}
     assert {"0", "1", "0:0", "all", "GPU-374202be-4ba9-56b5-bd01-03f77bd5589f"} <= names

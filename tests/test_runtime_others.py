@@ -96,14 +96,18 @@ def test_crio_drop_in_copies_the_default_runtime_and_points_at_nvidia(tmp_path: 
     assert not plan_configure(ConfigureRequest(runtime="crio", set_as_default=True), tmp_path).changed
 
 
-def test_crio_unconfigure_removes_the_drop_in(tmp_path: Path) -> None:
+def test_crio_unconfigure_removes_the_drop_in_and_keeps_its_backup_out_of_crio_conf_d(tmp_path: Path) -> None:
     _put(tmp_path, CRIO_MAIN, "crio.conf")
     apply_plan(plan_configure(ConfigureRequest(runtime="crio"), tmp_path))
+    drop_in = (tmp_path / CRIO_DROP_IN).read_text()
 
     apply_plan(plan_unconfigure(ConfigureRequest(runtime="crio"), tmp_path))
 
     assert not (tmp_path / CRIO_DROP_IN).exists()
-    assert (tmp_path / (CRIO_DROP_IN + ".kgpu.bak")).exists()
+    # CRI-O reads every file in crio.conf.d: a backup there would bring the nvidia runtime back
+    assert not list((tmp_path / "etc/crio/crio.conf.d").iterdir())
+    backup = tmp_path / "var/lib/kgpu/backup" / (CRIO_DROP_IN + ".kgpu.bak")
+    assert backup.read_text() == drop_in
 
 
 def test_crio_no_drop_in_edits_crio_conf_in_place(tmp_path: Path) -> None:

@@ -42,6 +42,9 @@ BACKUP_SUFFIX = ".kgpu.bak"
 """The content a file had before kgpu's latest change to it (rolling: replaced on every change)."""
 ORIGINAL_SUFFIX = ".kgpu.orig"
 """The content a file had before kgpu first changed it; written once, never replaced."""
+BACKUP_DIR = "/var/lib/kgpu/backup"
+"""Where backups go for a file whose directory a daemon reads whole (CRI-O reads every file in crio.conf.d,
+so a ``99-nvidia.toml.kgpu.bak`` beside the drop-in would be read as configuration too)."""
 MAX_READ_BYTES = 16 * 1024 * 1024
 """Config files, specs and fixtures are small; anything bigger is a mistake (a log, an image)."""
 _MAX_LINKS = 40  # as the kernel's MAXSYMLINKS
@@ -80,13 +83,17 @@ def _wide_encoding(data: bytes) -> tuple[str, str] | None:
     return None
 
 
-def decode(data: bytes, name: str) -> str:
-    """``data`` as text: UTF-8, a leading byte-order mark dropped; anything else is a one-line ConfigError."""
+def decode(data: bytes, name: str, path: Path | str | None = None) -> str:
+    """``data`` as text: UTF-8, a leading byte-order mark dropped; anything else is a one-line ConfigError.
+
+    ``name`` is how the file is shown (``config file /etc/kgpu/dp.yaml``), ``path`` the file itself.
+    """
     wide = _wide_encoding(data)
     if wide is not None:
+        file = path if path is not None else name
         raise ConfigError(
             f"{name}: the file is {wide[0]} text; kgpu reads UTF-8 only: convert it with "
-            f"iconv -f {wide[1]} -t UTF-8 {name} > {name}.utf8 and put that in its place"
+            f"iconv -f {wide[1]} -t UTF-8 {file} > {file}.utf8 and put that in its place"
         )
     if data.startswith(_UTF8_BOM):
         data = data[len(_UTF8_BOM):]
@@ -120,7 +127,7 @@ def read_bytes(path: Path | str, name: str | None = None, limit: int = MAX_READ_
 def read_text(path: Path | str, name: str | None = None, limit: int = MAX_READ_BYTES) -> str:
     """The file's text (see :func:`decode`); a missing or unreadable file is a one-line ConfigError."""
     shown = name or str(path)
-    return decode(read_bytes(path, shown, limit), shown)
+    return decode(read_bytes(path, shown, limit), shown, path)
 
 
 def read_text_or_none(path: Path | str, name: str | None = None, limit: int = MAX_READ_BYTES) -> str | None:
@@ -132,7 +139,7 @@ def read_text_or_none(path: Path | str, name: str | None = None, limit: int = MA
         return None
     except OSError as exc:
         raise ConfigError(describe_os_error(exc, "read", Path(path), shown)) from None
-    return decode(data, shown)
+    return decode(data, shown, path)
 
 
 # ------------------------------------------------------------------------------------------ the root

@@ -8,7 +8,7 @@ Example::
     assert validate(result.spec.to_json()).ok
 """
 
-from kgpu.cdi.generate import KIND, STRATEGIES, CdiError, CdiOptions, GeneratedSpec, generate_spec
+from kgpu.cdi.generate import HOOKS, KIND, STRATEGIES, CdiError, CdiOptions, GeneratedSpec, generate_spec
 from kgpu.cdi.spec import (
     ContainerEdits,
     Device,
@@ -23,6 +23,7 @@ from kgpu.cdi.spec import (
 )
 
 __all__ = [
+    "HOOKS",
     "KIND",
     "STRATEGIES",
     "CdiError",

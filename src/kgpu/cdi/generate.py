@@ -10,8 +10,15 @@ What goes in, as ``nvidia-ctk cdi generate`` emits it:
   (nvidia-smi, nvidia-debugdump, nvidia-persistenced, MPS control and server) as read-only bind mounts,
   the persistenced / fabric-manager sockets and the MPS pipe directory when present;
   ``NVIDIA_VISIBLE_DEVICES=void`` so the legacy runtime hook does not inject devices a second time;
-- ``nvidia-cdi-hook create-symlinks`` (``libcuda.so`` and the soname links) and ``update-ldcache``.
+- ``NVIDIA_CTK_LIBCUDA_DIR`` (where libcuda is in the container) and the ``nvidia-cdi-hook`` hooks,
+  in nvidia-ctk's order, each with ``NVIDIA_CTK_DEBUG=false``: ``create-symlinks`` (``libcuda.so``),
+  ``enable-cuda-compat --host-driver-version=…``, ``update-ldcache``,
+  ``disable-device-node-modification`` and ``update-application-profile`` — each only when the hook
+  binary on the node has that subcommand (an older toolkit would fail every container on an
+  unknown one) and it is not switched off with ``--disable-hook``.
 
+Device nodes are looked for under ``--dev-root``, which defaults to the driver root (as nvidia-ctk;
+a driver root without a ``/dev`` of its own, as GKE's ``/usr/local/nvidia``, uses the node's ``/dev``).
 Container paths are host paths with the driver root taken off, as nvidia-ctk does: with the driver
 under ``/usr/local/nvidia``, ``/usr/local/nvidia/lib64/libcuda.so.580.95.05`` appears in the
 container as ``/lib64/libcuda.so.580.95.05``. Without ``nvidia-cdi-hook`` on the host the hooks are
@@ -26,6 +33,7 @@ from pathlib import Path, PurePosixPath
 
 from kgpu.cdi.spec import ContainerEdits, Device, DeviceNode, Hook, Mount, Spec
 from kgpu.errors import KgpuError
+from kgpu.fsio import locate, read_text
 from kgpu.gpu.model import GPU, Inventory, MigDevice
 from kgpu.host.driverfiles import DriverFiles, discover_driver_files
 
@@ -36,7 +44,14 @@ COMMON_DEVICE_NODES = ("/dev/nvidiactl", "/dev/nvidia-uvm", "/dev/nvidia-uvm-too
 REQUIRED_DEVICE_NODES = ("/dev/nvidiactl",)
 IPC_PATHS = ("/run/nvidia-persistenced/socket", "/run/nvidia-fabricmanager/socket", "/tmp/nvidia-mps")
 MIG_MINORS = "/proc/driver/nvidia-caps/mig-minors"
-IPC_OPTIONS = ("ro", "nosuid", "nodev", "bind", "noexec")
+IPC_OPTIONS = ("nosuid", "nodev", "rbind", "rprivate", "noexec")
+HOOK_ENV = ("NVIDIA_CTK_DEBUG=false",)
+HOOKS = ("create-symlinks", "enable-cuda-compat", "update-ldcache", "disable-device-node-modification",
+         "update-application-profile")
+"""nvidia-cdi-hook's subcommands kgpu emits, in nvidia-ctk's order."""
+_BASE_HOOKS = frozenset({"create-symlinks", "update-ldcache"})
+"""What every nvidia-cdi-hook (toolkit ≥ 1.16) has; assumed when the binary names none of HOOKS."""
+_HOOK_BINARY_LIMIT = 256 * 1024 * 1024
 
 
 class CdiError(KgpuError):
@@ -48,11 +63,15 @@ class CdiOptions:
     root: Path = Path("/")
     """Filesystem root every host path is read under; paths in the spec are as the node sees them."""
     driver_root: str = "/"
-    dev_root: str = "/"
+    dev_root: str | None = None
+    """Root of the /dev holding the device nodes; None: the driver root (nvidia-ctk's default)."""
     strategies: tuple[str, ...] = ("index", "uuid")
     """Device names: ``index`` (``0``, ``0:1``) and/or ``uuid``; both by default, so the spec answers
     ``nvidia.com/gpu=0`` as well as ``nvidia.com/gpu=GPU-…`` (the device plugin's default ID strategy)."""
     hook_path: str = NVIDIA_CDI_HOOK
+    disabled_hooks: frozenset[str] = frozenset()
+    """nvidia-ctk's ``--disable-hook``: hook names to leave out, or ``all``."""
+    kind: str = "nvidia.com/gpu"
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +88,23 @@ def _node(root: Path, p: Path) -> str:
 
 
 def _under(root: Path, node_path: str) -> Path:
-    return root / node_path.lstrip("/")
+    return locate(root, node_path).real
+
+
+def hook_commands(root: Path, hook_path: str) -> frozenset[str]:
+    """The subcommands of ``nvidia-cdi-hook`` (of HOOKS) the binary on the node has, read from its bytes.
+
+    Nothing is run (the node may be mounted under --root, or another architecture). A binary naming
+    none of them (a wrapper script, say) is taken to have the two every version has.
+    """
+    path = _under(root, hook_path)
+    try:
+        with open(path, "rb") as f:
+            data = f.read(_HOOK_BINARY_LIMIT)
+    except OSError:
+        return frozenset()
+    found = frozenset(h for h in HOOKS if h.encode() in data)
+    return found or _BASE_HOOKS
 
 
 def _join(base: str, path: str) -> str:
@@ -109,8 +144,15 @@ def generate_spec(inventory: Inventory, options: CdiOptions = CdiOptions()) -> G
     """The CDI spec for ``inventory``'s GPUs and the driver under ``options.driver_root``."""
     root = options.root
     notes: list[str] = []
+    dev_root = options.dev_root if options.dev_root is not None else options.driver_root
+    if options.dev_root is None and not _under(root, _join(dev_root, "/dev")).is_dir():
+        # the driver alone under its root (GKE's /usr/local/nvidia): its device nodes are the node's
+        notes.append(f"no /dev under the driver root {dev_root}: device nodes are looked for in /dev "
+                     f"(--dev-root chooses another)")
+        dev_root = "/"
+
     def device_node(path: str, required: bool, what: str) -> DeviceNode | None:
-        host = _join(options.dev_root, path)
+        host = _join(dev_root, path)
         if _under(root, host).exists():
             return DeviceNode(path, host)
         if required:
@@ -132,7 +174,7 @@ def generate_spec(inventory: Inventory, options: CdiOptions = CdiOptions()) -> G
                 text = _under(root, MIG_MINORS)
                 if not text.is_file():
                     raise CdiError(f"{MIG_MINORS} is missing: cannot map MIG devices to /dev/nvidia-caps nodes")
-                minors = read_mig_minors(text.read_text())
+                minors = read_mig_minors(read_text(text, MIG_MINORS))
             nodes = [gpu_node]
             for key in (
                 f"gpu{gpu.minor}/gi{mig.gpu_instance_id}/access",
@@ -168,7 +210,7 @@ def generate_spec(inventory: Inventory, options: CdiOptions = CdiOptions()) -> G
     if files.version and inventory.driver_version and files.version != inventory.driver_version:
         notes.append(f"driver files are version {files.version} but the GPUs report {inventory.driver_version}")
     mounts: list[Mount] = []
-    libraries = [_node(root, p) for p in files.libraries]
+    libraries = [_node(root, p) for p in (*files.libraries, *_vdpau(files))]
     for lib in libraries:
         mounts.append(Mount(lib, _container_path(options.driver_root, lib)))
     for fw in files.firmware:
@@ -187,46 +229,58 @@ def generate_spec(inventory: Inventory, options: CdiOptions = CdiOptions()) -> G
 
     # --- hooks, or soname links as mounts when there is no hook binary ---
     hooks: list[Hook] = []
+    env = ["NVIDIA_VISIBLE_DEVICES=void"]
     lib_dirs = list(dict.fromkeys(str(PurePosixPath(_container_path(options.driver_root, lib)).parent)
                                   for lib in libraries))
-    links = []
-    for link in files.library_links:
-        container_dir = PurePosixPath(_container_path(options.driver_root, _node(root, link.path))).parent
-        links.append((link.target, str(container_dir / link.path.name), _node(root, link.path)))
-    if _under(root, options.hook_path).exists():
-        link_args = [f"{target}::{path}" for target, path, _ in links]
-        cuda = [lib for lib in libraries if PurePosixPath(lib).name.startswith("libcuda.so.")]
-        if cuda:
-            container_dir = PurePosixPath(_container_path(options.driver_root, cuda[0])).parent
-            link_args.append(f"libcuda.so.1::{container_dir / 'libcuda.so'}")
+    cuda = [lib for lib in libraries if PurePosixPath(lib).name.startswith("libcuda.so.")]
+    cuda_dir = str(PurePosixPath(_container_path(options.driver_root, cuda[0])).parent) if cuda else None
+    if cuda_dir is not None:
+        env.insert(0, f"NVIDIA_CTK_LIBCUDA_DIR={cuda_dir}")
+    available = hook_commands(root, options.hook_path)
+    if available:
+        wanted = set() if "all" in options.disabled_hooks else available - options.disabled_hooks
         base = PurePosixPath(options.hook_path).name
-        if link_args:
-            args = [base, "create-symlinks"]
-            for a in dict.fromkeys(link_args):
-                args += ["--link", a]
-            hooks.append(Hook("createContainer", options.hook_path, tuple(args)))
-        if lib_dirs:
-            args = [base, "update-ldcache"]
-            for d in lib_dirs:
-                args += ["--folder", d]
-            hooks.append(Hook("createContainer", options.hook_path, tuple(args)))
+        args: dict[str, list[str]] = {
+            "create-symlinks": ["--link", f"libcuda.so.1::{cuda_dir}/libcuda.so"] if cuda_dir else [],
+            "enable-cuda-compat": [f"--host-driver-version={files.version}"] if files.version else [],
+            "update-ldcache": [a for d in lib_dirs for a in ("--folder", d)],
+            "disable-device-node-modification": [],
+            "update-application-profile": [],
+        }
+        needs_args = {"create-symlinks", "enable-cuda-compat", "update-ldcache"}
+        for name in HOOKS:
+            if name in wanted and (args[name] or name not in needs_args):
+                hooks.append(Hook("createContainer", options.hook_path, (base, name, *args[name]), HOOK_ENV))
     else:
         notes.append(
             f"{options.hook_path} is not installed (nvidia-container-toolkit ≥ 1.16 ships it): the spec has no "
             f"ldcache/symlink hooks and mounts the soname links instead; libraries are in {', '.join(lib_dirs)} "
             f"in the container"
         )
-        for _, container, host in links:
-            mounts.append(Mount(host, container))
+        for link in files.library_links:
+            host = _node(root, link.path)
+            mounts.append(Mount(host, _container_path(options.driver_root, host)))
 
     edits = ContainerEdits(
-        env=("NVIDIA_VISIBLE_DEVICES=void",),
+        env=tuple(env),
         device_nodes=tuple(common_nodes),
         mounts=tuple(mounts),
         hooks=tuple(hooks),
     )
-    spec = Spec(kind=KIND, devices=tuple(devices), edits=edits)
+    spec = Spec(kind=options.kind, devices=tuple(devices), edits=edits)
     return GeneratedSpec(spec, files.version, tuple(notes), _left_out(root, files, {m.host_path for m in mounts}))
+
+
+def _vdpau(files: DriverFiles) -> tuple[Path, ...]:
+    """The driver's VDPAU library, kept in a ``vdpau`` directory beside the others (nvidia-ctk mounts it)."""
+    if files.library_dir is None or files.version is None:
+        return ()
+    directory = files.library_dir / "vdpau"
+    if not directory.is_dir():
+        return ()
+    suffix = f".so.{files.version}"
+    return tuple(sorted(p for p in directory.iterdir()
+                        if p.name.endswith(suffix) and p.is_file() and not p.is_symlink()))
 
 
 def _left_out(root: Path, files: DriverFiles, mounted: set[str]) -> tuple[str, ...]:

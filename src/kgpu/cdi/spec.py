@@ -23,7 +23,8 @@ KNOWN_VERSIONS = ("0.3.0", "0.4.0", "0.5.0", "0.6.0", "0.7.0", "0.8.0", "1.0.0",
 FLOOR_VERSION = "0.5.0"
 """kgpu never writes older specs: 0.5.0 is what containerd ≥ 1.7, CRI-O and docker all read."""
 HOOK_NAMES = ("prestart", "createRuntime", "createContainer", "startContainer", "poststart", "poststop")
-READ_ONLY_BIND = ("ro", "nosuid", "nodev", "bind")
+READ_ONLY_BIND = ("ro", "nosuid", "nodev", "rbind", "rprivate")
+"""nvidia-ctk's options for the driver's files: read-only, recursive and private (no mount events leak back)."""
 
 _VENDOR = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?$")
 _CLASS = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9_.-]*[A-Za-z0-9])?$")
@@ -59,9 +60,13 @@ class Hook:
     hook_name: str
     path: str
     args: tuple[str, ...] = ()
+    env: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
-        return {"hookName": self.hook_name, "path": self.path, "args": list(self.args)}
+        out: dict[str, Any] = {"hookName": self.hook_name, "path": self.path, "args": list(self.args)}
+        if self.env:
+            out["env"] = list(self.env)
+        return out
 
 
 @dataclass(frozen=True, slots=True)

@@ -107,18 +107,29 @@ def _register_commands() -> None:
 _register_commands()
 
 
-def main() -> None:
-    from kgpu import handoff
+def run(args: list[str] | None = None) -> int:
+    """Run the command line (``sys.argv`` when ``args`` is None) and return its exit status.
 
-    handoff.allow()  # a real process: daemons may hand over to a lean interpreter (tests' CliRunner never does)
+    A :class:`KgpuError`, or an OS error no command turned into one, is printed as one line.
+    """
     try:
-        app()
+        app(args=args, prog_name="kgpu")
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 1
     except KgpuError as exc:
         print(f"kgpu: error: {exc}", file=sys.stderr)
-        sys.exit(exc.exit_code)
+        return exc.exit_code
     except OSError as exc:  # a file kgpu reads or writes without its own message: still one line, no traceback
         from kgpu.fsio import describe_os_error
 
         where = Path(os.fsdecode(exc.filename)) if exc.filename is not None else None
         print(f"kgpu: error: {describe_os_error(exc, 'use', where) if where else exc}", file=sys.stderr)
-        sys.exit(1)
+        return 1
+    return 0
+
+
+def main() -> None:
+    from kgpu import handoff
+
+    handoff.allow()  # a real process: daemons may hand over to a lean interpreter (tests' CliRunner never does)
+    sys.exit(run())

@@ -7,9 +7,10 @@ from pathlib import Path
 
 from kgpu.doctor.facts import GpuFacts
 from kgpu.doctor.fixes import BLACKLIST_CONTENT, BLACKLIST_FILE, MODULES_FILE, SYSCTL_FILE, initramfs_command
+from kgpu.fsio import Applied, apply_changes, locate
 from kgpu.host.facts import K8S_MODULES, K8S_SYSCTLS, HostFacts
 from kgpu.host.paths import read_text
-from kgpu.runtime import ConfigureRequest, FileChange, RuntimePlan, apply_plan, host_path, plan_configure
+from kgpu.runtime import ConfigureRequest, FileChange, RuntimePlan, plan_configure
 
 OPEN_SOURCE_DRIVERS = ("nouveau", "nova_core", "nova_drm")
 CDI_SPEC_FILE = "/etc/cdi/nvidia.yaml"
@@ -40,7 +41,7 @@ class PreparePlan:
 
 
 def _change(root: Path, node_path: str, new_text: str) -> FileChange:
-    return FileChange(node_path, host_path(root, node_path), read_text(root, node_path), new_text)
+    return FileChange.of(locate(root, node_path), read_text(root, node_path), new_text)
 
 
 def _append_lines(root: Path, node_path: str, lines: list[str], header: str) -> FileChange:
@@ -49,7 +50,7 @@ def _append_lines(root: Path, node_path: str, lines: list[str], header: str) -> 
     base = old if old is not None else header
     if base and not base.endswith("\n"):
         base += "\n"
-    return FileChange(node_path, host_path(root, node_path), old, base + "".join(f"{ln}\n" for ln in lines))
+    return FileChange.of(locate(root, node_path), old, base + "".join(f"{ln}\n" for ln in lines))
 
 
 def _nouveau(facts: HostFacts) -> PrepareStep | None:
@@ -122,7 +123,7 @@ def _swap(facts: HostFacts) -> PrepareStep | None:
     lines = old.splitlines(keepends=True)
     for e in entries:
         lines[e.line_no - 1] = "#" + lines[e.line_no - 1]
-    change = FileChange("/etc/fstab", host_path(facts.root, "/etc/fstab"), old, "".join(lines))
+    change = FileChange.of(locate(facts.root, "/etc/fstab"), old, "".join(lines))
     where = ", ".join(f"line {e.line_no}" for e in entries)
     return PrepareStep("k8s.swap", f"comment out swap in /etc/fstab ({where})", (change,), then)
 
@@ -158,7 +159,7 @@ def find_driver_root(root: Path) -> str:
     from kgpu.host.driverroot import CUDA_SONAME, NVML_SONAME, WELL_KNOWN_DRIVER_ROOTS, find_library
 
     for candidate in WELL_KNOWN_DRIVER_ROOTS:
-        base = host_path(root, str(candidate)) if str(candidate) != "/" else root
+        base = locate(root, str(candidate)).real
         if find_library(base, NVML_SONAME) or find_library(base, CUDA_SONAME):
             return str(candidate)
     return "/"
@@ -217,9 +218,6 @@ def plan_prepare(facts: HostFacts, gpu: GpuFacts | None = None, driver_root: str
     return PreparePlan(tuple(steps), tuple(notes))
 
 
-def apply_prepare(plan: PreparePlan) -> list[FileChange]:
-    """Write every step's files atomically, each with a ``.kgpu.bak`` backup of what it replaces."""
-    written: list[FileChange] = []
-    for step in plan.steps:
-        written += apply_plan(RuntimePlan(runtime=step.check_id, changes=step.changes))
-    return written
+def apply_prepare(plan: PreparePlan) -> list[Applied]:
+    """Write every step's files, all or none, each keeping ``.kgpu.bak`` (and the first time ``.kgpu.orig``)."""
+    return apply_changes([c for step in plan.steps for c in step.changes])

@@ -1,8 +1,10 @@
 """Container-runtime configuration for NVIDIA GPUs: containerd (v2/v3, k3s, RKE2), docker, CRI-O.
 
-Plan first, then apply: planners read the current files under ``root`` and return a
-:class:`RuntimePlan` (old text, new text, unified diff per file); :func:`apply_plan` writes it
-atomically with a ``.kgpu.bak`` backup. Keys and file names match nvidia-ctk's
+Plan first, then apply: planners read the current files under ``root`` (links followed as the
+node would) and return a :class:`RuntimePlan` (old text, new text, unified diff per file);
+:func:`apply_plan` lands every file or none, keeping ``.kgpu.bak`` and ``.kgpu.orig`` (see
+:mod:`kgpu.fsio`). Values the runtime itself would refuse are refused before anything is written
+(:mod:`kgpu.runtime.checks`). Keys, file names and flags match nvidia-ctk's
 (``nvidia-ctk runtime configure``), so a node configured by either tool reads the same.
 
 Example::
@@ -15,6 +17,7 @@ Example::
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 from pathlib import Path
 
@@ -24,6 +27,7 @@ from kgpu.runtime.plan import (
     BACKUP_SUFFIX,
     NVIDIA_RUNTIME_NAME,
     NVIDIA_RUNTIME_PATH,
+    ORIGINAL_SUFFIX,
     RUNTIMES,
     ConfigureRequest,
     FileChange,
@@ -36,6 +40,7 @@ __all__ = [
     "BACKUP_SUFFIX",
     "NVIDIA_RUNTIME_NAME",
     "NVIDIA_RUNTIME_PATH",
+    "ORIGINAL_SUFFIX",
     "RUNTIMES",
     "ConfigureRequest",
     "FileChange",
@@ -45,6 +50,9 @@ __all__ = [
     "plan_configure",
     "plan_unconfigure",
 ]
+
+
+_RUNTIME_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
 
 
 def _validate(req: ConfigureRequest) -> None:
@@ -59,6 +67,8 @@ def _validate(req: ConfigureRequest) -> None:
         raise ConfigError(f"--nvidia-runtime-path {req.runtime_path!r}: {req.runtime} needs an absolute path")
     if req.config_version not in (None, 2, 3):
         raise ConfigError(f"--config-version {req.config_version}: allowed values are 2 and 3")
+    if not _RUNTIME_NAME.fullmatch(req.runtime_name):
+        raise ConfigError(f"--nvidia-runtime-name {req.runtime_name!r}: use letters, digits, '.', '_' and '-'")
 
 
 def plan_configure(req: ConfigureRequest, root: Path = Path("/")) -> RuntimePlan:

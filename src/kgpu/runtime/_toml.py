@@ -90,7 +90,68 @@ def set_key(table: Any, key: str, value: Any) -> None:
 
 
 def copy_table(table: Any) -> Any:
-    return copy.deepcopy(table)
+    """A copy of ``table`` without its comment lines (they describe the original, and those that follow
+    its last key belong to whatever comes next in the file); inline comments and indentation are kept."""
+    if not isinstance(table, Table):
+        return copy.deepcopy(table)
+    out = tomlkit.table(is_super_table=table.is_super_table())
+    out.trivia.indent = table.trivia.indent
+    for key, item in table.value.body:
+        if key is not None:  # None: a comment line or blank lines
+            out.raw_append(key, copy_table(item) if isinstance(item, Table) else copy.deepcopy(item))
+    return out
+
+
+def last_table(table: Any) -> Any:
+    """The table printed last inside ``table`` (itself when it has no sub-tables at its end)."""
+    while isinstance(table, Table):
+        keyed = [item for key, item in table.value.body if key is not None]
+        if not keyed or not isinstance(keyed[-1], Table):
+            break
+        table = keyed[-1]
+    return table
+
+
+def take_trailing_comments(table: Any) -> list[Any]:
+    """Remove and return the comment lines and blank lines after ``table``'s last key.
+
+    tomlkit keeps the comments written above the *next* table at the end of the previous one; a
+    table inserted after ``table`` must carry them along, or it would land between them and the
+    table they describe.
+    """
+    last = last_table(table)
+    if not isinstance(last, Table):
+        return []
+    body = last.value.body
+    n = 0
+    while n < len(body) and body[len(body) - 1 - n][0] is None:
+        n += 1
+    if n == 0:
+        return []
+    items = [item for _, item in body[len(body) - n:]]
+    del body[len(body) - n:]  # keyless items at the end: the key index is unaffected
+    return items
+
+
+def put_trailing_comments(table: Any, items: list[Any]) -> None:
+    """Append comment/blank-line items (from :func:`take_trailing_comments`) after ``table``'s last key."""
+    last = last_table(table)
+    if isinstance(last, Table):
+        for item in items:
+            last.value.body.append((None, item))
+
+
+def plain(doc: Any) -> Any:
+    """The parsed data without formatting (what the runtime itself would decode)."""
+    return doc.unwrap() if hasattr(doc, "unwrap") else doc
+
+
+def same(a: str, b: str) -> bool:
+    """Whether two TOML texts mean the same (formatting and comments aside)."""
+    try:
+        return bool(tomlkit.parse(a).unwrap() == tomlkit.parse(b).unwrap())
+    except ParseError:
+        return False
 
 
 def string_list(value: Any) -> list[str]:

@@ -15,13 +15,16 @@ so ``SystemdCgroup`` and friends match — with ``options.BinaryName`` pointing 
 from __future__ import annotations
 
 import glob
+from dataclasses import replace
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 import tomlkit
 
 from kgpu.errors import ConfigError
+from kgpu.host.paths import node_path
 from kgpu.runtime import _toml
+from kgpu.runtime.checks import check_containerd
 from kgpu.runtime.plan import (
     NVIDIA_RUNTIME_NAME,
     NVIDIA_RUNTIME_PATH,
@@ -29,7 +32,9 @@ from kgpu.runtime.plan import (
     FileChange,
     RuntimePlan,
     host_path,
-    read_text,
+    original_text,
+    read_node,
+    restore_original,
 )
 
 DEFAULT_CONFIG = "/etc/containerd/config.toml"
@@ -67,41 +72,46 @@ def cri_plugin_path(version: int) -> list[str]:
     return ["plugins", CRI_PLUGIN[version]]
 
 
-def _source_runtime(runtimes: Any, default_name: str | None) -> Any:
-    """The runtime whose settings the nvidia runtime copies: the default one, then runc, then crun."""
+def _source_runtime(runtimes: Any, default_name: Any, name: str) -> Any:
+    """The runtime whose settings the nvidia runtime copies: the default one, then runc, then crun
+    (nvidia-ctk's order; a default that is itself an nvidia runtime does not count)."""
     names = []
-    if default_name and not default_name.startswith("nvidia"):
+    if isinstance(default_name, str) and default_name and not default_name.startswith("nvidia") \
+            and default_name != name:
         names.append(default_name)
     names += ["runc", "crun"]
-    for name in names:
-        if runtimes is not None and name in runtimes and _toml.is_table(runtimes[name]):
-            return runtimes[name]
+    for candidate in names:
+        if runtimes is not None and candidate in runtimes and _toml.is_table(runtimes[candidate]):
+            return runtimes[candidate]
     return None
 
 
 def add_nvidia_runtime(
-    doc: Any, version: int, runtime_path: str, set_as_default: bool, cdi: bool, source_cri: Any = None
+    doc: Any, version: int, runtime_path: str, set_as_default: bool, cdi: bool, name: str = NVIDIA_RUNTIME_NAME
 ) -> None:
-    """Add or refresh the nvidia runtime in ``doc`` (a whole config or a drop-in).
+    """Add or refresh the runtime ``name`` in ``doc`` (a whole config or a drop-in), as nvidia-ctk does.
 
-    ``source_cri`` is the CRI section to copy runtime settings from (default: ``doc``'s own).
+    A new runtime is a copy of the default (non-nvidia) runtime's table, else runc's, else crun's,
+    without their comment lines; ``runtime_type`` empty or missing becomes ``io.containerd.runc.v2``.
+    Without ``set_as_default`` a ``default_runtime_name`` naming this runtime is removed.
     """
     cri = _toml.ensure_table(doc, cri_plugin_path(version), header=cdi)
-    source = cri if source_cri is None else source_cri
     containerd = _toml.ensure_table(cri, ["containerd"], header=False)
     runtimes = _toml.ensure_table(containerd, ["runtimes"], header=False)
-    default_name = _toml.get_path(source, ["containerd", "default_runtime_name"])
-    template = _source_runtime(_toml.get_path(source, ["containerd", "runtimes"]), default_name)
+    template = _source_runtime(runtimes, containerd.get("default_runtime_name"), name)
 
-    if NVIDIA_RUNTIME_NAME not in runtimes:
+    if name not in runtimes:
         if template is not None:
-            runtimes[NVIDIA_RUNTIME_NAME] = _toml.copy_table(template)
+            # comments after the template's last key describe what follows it: they move below the copy
+            following = _toml.take_trailing_comments(template)
+            runtimes[name] = _toml.copy_table(template)
+            _toml.put_trailing_comments(runtimes[name], following)
         else:
             table = tomlkit.table()
             table["runtime_type"] = RUNC_SHIM
-            runtimes[NVIDIA_RUNTIME_NAME] = table
-    nvidia = runtimes[NVIDIA_RUNTIME_NAME]
-    if "runtime_type" not in nvidia:
+            runtimes[name] = table
+    nvidia = runtimes[name]
+    if not nvidia.get("runtime_type"):
         _toml.set_key(nvidia, "runtime_type", RUNC_SHIM)
     options = _toml.ensure_table(nvidia, ["options"])
     _toml.set_key(options, "BinaryName", runtime_path)
@@ -110,7 +120,9 @@ def add_nvidia_runtime(
         # A cgroup driver that disagrees with runc's (and the kubelet's) makes GPU pods crash now and then.
         _toml.set_key(options, "SystemdCgroup", bool(systemd))
     if set_as_default:
-        _toml.set_key(containerd, "default_runtime_name", NVIDIA_RUNTIME_NAME)
+        _toml.set_key(containerd, "default_runtime_name", name)
+    elif containerd.get("default_runtime_name") == name:
+        del containerd["default_runtime_name"]
     if cdi:
         _toml.set_key(cri, "enable_cdi", True)
         if "cdi_spec_dirs" not in cri:
@@ -119,23 +131,32 @@ def add_nvidia_runtime(
             _toml.set_key(cri, "cdi_spec_dirs", dirs)
 
 
-def remove_nvidia_runtime(doc: Any, version: int) -> None:
-    """Remove the nvidia runtime (``default_runtime_name`` back to runc if it named it), pruning emptied tables."""
+def remove_nvidia_runtime(doc: Any, version: int, name: str = NVIDIA_RUNTIME_NAME) -> None:
+    """Remove the runtime ``name`` and a ``default_runtime_name`` naming it (as nvidia-ctk does), pruning
+    the tables that leaves empty."""
     cri = _toml.get_path(doc, cri_plugin_path(version))
     if cri is None:
         return
     containerd = _toml.get_path(cri, ["containerd"])
     runtimes = _toml.get_path(cri, ["containerd", "runtimes"])
-    if runtimes is not None and NVIDIA_RUNTIME_NAME in runtimes:
-        del runtimes[NVIDIA_RUNTIME_NAME]
-    if containerd is not None and containerd.get("default_runtime_name") == NVIDIA_RUNTIME_NAME:
-        # runc is containerd's own default (and what `containerd config default` writes there)
-        _toml.set_key(containerd, "default_runtime_name", "runc")
-    path = [*cri_plugin_path(version), "containerd", "runtimes"]
+    if runtimes is not None and name in runtimes:
+        following = _toml.take_trailing_comments(runtimes[name])
+        keys = list(runtimes.keys())
+        before = keys[keys.index(name) - 1] if keys.index(name) > 0 else None
+        del runtimes[name]
+        if before is not None and _toml.is_table(runtimes[before]):
+            _toml.put_trailing_comments(runtimes[before], following)  # back where configure took them from
+    if containerd is not None and containerd.get("default_runtime_name") == name:
+        del containerd["default_runtime_name"]
+    _prune(doc, [*cri_plugin_path(version), "containerd", "runtimes"])
+
+
+def _prune(doc: Any, path: list[str]) -> None:
+    """Delete the table at ``path`` and its parents while they are empty."""
     while path:
         node = _toml.get_path(doc, path)
         parent = _toml.get_path(doc, path[:-1]) if len(path) > 1 else doc
-        if node is None or len(node) > 0:
+        if node is None or not _toml.is_table(node) or len(node) > 0:
             break
         del parent[path[-1]]
         path = path[:-1]
@@ -145,48 +166,55 @@ def import_pattern(drop_in: str) -> str:
     return f"{PurePosixPath(drop_in).parent}/*.toml"
 
 
-def _other_drop_ins(root: Path, doc: Any, drop_in: str) -> list[tuple[str, Path]]:
-    """Files the main config imports, in containerd's order, except our own drop-in."""
+def _imported(root: Path, doc: Any, drop_in: str) -> list[tuple[str, str | None]]:
+    """(node path, text) of the files the main config imports, in containerd's order, except our drop-in."""
     out = []
     for pattern in _toml.string_list(doc.get("imports")):
         for match in sorted(glob.glob(str(host_path(root, pattern)))):
-            p = Path(match)
-            node = "/" + str(p.relative_to(root)) if p.is_relative_to(root) else str(p)
-            if PurePosixPath(node) != PurePosixPath(drop_in) and p.is_file():
-                out.append((node, p))
+            node = node_path(root, Path(match))
+            if PurePosixPath(node) == PurePosixPath(drop_in):
+                continue
+            where, text = read_node(root, node)  # an import that is a link resolves under the root too
+            if where.real.is_file():
+                out.append((node, text))
     return out
 
 
 def _effective_cri(root: Path, main: Any, version: int, drop_in: str) -> Any:
     """The CRI section containerd < 2.1 would end up with: the main file's, replaced by each import's."""
     cri = _toml.get_path(main, cri_plugin_path(version))
-    for node, path in _other_drop_ins(root, main, drop_in):
-        other = _toml.parse(read_text(path), node)
+    for node, text in _imported(root, main, drop_in):
+        other = _toml.parse(text, node)
+        check_containerd(_toml.plain(other), node)
         section = _toml.get_path(other, cri_plugin_path(version))
         if section is not None:
             cri = section
     return cri
 
 
-def plan_configure(req: ConfigureRequest, root: Path) -> RuntimePlan:
+def _load_main(req: ConfigureRequest, root: Path) -> tuple[str, FileChange, Any]:
     config = req.config or DEFAULT_CONFIG
+    where, old = read_node(root, config)
+    doc = _toml.parse(old, config)
+    check_containerd(_toml.plain(doc), config)
+    return config, FileChange.of(where, old, old), doc
+
+
+def plan_configure(req: ConfigureRequest, root: Path) -> RuntimePlan:
+    name = req.runtime_name
     runtime_path = req.runtime_path or NVIDIA_RUNTIME_PATH
-    main_path = host_path(root, config)
-    main_old = read_text(main_path)
-    main = _toml.parse(main_old, config)
+    config, main_file, main = _load_main(req, root)
     version = config_version(main, config, req.config_version or 2)
     notes = _cri_disabled_note(main, config)
 
     if req.no_drop_in:
         if "version" not in main:
             main["version"] = version
-        add_nvidia_runtime(main, version, runtime_path, req.set_as_default, req.cdi)
-        change = FileChange(config, main_path, main_old, _toml.dumps(main))
-        return RuntimePlan("containerd", (change,), RESTART, notes)
+        add_nvidia_runtime(main, version, runtime_path, req.set_as_default, req.cdi, name)
+        return RuntimePlan("containerd", (replace(main_file, new_text=_toml.dumps(main)),), RESTART, notes)
 
     drop_in = req.drop_in or DEFAULT_DROP_IN
-    drop_path = host_path(root, drop_in)
-    drop_old = read_text(drop_path)
+    drop_at, drop_old = read_node(root, drop_in)
     _toml.parse(drop_old, drop_in)  # refuse to overwrite a drop-in an admin broke by hand without saying so
 
     source = _effective_cri(root, main, version, drop_in)
@@ -197,7 +225,7 @@ def plan_configure(req: ConfigureRequest, root: Path) -> RuntimePlan:
     if source is not None:
         out["plugins"] = tomlkit.table(is_super_table=True)
         out["plugins"][CRI_PLUGIN[version]] = _toml.copy_table(source)
-    add_nvidia_runtime(out, version, runtime_path, req.set_as_default, req.cdi, source_cri=source)
+    add_nvidia_runtime(out, version, runtime_path, req.set_as_default, req.cdi, name)
     drop_new = _toml.dumps(out).rstrip("\n") + "\n"
 
     imports = _toml.string_list(main.get("imports"))
@@ -208,33 +236,66 @@ def plan_configure(req: ConfigureRequest, root: Path) -> RuntimePlan:
         array = tomlkit.array()
         array.extend([*imports, pattern])
         main["imports"] = array
-    main_change = FileChange(config, main_path, main_old, _toml.dumps(main))
-    drop_change = FileChange(drop_in, drop_path, drop_old, drop_new)
+    main_change = replace(main_file, new_text=_toml.dumps(main))
+    drop_change = FileChange.of(drop_at, drop_old, drop_new)
     return RuntimePlan("containerd", (drop_change, main_change), RESTART, notes)
 
 
+# Keys configure may add that unconfigure puts back as the original had them.
+_RESTORED_KEYS = (("version",), ("enable_cdi",), ("cdi_spec_dirs",), ("containerd", "default_runtime_name"))
+
+
+def _restore_keys(doc: Any, original: Any, version: int, name: str) -> None:
+    cri_path = cri_plugin_path(version)
+    for key in _RESTORED_KEYS:
+        path = list(key) if key == ("version",) else [*cri_path, *key]
+        want = _toml.get_path(original, path)
+        if key[-1] == "default_runtime_name" and want == name:
+            continue  # never back to a default runtime that is gone
+        parent = _toml.get_path(doc, path[:-1]) if len(path) > 1 else doc
+        if want is None:
+            if parent is not None and _toml.is_table(parent) and path[-1] in parent:
+                del parent[path[-1]]
+                _prune(doc, path[:-1])
+        elif parent is not None and _toml.plain(parent.get(path[-1])) != _toml.plain(want):
+            _toml.set_key(parent, path[-1], _toml.plain(want))
+
+
+def _unconfigured_main(main_file: FileChange, main: Any, version: int, name: str) -> FileChange:
+    """The main file after unconfigure: the original's keys back, then the original itself if it means the same.
+
+    Without an original (kgpu never changed this file) ``version`` alone left is dropped and a file
+    left empty is removed, as nvidia-ctk does.
+    """
+    original = original_text(main_file)
+    if original is not None:
+        _restore_keys(main, _toml.parse(original, main_file.node_path), version, name)
+        return restore_original(replace(main_file, new_text=_toml.dumps(main)), _toml.same)
+    if list(main.keys()) == ["version"]:
+        del main["version"]
+    text = _toml.dumps(main)
+    return replace(main_file, new_text=text if text.strip() else None)
+
+
 def plan_unconfigure(req: ConfigureRequest, root: Path) -> RuntimePlan:
-    config = req.config or DEFAULT_CONFIG
-    main_path = host_path(root, config)
-    main_old = read_text(main_path)
-    main = _toml.parse(main_old, config)
-    if main_old is None:
-        main_change = FileChange(config, main_path, None, None)
+    name = req.runtime_name
+    config, main_file, main = _load_main(req, root)
+    if main_file.old_text is None:
+        main_change = main_file
     else:
         version = config_version(main, config, 2)
-        remove_nvidia_runtime(main, version)
-        main_change = FileChange(config, main_path, main_old, _toml.dumps(main))
+        remove_nvidia_runtime(main, version, name)
+        main_change = _unconfigured_main(main_file, main, version, name)
     if req.no_drop_in:
         return RuntimePlan("containerd", (main_change,), RESTART)
 
     drop_in = req.drop_in or DEFAULT_DROP_IN
-    drop_path = host_path(root, drop_in)
-    drop_old = read_text(drop_path)
-    drop_change = FileChange(drop_in, drop_path, drop_old, None)
+    drop_at, drop_old = read_node(root, drop_in)
+    drop_change = FileChange.of(drop_at, drop_old, None)
     pattern = import_pattern(drop_in)
     imports = _toml.string_list(main.get("imports"))
-    others = [n for n, _ in _other_drop_ins(root, main, drop_in) if PurePosixPath(n).match(pattern)]
-    if main_old is not None and pattern in imports and not others:
+    others = [n for n, _ in _imported(root, main, drop_in) if PurePosixPath(n).match(pattern)]
+    if main_file.old_text is not None and pattern in imports and not others:
         remaining = [i for i in imports if i != pattern]
         if remaining:
             array = tomlkit.array()
@@ -242,7 +303,7 @@ def plan_unconfigure(req: ConfigureRequest, root: Path) -> RuntimePlan:
             main["imports"] = array
         else:
             del main["imports"]
-        main_change = FileChange(config, main_path, main_old, _toml.dumps(main))
+        main_change = _unconfigured_main(main_file, main, config_version(main, config, 2), name)
     return RuntimePlan("containerd", (drop_change, main_change), RESTART)
 
 

@@ -1,9 +1,11 @@
-"""A configuration change as a plan (old text, new text, diff) and the one place that writes it.
+"""A configuration change as a plan (old text, new text, diff), and the one call that writes it.
 
-Planners in this package are pure: they read the current files and return a :class:`RuntimePlan`.
-:func:`apply_plan` is the only code that touches the disk: for every changed file it keeps the
-previous content as ``<file>.kgpu.bak``, writes a temporary file in the same directory, fsyncs it
-and renames it over the target, so a crash leaves either the old or the new file, never half of one.
+Planners in this package are pure: they read the current files under ``--root`` (symlinks followed
+as the node would, see :func:`kgpu.fsio.locate`) and return a :class:`RuntimePlan`. :func:`apply_plan`
+lands it through :func:`kgpu.fsio.apply_changes`: all files or none, written through symlinks with
+their mode and owner, the previous content kept as ``<file>.kgpu.bak`` and the pre-kgpu content as
+``<file>.kgpu.orig`` (written once). ``unconfigure`` puts a file's ``.kgpu.orig`` back byte for byte
+when what is left means the same (:func:`restore_original`).
 
 Example::
 
@@ -14,62 +16,55 @@ Example::
 
 from __future__ import annotations
 
-import difflib
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from kgpu.fsio import write_atomic
+from kgpu.fsio import (
+    BACKUP_SUFFIX,
+    ORIGINAL_SUFFIX,
+    Applied,
+    FileChange,
+    Location,
+    apply_changes,
+    locate,
+    read_text_or_none,
+)
 
-BACKUP_SUFFIX = ".kgpu.bak"
+__all__ = ["BACKUP_SUFFIX", "ORIGINAL_SUFFIX", "FileChange"]
 
 
 def host_path(root: Path, node_path: str | Path) -> Path:
     """Where ``node_path`` (as the node sees it, e.g. ``/etc/containerd/config.toml``) lives under ``root``."""
-    p = Path(node_path)
-    return root / p.relative_to("/") if p.is_absolute() else root / p
+    return locate(root, str(node_path)).real
 
 
-@dataclass(frozen=True, slots=True)
-class FileChange:
-    """One file a plan touches: its text before and after (``None``: absent / to be removed)."""
+def read_text(path: Path, name: str | None = None) -> str | None:
+    """The file's text, or None when it does not exist (bad encodings are one-line errors)."""
+    return read_text_or_none(path, name)
 
-    node_path: str
-    """The path as the node sees it, e.g. ``/etc/containerd/conf.d/99-nvidia.toml``."""
-    path: Path
-    """The same path under ``--root``: what is actually read and written."""
-    old_text: str | None
-    new_text: str | None
 
-    @property
-    def changed(self) -> bool:
-        return self.old_text != self.new_text
+def read_node(root: Path, node_path: str) -> tuple[Location, str | None]:
+    """Where ``node_path`` lives under ``root`` (links followed) and its text (None: absent)."""
+    where = locate(root, node_path)
+    return where, read_text_or_none(where.real, node_path)
 
-    @property
-    def action(self) -> str:
-        if not self.changed:
-            return "unchanged"
-        if self.old_text is None:
-            return "create"
-        if self.new_text is None:
-            return "remove"
-        return "update"
 
-    def diff(self) -> str:
-        """A unified diff, ``/dev/null`` standing for a file that does not exist."""
-        if not self.changed:
-            return ""
-        old = (self.old_text or "").splitlines(keepends=True)
-        new = (self.new_text or "").splitlines(keepends=True)
-        lines = difflib.unified_diff(
-            old,
-            new,
-            fromfile="/dev/null" if self.old_text is None else f"a{self.node_path}",
-            tofile="/dev/null" if self.new_text is None else f"b{self.node_path}",
-        )
-        out = []
-        for line in lines:
-            out.append(line if line.endswith("\n") else line + "\n\\ No newline at end of file\n")
-        return "".join(out)
+def original_text(change: FileChange) -> str | None:
+    """The file's content before kgpu first changed it (its ``.kgpu.orig``), or None."""
+    return read_text_or_none(change.backup_path(ORIGINAL_SUFFIX))
+
+
+def restore_original(change: FileChange, same: Callable[[str, str], bool]) -> FileChange:
+    """``change``, writing the file's ``.kgpu.orig`` byte for byte when the planned text means the same.
+
+    ``same(planned, original)`` compares what the texts mean (parsed TOML or JSON): formatting kgpu
+    could not reproduce (comments, order, spacing, a byte-order mark) comes back exactly as it was.
+    """
+    original = original_text(change)
+    if original is None or change.new_text is None or not same(change.new_text, original):
+        return change
+    return replace(change, new_text=original, restore=change.backup_path(ORIGINAL_SUFFIX))
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,44 +84,9 @@ class RuntimePlan:
         return "".join(c.diff() for c in self.changes)
 
 
-def read_text(path: Path) -> str | None:
-    """The file's text, or None when it does not exist."""
-    try:
-        return path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return None
-
-
-def apply_plan(plan: RuntimePlan) -> list[FileChange]:
-    """Write every changed file of ``plan`` atomically, with a backup; returns the changes written.
-
-    A file whose content on disk no longer matches what the plan was made from is refused
-    (someone edited it in between): plan again rather than overwrite their change.
-    """
-    written: list[FileChange] = []
-    for change in plan.changes:
-        if not change.changed:
-            continue
-        if read_text(change.path) != change.old_text:
-            from kgpu.errors import KgpuError
-
-            raise KgpuError(f"{change.node_path} changed since it was read; nothing written to it, run again")
-        if change.old_text is not None:
-            write_atomic(change.path.with_name(change.path.name + BACKUP_SUFFIX), change.old_text,
-                         mode=_mode_of(change.path))
-        if change.new_text is None:
-            change.path.unlink()
-        else:
-            write_atomic(change.path, change.new_text, mode=_mode_of(change.path))
-        written.append(change)
-    return written
-
-
-def _mode_of(path: Path) -> int:
-    try:
-        return path.stat().st_mode & 0o7777
-    except FileNotFoundError:
-        return 0o644
+def apply_plan(plan: RuntimePlan) -> list[Applied]:
+    """Land every changed file of ``plan``, all or nothing (see :func:`kgpu.fsio.apply_changes`)."""
+    return apply_changes(plan.changes)
 
 
 
@@ -151,5 +111,7 @@ class ConfigureRequest:
     driver_root: str | None = None
     """Driver root to record in the toolkit's config (``nvidia-container-cli.root``) when not ``/``."""
     runtime_path: str | None = None
+    runtime_name: str = NVIDIA_RUNTIME_NAME
+    """The name the NVIDIA runtime gets in the config (``--nvidia-runtime-name``)."""
     config_version: int | None = None
     """containerd config version for a file that does not exist yet (2 or 3); an existing file keeps its own."""

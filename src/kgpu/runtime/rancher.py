@@ -11,7 +11,7 @@ add an ``nvidia`` runtime to the generated file; then there is nothing to do.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,16 +19,15 @@ from kgpu.errors import ConfigError
 from kgpu.runtime import _toml
 from kgpu.runtime.containerd import CRI_PLUGIN, RUNC_SHIM, config_version
 from kgpu.runtime.plan import (
-    NVIDIA_RUNTIME_NAME,
     NVIDIA_RUNTIME_PATH,
     ConfigureRequest,
     FileChange,
     RuntimePlan,
     host_path,
-    read_text,
+    read_node,
+    restore_original,
 )
 
-_DEFINES_NVIDIA = re.compile(r"""runtimes\.["']?nvidia["']?\s*\]""")
 BASE_LINE = '{{ template "base" . }}\n'
 BEGIN = "# BEGIN kgpu nvidia runtime (kgpu runtime configure)"
 END = "# END kgpu nvidia runtime"
@@ -76,19 +75,23 @@ def _version(root: Path, rc: RancherContainerd, requested: int | None) -> int:
         return 3
     if host_path(root, rc.template(2)).exists():
         return 2
-    generated = read_text(host_path(root, rc.generated))
+    generated = read_node(root, rc.generated)[1]
     if generated is not None:
         return config_version(_toml.parse(generated, rc.generated), rc.generated, 3)
     return 3  # k3s and RKE2 ship containerd 2.x since their 1.31/1.32 releases
 
 
-def _block(version: int, runtime_path: str, systemd_cgroup: bool | None) -> str:
+def _defines(name: str) -> re.Pattern[str]:
+    return re.compile(r"""runtimes\.["']?""" + re.escape(name) + r"""["']?\s*\]""")
+
+
+def _block(version: int, runtime_path: str, systemd_cgroup: bool | None, name: str) -> str:
     plugin = CRI_PLUGIN[version]
     lines = [
         BEGIN,
-        f"[plugins.'{plugin}'.containerd.runtimes.'{NVIDIA_RUNTIME_NAME}']",
+        f"[plugins.'{plugin}'.containerd.runtimes.'{name}']",
         f'  runtime_type = "{RUNC_SHIM}"',
-        f"[plugins.'{plugin}'.containerd.runtimes.'{NVIDIA_RUNTIME_NAME}'.options]",
+        f"[plugins.'{plugin}'.containerd.runtimes.'{name}'.options]",
         f'  BinaryName = "{runtime_path}"',
     ]
     if systemd_cgroup is not None:
@@ -110,6 +113,11 @@ def _strip_block(text: str) -> str:
     return (before + "\n" if before else "") + ("\n" + after if after else "")
 
 
+def _same_template(a: str, b: str) -> bool:
+    """Go templates are not TOML: the same text, give or take blank lines at the end."""
+    return a.rstrip("\n") == b.rstrip("\n")
+
+
 def _runc_systemd_cgroup(generated: Any, version: int) -> bool | None:
     runtimes = _toml.get_path(generated, ["plugins", CRI_PLUGIN[version], "containerd", "runtimes"])
     for name in ("runc", "crun"):
@@ -121,10 +129,11 @@ def _runc_systemd_cgroup(generated: Any, version: int) -> bool | None:
 
 def plan_configure(req: ConfigureRequest, root: Path, rc: RancherContainerd) -> RuntimePlan:
     version = _version(root, rc, req.config_version)
+    name = req.runtime_name
     template = rc.template(version)
-    template_path = host_path(root, template)
-    old = read_text(template_path)
-    generated_text = read_text(host_path(root, rc.generated))
+    template_at, old = read_node(root, template)
+    unchanged = FileChange.of(template_at, old, old)
+    generated_text = read_node(root, rc.generated)[1]
     generated = _toml.parse(generated_text, rc.generated) if generated_text is not None else None
     notes = [f"{rc.distro} detected: its containerd config is rendered from {template} on every start"]
     if req.set_as_default:
@@ -137,36 +146,34 @@ def plan_configure(req: ConfigureRequest, root: Path, rc: RancherContainerd) -> 
 
     has_nvidia = (
         generated is not None
-        and _toml.get_path(generated, ["plugins", CRI_PLUGIN[version], "containerd", "runtimes", NVIDIA_RUNTIME_NAME])
+        and _toml.get_path(generated, ["plugins", CRI_PLUGIN[version], "containerd", "runtimes", name])
         is not None
     )
     ours = old is not None and BEGIN in old
     if has_nvidia and not ours:
         notes.append(
-            f"{rc.generated} already has the nvidia runtime ({rc.distro} found nvidia-container-runtime itself)"
+            f"{rc.generated} already has the {name} runtime ({rc.distro} found nvidia-container-runtime itself)"
         )
-        return RuntimePlan("containerd", (FileChange(template, template_path, old, old),), None, tuple(notes))
+        return RuntimePlan("containerd", (unchanged,), None, tuple(notes))
     body = _strip_block(old) if old is not None else BASE_LINE
-    if _DEFINES_NVIDIA.search(body):
-        notes.append(f"{template} already defines the nvidia runtime itself; left as it is")
-        return RuntimePlan("containerd", (FileChange(template, template_path, old, old),), None, tuple(notes))
+    if _defines(name).search(body):
+        notes.append(f"{template} already defines the {name} runtime itself; left as it is")
+        return RuntimePlan("containerd", (unchanged,), None, tuple(notes))
     systemd = _runc_systemd_cgroup(generated, version) if generated is not None else None
-    block = _block(version, req.runtime_path or NVIDIA_RUNTIME_PATH, systemd)
+    block = _block(version, req.runtime_path or NVIDIA_RUNTIME_PATH, systemd, name)
     new = body.rstrip("\n") + "\n\n" + block
-    change = FileChange(template, template_path, old, new)
-    return RuntimePlan("containerd", (change,), rc.restart_command, tuple(notes))
+    return RuntimePlan("containerd", (replace(unchanged, new_text=new),), rc.restart_command, tuple(notes))
 
 
 def plan_unconfigure(req: ConfigureRequest, root: Path, rc: RancherContainerd) -> RuntimePlan:
     changes = []
     for version in (3, 2):
         template = rc.template(version)
-        path = host_path(root, template)
-        old = read_text(path)
+        where, old = read_node(root, template)
         if old is None or BEGIN not in old:
             continue
         new: str | None = _strip_block(old)
         if new is not None and new.strip() in ("", BASE_LINE.strip()):
             new = None  # the template only existed to carry our block
-        changes.append(FileChange(template, path, old, new))
+        changes.append(restore_original(FileChange.of(where, old, new), _same_template))
     return RuntimePlan("containerd", tuple(changes), rc.restart_command if changes else None)

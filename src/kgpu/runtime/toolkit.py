@@ -10,22 +10,23 @@ from __future__ import annotations
 from pathlib import Path
 
 from kgpu.runtime import _toml
-from kgpu.runtime.plan import NVIDIA_RUNTIME_PATH, ConfigureRequest, FileChange, host_path, read_text
+from kgpu.runtime.checks import check_toolkit
+from kgpu.runtime.plan import NVIDIA_RUNTIME_PATH, ConfigureRequest, FileChange, host_path, read_node
 
 TOOLKIT_CONFIG = "/etc/nvidia-container-runtime/config.toml"
 
 
 def plan_driver_root(driver_root: str | None, root: Path) -> tuple[FileChange, ...]:
+    """Record ``driver_root`` for the toolkit (unconfigure leaves it: every runtime on the node shares it)."""
     if driver_root is None or driver_root.rstrip("/") == "":
         return ()
-    path = host_path(root, TOOLKIT_CONFIG)
-    old = read_text(path)
+    where, old = read_node(root, TOOLKIT_CONFIG)
     doc = _toml.parse(old, TOOLKIT_CONFIG)
+    check_toolkit(_toml.plain(doc), TOOLKIT_CONFIG)
     if _toml.get_path(doc, ["nvidia-container-cli", "root"]) == driver_root:
-        return (FileChange(TOOLKIT_CONFIG, path, old, old),)
+        return (FileChange.of(where, old, old),)
     _toml.set_key(_toml.ensure_table(doc, ["nvidia-container-cli"]), "root", driver_root)
-    new = _toml.dumps(doc)
-    return (FileChange(TOOLKIT_CONFIG, path, old, new),)
+    return (FileChange.of(where, old, _toml.dumps(doc)),)
 
 
 def missing_runtime_notes(req: ConfigureRequest, root: Path) -> list[str]:

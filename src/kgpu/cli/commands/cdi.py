@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from kgpu.cli.state import global_options
+
+if TYPE_CHECKING:
+    from kgpu.fsio import Location
 
 cdi_app = typer.Typer(
     name="cdi",
@@ -38,12 +42,15 @@ def generate(
                      metavar="DIR"),
     ] = None,
     dev_root: Annotated[
-        str, typer.Option("--dev-root", help="Root of the /dev holding the NVIDIA device nodes.", metavar="DIR")
-    ] = "/",
+        str | None,
+        typer.Option("--dev-root", envvar="NVIDIA_CTK_DEV_ROOT",
+                     help="Root of the /dev holding the NVIDIA device nodes. Default: the driver root, as "
+                     "nvidia-ctk (a driver container keeps its /dev beside its libraries).", metavar="DIR"),
+    ] = None,
     output: Annotated[
         str | None,
         typer.Option("--output", "-o", help="Write the spec here (e.g. /etc/cdi/nvidia.yaml; an absolute path "
-                     "resolves under --root) instead of printing it.", metavar="FILE"),
+                     "resolves under --root, a relative one from here) instead of printing it.", metavar="FILE"),
     ] = None,
     device_name_strategy: Annotated[
         str,
@@ -57,15 +64,30 @@ def generate(
                      metavar="FORMAT"),
     ] = None,
     hook_path: Annotated[
-        str, typer.Option("--nvidia-cdi-hook-path", help="The nvidia-cdi-hook binary on the node.", metavar="PATH")
+        str, typer.Option("--nvidia-cdi-hook-path", "--nvidia-ctk-path",
+                          help="The nvidia-cdi-hook binary on the node.", metavar="PATH")
     ] = "/usr/bin/nvidia-cdi-hook",
+    disable_hook: Annotated[
+        list[str] | None,
+        typer.Option("--disable-hook", "--disable-hooks",
+                     help="Leave this hook out of the spec (repeat it; 'all' leaves every hook out): "
+                     "create-symlinks, enable-cuda-compat, update-ldcache, disable-device-node-modification, "
+                     "update-application-profile.", metavar="HOOK"),
+    ] = None,
+    vendor: Annotated[
+        str, typer.Option("--vendor", "--cdi-vendor", help="The spec's vendor (kind vendor/class).", metavar="NAME")
+    ] = "nvidia.com",
+    device_class: Annotated[
+        str, typer.Option("--class", "--cdi-class", help="The spec's class (kind vendor/class).", metavar="NAME")
+    ] = "gpu",
     root: RootOpt = Path("/"),
 ) -> None:
     """Generate the [bold]nvidia.com/gpu[/bold] CDI spec: one device per GPU and MIG device, plus [bold]all[/bold].
 
     Devices come from the GPU backend (NVML, or --simulate); device nodes, driver libraries and
     binaries are read under --root. Every host path in the spec is checked to exist before it is
-    written; the file is written atomically.
+    written. The hooks are those the node's nvidia-cdi-hook has. The file is written whole or not
+    at all, through a symlink, its previous content kept as FILE.kgpu.bak.
 
     Examples:
 
@@ -75,10 +97,11 @@ def generate(
 
       kgpu --simulate a100-mig cdi generate --root /tmp/node --format json
     """
-    from kgpu.cdi import CdiOptions, generate_spec, render, validate
+    from kgpu.cdi import HOOKS, CdiOptions, generate_spec, render, validate
     from kgpu.errors import ConfigError
-    from kgpu.fsio import write_atomic
+    from kgpu.fsio import FileChange, apply_changes, check_root, read_text_or_none
 
+    check_root(root)
     strategies = {"index": ("index",), "uuid": ("uuid",), "both": ("index", "uuid")}.get(device_name_strategy)
     if strategies is None:
         raise ConfigError(f"--device-name-strategy {device_name_strategy!r}: allowed index, uuid, both")
@@ -86,6 +109,11 @@ def generate(
         fmt = "json" if output and output.endswith(".json") else "yaml"
     if fmt not in ("yaml", "json"):
         raise ConfigError(f"--format {fmt!r}: allowed yaml, json")
+    disabled = frozenset(disable_hook or ())
+    unknown = sorted(disabled - {*HOOKS, "all"})
+    if unknown:
+        raise ConfigError(f"--disable-hook {', '.join(unknown)}: allowed {', '.join(HOOKS)}, all")
+    target = _spec_path(output, root) if output is not None else None
     opts = global_options(ctx)
     chosen_root = driver_root or (str(opts.driver_root) if opts.driver_root else None) or _find_driver_root(root)
     backend = opts.open_backend()
@@ -95,7 +123,8 @@ def generate(
         backend.close()
     result = generate_spec(
         inventory,
-        CdiOptions(root=root, driver_root=chosen_root, dev_root=dev_root, strategies=strategies, hook_path=hook_path),
+        CdiOptions(root=root, driver_root=chosen_root, dev_root=dev_root, strategies=strategies, hook_path=hook_path,
+                   disabled_hooks=disabled, kind=f"{vendor}/{device_class}"),
     )
     for note in result.notes:
         typer.echo(f"note: {note}", err=True)
@@ -105,19 +134,20 @@ def generate(
     if not check.ok:
         raise ConfigError("generated spec is invalid: " + "; ".join(check.errors))
     text = render(result.spec, fmt)
-    if output is None:
+    if target is None:
         sys.stdout.write(text)
         return
-    target = root / output.lstrip("/") if output.startswith("/") else Path(output)
-    write_atomic(target, text)
-    devices = len(result.spec.devices)
-    typer.echo(f"wrote {output}: {devices} devices, {len(result.spec.edits.mounts)} mounts, "
+    change = FileChange.of(target, read_text_or_none(target.real, output), text)
+    applied = apply_changes([change])
+    done = applied[0].describe() if applied else f"unchanged {target.named}"
+    typer.echo(f"{done}: {len(result.spec.devices)} devices, {len(result.spec.edits.mounts)} mounts, "
                f"driver {result.driver_version or 'unknown'} from {chosen_root}", err=True)
 
 
 @cdi_app.command("validate")
 def validate_cmd(
-    spec_file: Annotated[Path, typer.Argument(help="A CDI spec (YAML or JSON).", metavar="FILE")],
+    spec_file: Annotated[str, typer.Argument(help="A CDI spec (YAML or JSON); an absolute path resolves under "
+                                             "--root, a relative one from here.", metavar="FILE")],
     root: RootOpt = Path("/"),
 ) -> None:
     """Check a CDI spec: schema shape, cdiVersion, and that every device node and mount source exists.
@@ -128,29 +158,36 @@ def validate_cmd(
 
     from kgpu.cdi import validate
     from kgpu.errors import ConfigError, KgpuError
+    from kgpu.fsio import check_root, read_text
 
+    check_root(root)
+    where = _spec_path(spec_file, root)
+    shown = str(where.named)
     try:
-        doc = yaml.safe_load(spec_file.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"{spec_file}: no such file") from None
+        doc = yaml.safe_load(read_text(where.real, shown))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
-        where = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
-        raise ConfigError(f"{spec_file}{where}: not valid YAML/JSON") from None
+        at = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
+        raise ConfigError(f"{shown}{at}: not valid YAML/JSON") from None
     check = validate(doc, root)
     for warning in check.warnings:
         typer.echo(f"warning: {warning}", err=True)
     if not check.ok:
-        raise KgpuError(f"{spec_file}: invalid CDI spec: " + "; ".join(check.errors))
-    typer.echo(f"{spec_file}: valid CDI spec ({doc.get('kind')}, cdiVersion {doc.get('cdiVersion')}, "
+        raise KgpuError(f"{shown}: invalid CDI spec: " + "; ".join(check.errors))
+    typer.echo(f"{shown}: valid CDI spec ({doc.get('kind')}, cdiVersion {doc.get('cdiVersion')}, "
                f"{len(doc.get('devices') or [])} devices)")
 
 
-def _find_driver_root(root: Path) -> str:
-    from kgpu.host.driverroot import CUDA_SONAME, NVML_SONAME, WELL_KNOWN_DRIVER_ROOTS, find_library
+def _spec_path(path: str, root: Path) -> Location:
+    """An absolute path is the node's (under --root, links followed as there); a relative one is from here."""
+    from kgpu.fsio import locate
 
-    for candidate in WELL_KNOWN_DRIVER_ROOTS:
-        base = root / str(candidate).lstrip("/")
-        if find_library(base, NVML_SONAME) or find_library(base, CUDA_SONAME):
-            return str(candidate)
-    return "/"
+    if path.startswith("/"):
+        return locate(root, path)
+    return locate(Path("/"), os.path.abspath(path))
+
+
+def _find_driver_root(root: Path) -> str:
+    from kgpu.prepare.plan import find_driver_root
+
+    return find_driver_root(root)

@@ -76,10 +76,9 @@ def doctor(
       kgpu --simulate h100x8 doctor --root /mnt/node-image
     """
     from kgpu.doctor import gather, run_checks, select
-    from kgpu.errors import ConfigError
+    from kgpu.fsio import check_root
 
-    if not root.is_dir():
-        raise ConfigError(f"--root {root}: not a directory; give the node's filesystem root (default /)")
+    check_root(root)
     checks = select(only.split(",") if only is not None else None)
     options = global_options(ctx)
     facts = gather(root, options.open_backend, kubelet_config)

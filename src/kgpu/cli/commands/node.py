@@ -27,7 +27,7 @@ def prepare(
         str, typer.Option(help="The kubelet's config file, as a path on the node.", metavar="PATH")
     ] = "/var/lib/kubelet/config.yaml",
 ) -> None:
-    """Fix what the doctor found, safely: plan first, then write each file atomically with a backup.
+    """Fix what the doctor found, safely: plan first, then write every file or none, each with a backup.
 
     Steps (only those the node needs): blacklist nouveau and nova
     (/etc/modprobe.d/blacklist-nouveau.conf), load overlay and br_netfilter at boot
@@ -36,9 +36,10 @@ def prepare(
     to each installed container runtime (as kgpu runtime configure does), and write a CDI spec for
     the GPUs to /etc/cdi/nvidia.yaml when there is none (as kgpu cdi generate does; the driver
     root is --driver-root or the first well-known one holding the driver). Every file written keeps
-    its previous content as FILE.kgpu.bak. Commands that make a change take effect now
-    (sysctl --system, swapoff -a, modprobe, update-initramfs/dracut, restarting the runtime) are
-    printed, not run. Running it again on a prepared node changes nothing.
+    its previous content as FILE.kgpu.bak and, the first time, its original as FILE.kgpu.orig.
+    Commands that make a change take effect now (sysctl --system, swapoff -a, modprobe,
+    update-initramfs/dracut, restarting the runtime) are printed, not run. Running it again on a
+    prepared node changes nothing.
 
     Examples:
 
@@ -49,11 +50,11 @@ def prepare(
     from kgpu.cli.state import global_options
     from kgpu.doctor.gather import gpu_facts
     from kgpu.errors import ConfigError
+    from kgpu.fsio import check_root
     from kgpu.host.facts import read_host_facts
     from kgpu.prepare import apply_prepare, plan_prepare
 
-    if not root.is_dir():
-        raise ConfigError(f"--root {root}: not a directory; give the node's filesystem root (default /)")
+    check_root(root)
 
     facts = read_host_facts(root, kubelet_config)
     if facts.container is not None:
@@ -74,10 +75,8 @@ def prepare(
             if diff:
                 typer.echo(diff.rstrip("\n"))
     if apply and plan.steps:
-        written = apply_prepare(plan)
-        for change in written:
-            backup = f" (previous content in {change.node_path}.kgpu.bak)" if change.old_text is not None else ""
-            typer.echo(f"wrote {change.node_path}{backup}")
+        for done in apply_prepare(plan):
+            typer.echo(done.describe())
     then = [cmd for step in plan.steps for cmd in step.then]
     then = [cmd for cmd in then if cmd != "reboot"] + (["reboot"] if "reboot" in then else [])
     if then:

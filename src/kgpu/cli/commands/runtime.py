@@ -38,17 +38,21 @@ DropInOpt = Annotated[
     typer.Option(
         "--drop-in-config",
         help="Drop-in file to write. Default: /etc/containerd/conf.d/99-nvidia.toml, "
-        "/etc/crio/crio.conf.d/99-nvidia.toml.",
+        "/etc/crio/crio.conf.d/99-nvidia.toml. An empty value edits the main file (as --no-drop-in).",
         metavar="PATH",
     ),
 ]
 NoDropInOpt = Annotated[
     bool, typer.Option("--no-drop-in", help="Edit the main config file instead of writing a drop-in.")
 ]
+NameOpt = Annotated[
+    str,
+    typer.Option("--nvidia-runtime-name", help="The name the NVIDIA runtime gets in the config.", metavar="NAME"),
+]
 RootOpt = Annotated[
     Path,
-    typer.Option("--root", help="Filesystem root every path resolves under (for a host mounted at /host).",
-                 metavar="DIR"),
+    typer.Option("--root", help="Filesystem root every path resolves under, as in a chroot (for a host mounted "
+                 "at /host); it must exist.", metavar="DIR"),
 ]
 DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Print the unified diff; write nothing.")]
 VersionOpt = Annotated[
@@ -65,10 +69,15 @@ def configure(
     config: ConfigOpt = None,
     drop_in_config: DropInOpt = None,
     no_drop_in: NoDropInOpt = False,
+    nvidia_runtime_name: NameOpt = "nvidia",
     set_as_default: Annotated[
-        bool, typer.Option("--set-as-default", help="Make nvidia the default runtime (every pod goes through it).")
+        bool,
+        typer.Option("--set-as-default", "--nvidia-set-as-default",
+                     help="Make nvidia the default runtime (every pod goes through it). Without it, a default "
+                     "that names the NVIDIA runtime is removed, as nvidia-ctk does."),
     ] = False,
-    cdi: Annotated[bool, typer.Option("--cdi", help="Enable CDI (containerd: enable_cdi, cdi_spec_dirs; "
+    cdi: Annotated[bool, typer.Option("--cdi", "--cdi.enabled", "--cdi.enable", "--enable-cdi",
+                                      help="Enable CDI (containerd: enable_cdi, cdi_spec_dirs; "
                                       "docker: features.cdi).")] = False,
     driver_root: Annotated[
         str | None,
@@ -77,19 +86,47 @@ def configure(
     ] = None,
     nvidia_runtime_path: Annotated[
         str | None,
-        typer.Option("--nvidia-runtime-path", help="The NVIDIA runtime executable. Default: "
+        typer.Option("--nvidia-runtime-path", "--runtime-path", help="The NVIDIA runtime executable. Default: "
                      "/usr/bin/nvidia-container-runtime (docker: nvidia-container-runtime on its PATH).",
                      metavar="PATH"),
     ] = None,
     config_version: VersionOpt = None,
+    config_mode: Annotated[
+        str | None,
+        typer.Option("--config-mode", help="nvidia-ctk's: config-file (the default, also 'config'). The "
+                     "deprecated oci-hook mode is not supported; other values are ignored, as nvidia-ctk does.",
+                     metavar="MODE"),
+    ] = None,
+    config_source: Annotated[
+        str,
+        typer.Option("--config-source", help="nvidia-ctk's: file (the default) or command. kgpu always reads the "
+                     "files themselves, following imports and drop-ins as the runtime does.", metavar="SOURCE"),
+    ] = "file",
+    executable_path: Annotated[
+        str | None,
+        typer.Option("--executable-path", help="nvidia-ctk's: the runtime binary for --config-source command "
+                     "(accepted; kgpu reads the files).", metavar="PATH"),
+    ] = None,
+    hook_path: Annotated[
+        str | None,
+        typer.Option("--nvidia-runtime-hook-path", help="nvidia-ctk's: the OCI hook for --config-mode oci-hook "
+                     "(accepted; that mode is not supported).", metavar="PATH"),
+    ] = None,
+    oci_hook_path: Annotated[
+        str | None,
+        typer.Option("--oci-hook-path", help="nvidia-ctk's: where --config-mode oci-hook writes its hook "
+                     "(accepted; that mode is not supported).", metavar="PATH"),
+    ] = None,
     root: RootOpt = Path("/"),
     dry_run: DryRunOpt = False,
 ) -> None:
-    """Add the [bold]nvidia[/bold] runtime to a container runtime's config, atomically, with a .kgpu.bak backup.
+    """Add the [bold]nvidia[/bold] runtime to a container runtime's config, all files or none.
 
     containerd gets a drop-in (/etc/containerd/conf.d/99-nvidia.toml) imported from its main config,
     as nvidia-ctk ≥ 1.18 does; k3s and RKE2 are detected and their config template is written instead.
-    Running it twice changes nothing the second time.
+    Files are written through symlinks with their mode and owner; the previous content is kept as
+    FILE.kgpu.bak and, the first time, the original as FILE.kgpu.orig (which unconfigure puts back).
+    Running it twice changes nothing the second time. nvidia-ctk's flags are accepted as it spells them.
 
     Examples:
 
@@ -101,14 +138,34 @@ def configure(
 
       kgpu runtime configure --runtime crio
     """
+    from kgpu.errors import ConfigError
+    from kgpu.fsio import check_root
     from kgpu.runtime import ConfigureRequest, plan_configure
 
+    check_root(root)
+    notes = []
+    if config_mode in ("oci-hook", "hook"):
+        raise ConfigError(f"--config-mode {config_mode}: the OCI hook mode (deprecated in nvidia-ctk) is not "
+                          "supported; kgpu configures the runtime's config file (--config-mode config-file)")
+    if config_mode not in (None, "config-file", "config"):
+        notes.append(f"ignoring unsupported --config-mode {config_mode!r} (as nvidia-ctk does): using config-file")
+    if config_source not in ("file", "command"):
+        raise ConfigError(f"--config-source {config_source!r}: allowed values are file and command")
+    if config_source == "command" or executable_path:
+        notes.append("kgpu reads the runtime's config files (main file, imports, drop-ins) itself: "
+                     "--config-source command and --executable-path change nothing")
+    if hook_path or oci_hook_path:
+        notes.append("--nvidia-runtime-hook-path and --oci-hook-path only matter to --config-mode oci-hook")
+    if drop_in_config == "":
+        drop_in_config, no_drop_in = None, True  # nvidia-ctk: an empty drop-in path edits the main file
     req = ConfigureRequest(
         runtime=runtime, config=config, drop_in=drop_in_config, no_drop_in=no_drop_in,
         set_as_default=set_as_default, cdi=cdi,
         driver_root=driver_root or _global_driver_root(ctx), runtime_path=nvidia_runtime_path,
-        config_version=config_version,
+        runtime_name=nvidia_runtime_name, config_version=config_version,
     )
+    for note in notes:
+        typer.echo(f"note: {note}", err=True)
     _run(plan_configure(req, root), req, dry_run, "configured")
 
 
@@ -118,10 +175,14 @@ def unconfigure(
     config: ConfigOpt = None,
     drop_in_config: DropInOpt = None,
     no_drop_in: NoDropInOpt = False,
+    nvidia_runtime_name: NameOpt = "nvidia",
     root: RootOpt = Path("/"),
     dry_run: DryRunOpt = False,
 ) -> None:
-    """Remove the [bold]nvidia[/bold] runtime again: delete the drop-in, drop its import, reset the default runtime.
+    """Remove the [bold]nvidia[/bold] runtime again: delete the drop-in, drop its import, unset the default.
+
+    A file kgpu changed is put back byte for byte from its FILE.kgpu.orig when what is left means the
+    same as that original; otherwise only kgpu's keys are removed (your later edits stay).
 
     Examples:
 
@@ -129,9 +190,14 @@ def unconfigure(
 
       kgpu runtime unconfigure --runtime docker
     """
+    from kgpu.fsio import check_root
     from kgpu.runtime import ConfigureRequest, plan_unconfigure
 
-    req = ConfigureRequest(runtime=runtime, config=config, drop_in=drop_in_config, no_drop_in=no_drop_in)
+    check_root(root)
+    if drop_in_config == "":
+        drop_in_config, no_drop_in = None, True
+    req = ConfigureRequest(runtime=runtime, config=config, drop_in=drop_in_config, no_drop_in=no_drop_in,
+                           runtime_name=nvidia_runtime_name)
     _run(plan_unconfigure(req, root), req, dry_run, "unconfigured")
 
 
@@ -141,7 +207,7 @@ def _global_driver_root(ctx: typer.Context) -> str | None:
 
 
 def _run(plan: RuntimePlan, req: ConfigureRequest, dry_run: bool, verb: str) -> None:
-    from kgpu.runtime import BACKUP_SUFFIX, apply_plan
+    from kgpu.runtime import apply_plan
 
     for note in plan.notes:
         typer.echo(f"note: {note}", err=True)
@@ -152,8 +218,7 @@ def _run(plan: RuntimePlan, req: ConfigureRequest, dry_run: bool, verb: str) -> 
         typer.echo(plan.diff(), nl=False)
         typer.echo("(dry run: nothing written; run without --dry-run to apply)", err=True)
         return
-    for change in apply_plan(plan):
-        backup = f" (previous content in {change.node_path}{BACKUP_SUFFIX})" if change.old_text is not None else ""
-        typer.echo(f"{change.action}d {change.node_path}{backup}")
+    for done in apply_plan(plan):
+        typer.echo(done.describe())
     if plan.restart_command:
         typer.echo(f"restart {req.runtime} to use it: {plan.restart_command}")
