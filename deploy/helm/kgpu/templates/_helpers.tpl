@@ -140,3 +140,9 @@ tolerations:
   readOnly: true
 {{- end }}
 {{- end -}}
+
+{{/* The release's labels plus one component's; call with (dict "root" $ "component" "device-plugin"). */}}
+{{- define "kgpu.componentLabels" -}}
+{{ include "kgpu.labels" .root }}
+app.kubernetes.io/component: {{ .component }}
+{{- end -}}

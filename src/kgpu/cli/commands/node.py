@@ -88,3 +88,79 @@ def prepare(
         typer.echo(f"note: {note}")
     if plan.steps and not apply:
         typer.echo("\nDry run: nothing written. Run again with --apply to write these changes.")
+
+
+REPORT_HELP = (
+    "Report this node's GPU stages on its Node object, as the kgpu-validator DaemonSet does.\n\n"
+    "Every interval it runs kgpu validate's node steps (driver, NVML, device nodes, container "
+    'runtime, device plugin and, on a real GPU, the CUDA kernel) and writes four Node conditions, '
+    'KgpuDriver, KgpuRuntime, KgpuDevicePlugin and KgpuValidation, each with its evidence and, when '
+    'failing, the exact fix after "Fix:". kubectl describe node shows them; kgpu status and the '
+    "operator's ClusterPolicy status read them. SIGTERM removes the conditions and exits.\n\n"
+    'Examples:\n\n'
+    'kgpu node report --node "$NODE_NAME" --root /host --interval 30s\n\n'
+    'kgpu --simulate h100x8 node report --node lab-node --once'
+)
+
+
+@node_app.command("report", help=REPORT_HELP)
+def report(
+    ctx: typer.Context,
+    node: Annotated[
+        str, typer.Option(help="This node's name in the cluster.", envvar="NODE_NAME", metavar="NAME")
+    ],
+    root: Annotated[
+        Path, typer.Option(help="The node's filesystem root (the host's / mounted at /host in a pod).",
+                           metavar="DIR")
+    ] = Path("/"),
+    interval: Annotated[
+        str, typer.Option(help="How often to check and report: 30s, 1m, 90.", metavar="DURATION")
+    ] = "30s",
+    once: Annotated[bool, typer.Option("--once", help="Report once and exit (0 when every stage passed).")]
+    = False,
+    kubeconfig: Annotated[
+        Path | None,
+        typer.Option(help="Kubeconfig (default: in-cluster, $KUBECONFIG, ~/.kube/config).", envvar="KUBECONFIG",
+                     metavar="PATH"),
+    ] = None,
+) -> None:
+    """Report this node's GPU stages on its Node object, as the kgpu-validator DaemonSet does."""
+    import json
+    import signal
+    import threading
+
+    from kgpu.cli.state import global_options
+    from kgpu.labels.daemon import parse_duration
+    from kgpu.labels.node import kube_client
+    from kgpu.validate import ValidateOptions
+    from kgpu.validate import validate as run_validation
+    from kgpu.validate.report import (
+        NODE_SKIPS,
+        SIMULATED_SKIPS,
+        now_rfc3339,
+        patch_conditions,
+        remove_conditions,
+        run_report,
+        stage_conditions,
+    )
+
+    seconds = parse_duration(interval, "--interval")
+    g = global_options(ctx)
+    simulated = g.backend == "simulated" or (g.backend == "auto" and bool(g.simulate))
+    opts = ValidateOptions(root=root, skip=SIMULATED_SKIPS if simulated else NODE_SKIPS, node=node,
+                           kubeconfig=kubeconfig, driver_root=g.driver_root, simulated=simulated)
+    client = kube_client(kubeconfig)
+
+    def check() -> list[dict[str, object]]:
+        return stage_conditions(run_validation(opts, g.open_backend), simulated, now_rfc3339())
+
+    if once:
+        conditions = check()
+        patch_conditions(client, node, conditions)
+        typer.echo(json.dumps(conditions, indent=2))
+        raise typer.Exit(0 if all(c["status"] == "True" for c in conditions) else 1)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    run_report(check, lambda c: patch_conditions(client, node, c), seconds, stop,
+               withdraw=lambda: remove_conditions(client, node))

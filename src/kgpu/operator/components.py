@@ -1,0 +1,331 @@
+"""The node DaemonSets, written once: the operator evaluates them, the chart's templates are generated from them.
+
+Each component is one DaemonSet running the kgpu image with ``kgpu <component> ...``. Value paths are the
+chart's (``deploy/helm/kgpu/values.yaml``); the operator maps a ClusterPolicy onto the same values
+(:mod:`kgpu.operator.policy`). ``scripts/gen_chart.py`` writes ``templates/<component>.yaml`` from here.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kgpu.operator.template import (
+    SPLICE_KEY,
+    Checksum,
+    Concat,
+    Document,
+    Expr,
+    Fullname,
+    Image,
+    Labels,
+    Namespace,
+    Opt,
+    Override,
+    Quote,
+    Ref,
+    SelectorLabels,
+    Splice,
+    Text,
+    Yaml,
+    when_items,
+)
+
+# The chart's values section of each component, its DaemonSet name suffix and container name.
+COMPONENTS: dict[str, str] = {
+    "devicePlugin": "device-plugin",
+    "labeler": "labeler",
+    "exporter": "exporter",
+    "mpsDaemon": "mps-daemon",
+    "validator": "validator",
+    "migManager": "mig-manager",
+}
+
+_ROOT_SECURITY: dict[str, Any] = {
+    "runAsUser": 0,
+    "runAsNonRoot": False,
+    "allowPrivilegeEscalation": False,
+    "readOnlyRootFilesystem": True,
+    "capabilities": {"drop": ["ALL"]},
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+
+
+def _nonroot_security() -> dict[str, Any]:
+    return {
+        "runAsUser": Ref("nonRootUser"),
+        "runAsGroup": Ref("nonRootUser"),
+        "runAsNonRoot": True,
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def _env(section: str, capabilities: str = "utility") -> list[Any]:
+    """Environment every kgpu container shares: its node, log level, driver root and the NVIDIA runtime's
+    device injection (all GPUs, without requesting one, as NVIDIA's own node components do)."""
+    return [
+        {"name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
+        {"name": "KGPU_LOG_LEVEL", "value": Quote(Ref("logLevel"))},
+        {"name": "NVIDIA_VISIBLE_DEVICES", "value": "all"},
+        {"name": "NVIDIA_DRIVER_CAPABILITIES", "value": capabilities},
+        when_items(
+            Ref("driverRoot"),
+            {"name": "NVIDIA_DRIVER_ROOT", "value": Quote(Ref("driverRoot"))},
+            {"name": "CONTAINER_DRIVER_ROOT", "value": "/driver-root"},
+        ),
+        when_items(
+            Ref("simulate.fixture"),
+            {"name": "KGPU_SIMULATE", "value": Quote(Ref("simulate.fixture"))},
+            {"name": "KGPU_SIMULATE_MIG_STATE", "value": "/run/kgpu/simulated-mig.json"},
+        ),
+        Splice(Ref(f"{section}.env")),
+    ]
+
+
+def _common_volumes() -> list[Any]:
+    return [
+        {"name": "config", "configMap": {"name": Text(Fullname(), "-config")}},
+        {"name": "tmp", "emptyDir": {}},
+        when_items(
+            Ref("driverRoot"),
+            {"name": "driver-root", "hostPath": {"path": Ref("driverRoot"), "type": "Directory"}},
+        ),
+    ]
+
+
+def _common_mounts() -> list[Any]:
+    return [
+        {"name": "config", "mountPath": "/etc/kgpu", "readOnly": True},
+        {"name": "tmp", "mountPath": "/tmp"},
+        when_items(Ref("driverRoot"), {"name": "driver-root", "mountPath": "/driver-root", "readOnly": True}),
+    ]
+
+
+def _host_path(name: str, path: str, kind: str = "DirectoryOrCreate") -> dict[str, Any]:
+    return {"name": name, "hostPath": {"path": path, "type": kind}}
+
+
+def _daemonset(
+    section: str,
+    *,
+    comment: str,
+    container: dict[str, Any],
+    volumes: list[Any],
+    service_account: Expr | Text,
+    automount_token: bool,
+    checksum: bool = True,
+) -> Document:
+    component = COMPONENTS[section]
+    annotations: Any = Opt(Ref("daemonsets.annotations"))
+    if checksum:
+        annotations = {"checksum/config": Checksum(Ref("config")), SPLICE_KEY: Splice(Ref("daemonsets.annotations"))}
+    pod: dict[str, Any] = {"serviceAccountName": service_account}
+    if not automount_token:
+        pod["automountServiceAccountToken"] = False
+    pod |= {
+        "priorityClassName": Opt(Ref("priorityClassName"), scalar=True),
+        "imagePullSecrets": Opt(Ref("imagePullSecrets")),
+        "runtimeClassName": Opt(Ref("runtimeClassName"), scalar=True),
+        "nodeSelector": Opt(Override(section, "nodeSelector", "nodeSelector")),
+        "affinity": Opt(Override(section, "affinity", "affinity")),
+        "tolerations": Opt(Ref("tolerations")),
+        "containers": [container],
+        "volumes": volumes,
+    }
+    body = {
+        "apiVersion": "apps/v1",
+        "kind": "DaemonSet",
+        "metadata": {
+            "name": Text(Fullname(), f"-{component}"),
+            "namespace": Namespace(),
+            "labels": Yaml(Labels(component)),
+        },
+        "spec": {
+            "selector": {"matchLabels": Yaml(SelectorLabels(component))},
+            "updateStrategy": Yaml(Ref("updateStrategy")),
+            "template": {
+                "metadata": {
+                    "labels": {
+                        SPLICE_KEY: [Splice(SelectorLabels(component)), Splice(Ref("daemonsets.labels"))],
+                    },
+                    "annotations": annotations,
+                },
+                "spec": pod,
+            },
+        },
+    }
+    return Document(name=component, enabled=Ref(f"{section}.enabled"), body=body, comment=comment)
+
+
+def _container(section: str, *, security: dict[str, Any], capabilities: str = "utility",
+               extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    container: dict[str, Any] = {
+        "name": COMPONENTS[section],
+        "image": Image(),
+        "imagePullPolicy": Ref("image.pullPolicy"),
+        "command": ["kgpu"],
+        "args": Yaml(Concat((Ref(f"{section}.args"), Ref(f"{section}.extraArgs")))),
+        "env": _env(section, capabilities),
+    }
+    container |= extra or {}
+    container |= {"securityContext": security, "resources": Yaml(Ref(f"{section}.resources"))}
+    return container
+
+
+def device_plugin() -> Document:
+    container = _container("devicePlugin", security=_ROOT_SECURITY)
+    container |= {
+        "livenessProbe": Opt(Ref("devicePlugin.livenessProbe")),
+        "readinessProbe": Opt(Ref("devicePlugin.readinessProbe")),
+        "volumeMounts": [
+            *_common_mounts(),
+            {"name": "device-plugins", "mountPath": "/var/lib/kubelet/device-plugins"},
+            {"name": "run-kgpu", "mountPath": "/run/kgpu"},
+        ],
+    }
+    return _daemonset(
+        "devicePlugin",
+        comment="The device plugin serves GPUs to the kubelet over unix sockets in /var/lib/kubelet/device-plugins, a\n"
+        "root-owned host directory: it runs as root, with every capability dropped.",
+        container=container,
+        volumes=[
+            *_common_volumes(),
+            _host_path("device-plugins", "/var/lib/kubelet/device-plugins", "Directory"),
+            _host_path("run-kgpu", "/run/kgpu"),
+        ],
+        service_account=Fullname(),
+        automount_token=False,
+    )
+
+
+def labeler() -> Document:
+    container = _container(
+        "labeler",
+        security=_nonroot_security(),
+        extra={"ports": [{"name": "healthz", "containerPort": Ref("labeler.healthPort"), "protocol": "TCP"}]},
+    )
+    container |= {
+        "livenessProbe": {"httpGet": {"path": "/healthz", "port": "healthz"}, "initialDelaySeconds": 30,
+                          "periodSeconds": 30, "failureThreshold": 4},
+        "readinessProbe": {"httpGet": {"path": "/healthz", "port": "healthz"}, "periodSeconds": 10},
+        "volumeMounts": [*_common_mounts(), {"name": "run-kgpu", "mountPath": "/run/kgpu", "readOnly": True}],
+    }
+    return _daemonset(
+        "labeler",
+        comment="The labeler only reads the GPUs and patches its own Node: it runs as a non-root user.",
+        container=container,
+        volumes=[*_common_volumes(), _host_path("run-kgpu", "/run/kgpu")],
+        service_account=Text(Fullname(), "-labeler"),
+        automount_token=True,
+    )
+
+
+def exporter() -> Document:
+    container = _container(
+        "exporter",
+        security=_ROOT_SECURITY,
+        extra={"ports": [{"name": "metrics", "containerPort": Ref("exporter.port"), "protocol": "TCP"}]},
+    )
+    container |= {
+        "livenessProbe": {"httpGet": {"path": "/healthz", "port": "metrics"}, "initialDelaySeconds": 15,
+                          "periodSeconds": 30},
+        "readinessProbe": {"httpGet": {"path": "/healthz", "port": "metrics"}, "periodSeconds": 10},
+        "volumeMounts": [
+            *_common_mounts(),
+            {"name": "pod-resources", "mountPath": "/var/lib/kubelet/pod-resources", "readOnly": True},
+            {"name": "run-kgpu", "mountPath": "/run/kgpu", "readOnly": True},
+        ],
+    }
+    return _daemonset(
+        "exporter",
+        comment="The exporter attributes GPUs to pods through the kubelet's PodResources socket, which only root may\n"
+        "connect to: it runs as root, with every capability dropped.",
+        container=container,
+        volumes=[
+            *_common_volumes(),
+            _host_path("pod-resources", "/var/lib/kubelet/pod-resources"),
+            _host_path("run-kgpu", "/run/kgpu"),
+        ],
+        service_account=Fullname(),
+        automount_token=False,
+        checksum=False,
+    )
+
+
+def mps_daemon() -> Document:
+    container = _container("mpsDaemon", security=_ROOT_SECURITY, capabilities="compute,utility")
+    container |= {
+        "livenessProbe": {"exec": {"command": ["sh", "-c", "test -d /run/kgpu/mps"]}, "periodSeconds": 30},
+        "readinessProbe": {"exec": {"command": ["sh", "-c", "test -f /run/kgpu/mps/.ready"]}, "periodSeconds": 10},
+        "volumeMounts": [
+            *_common_mounts(),
+            {"name": "run-kgpu", "mountPath": "/run/kgpu"},
+            {"name": "mps-shm", "mountPath": "/dev/shm"},
+        ],
+    }
+    return _daemonset(
+        "mpsDaemon",
+        comment="One CUDA MPS control daemon per shared GPU. MPS clients in other pods reach it through its pipe\n"
+        "directory under /run/kgpu/mps and a /dev/shm they share with it: the daemon's /dev/shm is the host's\n"
+        "/run/kgpu/mps/shm, which the device plugin's Allocate mounts at /dev/shm in every client (as NVIDIA's\n"
+        "mps-control-daemon does with <mpsRoot>/shm). The daemon must run as root to serve clients of every\n"
+        "user. Every capability is dropped.",
+        container=container,
+        volumes=[*_common_volumes(), _host_path("run-kgpu", "/run/kgpu"), _host_path("mps-shm", "/run/kgpu/mps/shm")],
+        service_account=Fullname(),
+        automount_token=False,
+    )
+
+
+def validator() -> Document:
+    container = _container("validator", security=_ROOT_SECURITY)
+    container |= {
+        "volumeMounts": [
+            *_common_mounts(),
+            {"name": "host", "mountPath": "/host", "readOnly": True},
+            {"name": "run-kgpu", "mountPath": "/run/kgpu", "readOnly": True},
+        ],
+    }
+    return _daemonset(
+        "validator",
+        comment="kgpu node report: every interval, kgpu validate's node steps and kgpu doctor's checks, reported as\n"
+        "conditions on this Node (nodes/status patch). It reads the host's files read-only under /host, as\n"
+        "root (driver, runtime and kubelet files are root-owned), with every capability dropped.",
+        container=container,
+        volumes=[*_common_volumes(), _host_path("host", "/", "Directory"), _host_path("run-kgpu", "/run/kgpu")],
+        service_account=Text(Fullname(), "-validator"),
+        automount_token=True,
+    )
+
+
+def mig_manager() -> Document:
+    container = _container("migManager", security=_ROOT_SECURITY, capabilities="compute,utility")
+    container |= {
+        "volumeMounts": [
+            *_common_mounts(),
+            {"name": "mig-parted-config", "mountPath": "/etc/kgpu/mig", "readOnly": True},
+            {"name": "run-kgpu", "mountPath": "/run/kgpu"},
+        ],
+    }
+    return _daemonset(
+        "migManager",
+        comment="kgpu mig-manager applies the MIG layout its Node's nvidia.com/mig.config label names, from a\n"
+        "mig-parted config (ConfigMap), and reports nvidia.com/mig.config.state. Changing MIG mode and GPU\n"
+        "instances is an NVML call that needs root; every capability is dropped.",
+        container=container,
+        volumes=[
+            *_common_volumes(),
+            {"name": "mig-parted-config", "configMap": {"name": Text(Fullname(), "-mig-parted-config")}},
+            _host_path("run-kgpu", "/run/kgpu"),
+        ],
+        service_account=Text(Fullname(), "-mig-manager"),
+        automount_token=True,
+        checksum=False,
+    )
+
+
+def documents() -> list[Document]:
+    """Every node DaemonSet, in the order the chart lists them."""
+    return [device_plugin(), labeler(), exporter(), mps_daemon(), validator(), mig_manager()]
