@@ -17,11 +17,13 @@ from typing import Annotated
 import typer
 
 from kgpu import __version__
+from kgpu.cli.help import KgpuGroup, use_kgpu_help
 from kgpu.cli.state import GlobalOptions
 from kgpu.errors import KgpuError
 
 app = typer.Typer(
     name="kgpu",
+    cls=KgpuGroup,
     help="NVIDIA GPUs as first-class Kubernetes citizens: inspect, prepare, expose, label, export, validate.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -45,6 +47,7 @@ def _global_options(
             help="Where GPU facts come from: nvml (the driver), simulated (a fixture), or auto "
             "(NVML, or the simulated node when --simulate is given).",
             envvar="KGPU_BACKEND",
+            metavar="NAME",
         ),
     ] = "auto",
     simulate: Annotated[
@@ -76,7 +79,7 @@ def _global_options(
         ),
     ] = None,
     log_level: Annotated[
-        str, typer.Option(help="debug, info, warning or error.", envvar="KGPU_LOG_LEVEL")
+        str, typer.Option(help="debug, info, warning or error.", envvar="KGPU_LOG_LEVEL", metavar="LEVEL")
     ] = "info",
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
@@ -102,6 +105,7 @@ def _register_commands() -> None:
     for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
         module = importlib.import_module(f"kgpu.cli.commands.{info.name}")
         module.register(app)
+    use_kgpu_help(app)
 
 
 _register_commands()

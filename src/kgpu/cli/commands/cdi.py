@@ -82,7 +82,7 @@ def generate(
     ] = "gpu",
     root: RootOpt = Path("/"),
 ) -> None:
-    """Generate the [bold]nvidia.com/gpu[/bold] CDI spec: one device per GPU and MIG device, plus [bold]all[/bold].
+    """Generate the nvidia.com/gpu CDI spec: one device per GPU and MIG device, plus all.
 
     Devices come from the GPU backend (NVML, or --simulate); device nodes, driver libraries and
     binaries are read under --root. Every host path in the spec is checked to exist before it is
@@ -93,7 +93,7 @@ def generate(
 
       kgpu cdi generate --output /etc/cdi/nvidia.yaml
 
-      kgpu cdi generate --driver-root /usr/local/nvidia --device-name-strategy both
+      kgpu cdi generate --device-name-strategy both --format json
 
       kgpu --simulate a100-mig cdi generate --root /tmp/node --format json
     """

@@ -152,7 +152,8 @@ def device_plugin(
 
       kgpu device-plugin --config-file /etc/kgpu/dp.yaml --mig-strategy mixed
 
-      kgpu --simulate h100x8 device-plugin --kubelet-dir /tmp/dp --state-file /tmp/dp/state.json
+      kgpu --simulate h100x8 device-plugin --kubelet-dir /tmp/dp \\
+        --state-file /tmp/dp-state.json
     """
     import logging
 

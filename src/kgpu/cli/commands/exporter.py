@@ -26,7 +26,7 @@ def exporter(
     ctx: typer.Context,
     listen: Annotated[
         str, typer.Option(help="Address to serve /metrics and /healthz on: HOST:PORT, :PORT or [::]:PORT.",
-                          envvar="KGPU_EXPORTER_LISTEN")
+                          envvar="KGPU_EXPORTER_LISTEN", metavar="ADDR")
     ] = "0.0.0.0:9400",
     collect: Annotated[
         Path | None,
@@ -46,10 +46,11 @@ def exporter(
     ] = DEFAULT_DEVICE_PLUGIN_STATE,
     hostname_label: Annotated[
         str, typer.Option(help="Name of the host label: Hostname (dcgm-exporter before 2026), hostname "
-                          "(dcgm-exporter since), or none.")
+                          "(dcgm-exporter since), or none.", metavar="NAME")
     ] = "Hostname",
     hostname: Annotated[
-        str | None, typer.Option(help="Value of the host label. Default: $NODE_NAME, else this machine's host name.")
+        str | None, typer.Option(help="Value of the host label. Default: $NODE_NAME, else this machine's host name.",
+                                 metavar="NAME")
     ] = None,
     kubernetes_virtual_gpus: Annotated[
         bool, typer.Option("--kubernetes-virtual-gpus",
@@ -58,11 +59,13 @@ def exporter(
     ] = False,
     nvidia_resource_names: Annotated[
         str, typer.Option(help="Extra extended-resource names (comma-separated) whose devices are GPUs, e.g. "
-                          "nvidia.com/gpu.shared. nvidia.com/gpu and nvidia.com/mig-* are always included.")
+                          "nvidia.com/gpu.shared. nvidia.com/gpu and nvidia.com/mig-* are always included.",
+                          metavar="NAMES")
     ] = "",
     read_timeout: Annotated[
         float, typer.Option(help="Seconds a scrape waits for one GPU; a GPU slower than this is left out of "
-                            "that scrape and counted in kgpu_gpu_read_errors_total.", min=0.01)
+                            "that scrape and counted in kgpu_gpu_read_errors_total.", min=0.01,
+                            metavar="SECONDS")
     ] = 2.0,
     once: Annotated[
         bool, typer.Option("--once", help="Print one scrape to stdout and exit instead of serving.")
@@ -79,9 +82,9 @@ def exporter(
 
     Examples:
 
-      kgpu exporter                                   # on a GPU node: http://0.0.0.0:9400/metrics
+      kgpu exporter                           # on a GPU node: :9400/metrics
 
-      kgpu --simulate h100x8 exporter --once          # one scrape of a simulated 8-GPU node
+      kgpu --simulate h100x8 exporter --once  # one scrape of a simulated node
 
       kgpu exporter --collect my-counters.csv --hostname-label hostname
     """

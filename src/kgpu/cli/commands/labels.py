@@ -130,13 +130,14 @@ def labels(
 
     Examples:
 
-      kgpu labels                                   # key=value lines, sorted
+      kgpu labels                             # key=value lines, sorted
 
       kgpu --simulate a100-mig labels --mig-strategy mixed --json
 
-      kgpu labels --config-file /etc/kgpu/plugin.yaml -o /etc/kubernetes/node-feature-discovery/features.d/kgpu
+      kgpu labels --config-file /etc/kgpu/plugin.yaml \\
+        -o /etc/kubernetes/node-feature-discovery/features.d/kgpu
 
-      kgpu labels --node "$(hostname)"              # server-side apply to the Node object
+      kgpu labels --node "$(hostname)"        # server-side apply to the Node
     """
     from kgpu.labels.gfd import TIMESTAMP
     from kgpu.labels.output import format_json, format_lines, write_feature_file
@@ -198,9 +199,10 @@ def labeler(
 
     Examples:
 
-      kgpu labeler                                   # NFD feature file, every 60 s
+      kgpu labeler                            # NFD feature file, every 60 s
 
-      kgpu labeler --node "$NODE_NAME" --config-file /etc/kgpu/plugin.yaml --healthz :8081
+      kgpu labeler --node "$NODE_NAME" --config-file /etc/kgpu/plugin.yaml \\
+        --healthz :8081
 
       kgpu --simulate h100x8 labeler --oneshot -o /tmp/kgpu.labels
     """

@@ -37,7 +37,7 @@ def lint(
         str, typer.Option("--taint", help="The taint GPU nodes carry (KEY=VALUE:EFFECT), or 'none' to skip the "
                                           "toleration check.", metavar="TAINT"),
     ] = "nvidia.com/gpu=present:NoSchedule",
-    output: Annotated[str, typer.Option("--output", "-o", help="text or json.")] = "text",
+    output: Annotated[str, typer.Option("--output", "-o", help="text or json.", metavar="FORMAT")] = "text",
 ) -> None:
     """Report GPU requests that Kubernetes will reject or that will never schedule, with the corrected YAML.
 

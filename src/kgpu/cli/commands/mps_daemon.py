@@ -50,7 +50,8 @@ def mps_daemon(
     ] = None,
     interval: Annotated[
         float, typer.Option(help="Seconds between health checks of every daemon (the device plugin treats a "
-                                 "status older than 15 s as a dead supervisor).", min=0.05, max=5.0)
+                                 "status older than 15 s as a dead supervisor).", min=0.05, max=5.0,
+                                 metavar="SECONDS")
     ] = 2.0,
     default_limits: Annotated[
         bool,
@@ -76,7 +77,8 @@ def mps_daemon(
 
       kgpu mps-daemon --config-file /etc/kgpu/config.yaml
 
-      kgpu --driver-root /usr/local/nvidia mps-daemon --config-file mps.yaml --mps-root /tmp/mps
+      kgpu --driver-root /usr/local/nvidia mps-daemon --config-file mps.yaml \\
+        --mps-root /tmp/mps
     """
     import logging
 

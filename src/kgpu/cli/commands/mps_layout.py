@@ -31,7 +31,8 @@ def mps_layout(
                                         "repeat the option for several slices of one GPU).", metavar="ID"),
     ] = None,
     output: Annotated[
-        str, typer.Option("--output", "-o", help="table, json, or env (with --allocate: KEY=VALUE lines).")
+        str, typer.Option("--output", "-o", help="table, json, or env (with --allocate: KEY=VALUE lines).",
+                          metavar="FORMAT")
     ] = "table",
 ) -> None:
     """Check a sharing.mps config against this node's GPUs and show the slices it would offer.

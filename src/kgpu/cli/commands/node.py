@@ -43,7 +43,7 @@ def prepare(
 
     Examples:
 
-      kgpu node prepare                 # show the plan (unified diffs), write nothing
+      kgpu node prepare          # show the plan (unified diffs), write nothing
 
       kgpu node prepare --apply
     """

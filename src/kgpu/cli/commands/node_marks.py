@@ -53,7 +53,7 @@ def label(
 
     Examples:
 
-      kgpu node label                     # this host, kubeconfig from the usual places
+      kgpu node label            # this host, kubeconfig from the usual places
 
       kgpu node label --node gpu-node-1 --kubeconfig ~/.kube/admin.conf
 
@@ -93,7 +93,7 @@ def taint(
 
     Examples:
 
-      kgpu node taint                               # nvidia.com/gpu=present:NoSchedule on this host
+      kgpu node taint            # nvidia.com/gpu=present:NoSchedule, this host
 
       kgpu node taint --node gpu-node-1 --remove
     """

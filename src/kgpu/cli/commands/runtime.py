@@ -120,7 +120,7 @@ def configure(
     root: RootOpt = Path("/"),
     dry_run: DryRunOpt = False,
 ) -> None:
-    """Add the [bold]nvidia[/bold] runtime to a container runtime's config, all files or none.
+    """Add the nvidia runtime to a container runtime's config, all files or none.
 
     containerd gets a drop-in (/etc/containerd/conf.d/99-nvidia.toml) imported from its main config,
     as nvidia-ctk ≥ 1.18 does; k3s and RKE2 are detected and their config template is written instead.
@@ -179,7 +179,7 @@ def unconfigure(
     root: RootOpt = Path("/"),
     dry_run: DryRunOpt = False,
 ) -> None:
-    """Remove the [bold]nvidia[/bold] runtime again: delete the drop-in, drop its import, unset the default.
+    """Remove the nvidia runtime again: delete the drop-in, drop its import, unset the default.
 
     A file kgpu changed is put back byte for byte from its FILE.kgpu.orig when what is left means the
     same as that original; otherwise only kgpu's keys are removed (your later edits stay).

@@ -64,7 +64,9 @@ def validate(
             metavar="PATH",
         ),
     ] = None,
-    timeout: Annotated[str, typer.Option(help="How long --pod waits for its pod: 120s, 2m, 90.")] = "120s",
+    timeout: Annotated[
+        str, typer.Option(help="How long --pod waits for its pod: 120s, 2m, 90.", metavar="DURATION")
+    ] = "120s",
     root: Annotated[
         Path,
         typer.Option(
@@ -86,13 +88,14 @@ def validate(
         typer.Option(
             help="This node's name in the cluster (default: $NODE_NAME, then the hostname).",
             envvar="NODE_NAME",
+            metavar="NAME",
         ),
     ] = None,
     image: Annotated[
-        str, typer.Option(help="Image of the --pod pod (must contain kgpu).", envvar="KGPU_IMAGE")
+        str, typer.Option(help="Image of the --pod pod (must contain kgpu).", envvar="KGPU_IMAGE", metavar="IMAGE")
     ] = f"kgpu:{__version__}",
     namespace: Annotated[
-        str, typer.Option(help="Namespace of the --pod pod.", envvar="POD_NAMESPACE")
+        str, typer.Option(help="Namespace of the --pod pod.", envvar="POD_NAMESPACE", metavar="NAME")
     ] = "default",
     runtime_class: Annotated[
         str | None,
@@ -115,11 +118,12 @@ def validate(
 
     Examples:
 
-      kgpu validate                                   # on a GPU node
+      kgpu validate                                      # on a GPU node
 
       kgpu --driver-root /usr/local/nvidia validate --json
 
-      kgpu validate --pod --kubeconfig ~/.kube/config --image registry.example/kgpu:0.1.0
+      kgpu validate --pod --kubeconfig ~/.kube/config \\
+        --image registry.example/kgpu:0.1.0
 
       kgpu --simulate h100x8 validate --root tests/fixtures/validate/h100x8-node
     """
