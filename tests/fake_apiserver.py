@@ -32,6 +32,8 @@ class Recorded:
 class FakeNode:
     labels: dict[str, str] = field(default_factory=dict)
     owners: dict[str, set[str]] = field(default_factory=dict)
+    operations: dict[str, str] = field(default_factory=dict)
+    """manager → Apply or Update, for metadata.managedFields."""
     taints: list[dict[str, str]] = field(default_factory=list)
     resource_version: int = 1
 
@@ -80,6 +82,7 @@ class FakeApiServer:
         n = self.nodes[node]
         n.labels[key] = value
         n.owners[key] = {manager}
+        n.operations[manager] = "Update"
 
     def owned_by(self, node: str, manager: str) -> set[str]:
         return {k for k, who in self.nodes[node].owners.items() if manager in who}
@@ -89,10 +92,23 @@ class FakeApiServer:
     def _node_json(self, name: str) -> dict[str, Any]:
         n = self.nodes[name]
         doc: dict[str, Any] = {"apiVersion": "v1", "kind": "Node", "metadata": {
-            "name": name, "labels": dict(n.labels), "resourceVersion": str(n.resource_version)}}
+            "name": name, "labels": dict(n.labels), "resourceVersion": str(n.resource_version),
+            "managedFields": self._managed_fields(n)}}
         if n.taints:
             doc["spec"] = {"taints": [dict(t) for t in n.taints]}
         return doc
+
+    @staticmethod
+    def _managed_fields(n: FakeNode) -> list[dict[str, Any]]:
+        """One entry per manager with the label keys it owns, as the API server reports them."""
+        entries = []
+        for manager, operation in sorted(n.operations.items()):
+            keys = sorted(k for k, who in n.owners.items() if manager in who)
+            if keys:
+                entries.append({"manager": manager, "operation": operation, "apiVersion": "v1",
+                                "fieldsType": "FieldsV1",
+                                "fieldsV1": {"f:metadata": {"f:labels": {f"f:{k}": {} for k in keys}}}})
+        return entries
 
     def _json_patch(self, name: str, ops: list[dict[str, Any]]) -> str | None:
         """The two operations kgpu sends: test the resourceVersion, add (replace) /spec/taints."""
@@ -111,6 +127,7 @@ class FakeApiServer:
     def _apply(self, name: str, manager: str, force: bool, applied: dict[str, str]) -> str | None:
         n = self.nodes[name]
         n.resource_version += 1
+        n.operations[manager] = "Apply"
         for key, value in applied.items():
             others = n.owners.get(key, set()) - {manager}
             if others and n.labels.get(key) != value and not force:

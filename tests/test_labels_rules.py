@@ -53,7 +53,11 @@ def test_host_facts_are_read_under_the_root(tmp_path: Path) -> None:
     assert facts.machine_type == "ProLiant DL380 Gen10"
     assert facts.pci_class("00000000:3B:00.0") == "0x030200"
     assert facts.pci_class("00000000:AF:00.0") is None
-    assert read_host_facts(tmp_path / "nothing", []).machine_type == "unknown"
+    assert facts.machine_type_problem is None
+    missing = read_host_facts(tmp_path / "nothing", [])
+    assert missing.machine_type == "unknown"
+    dmi = tmp_path / "nothing/sys/class/dmi/id/product_name"
+    assert missing.machine_type_problem == f"{dmi}: No such file or directory"
 
 
 def test_heterogeneous_nodes_label_the_first_whole_gpus_product_and_count_only_it() -> None:

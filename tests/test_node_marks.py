@@ -40,9 +40,33 @@ def test_label_marks_a_gpu_node_present_under_its_own_field_manager(api: FakeApi
                                  "--kubeconfig", str(api.kubeconfig(tmp_path))])
     assert result.exit_code == 0, result.output
     api.requests.clear()
-    assert kgpu(api, tmp_path, "label", "--remove") == "node/gpu-node-1 unlabeled nvidia.com/gpu.present\n"
-    assert api.nodes["gpu-node-1"].labels["nvidia.com/gpu.present"] == "true"  # the labeler still owns it
+    # Withdrawing kgpu-node's label leaves it on: the labeler (field manager kgpu) still owns it — and says so.
+    result = runner.invoke(app, ["node", "label", "--remove", "--node", "gpu-node-1",
+                                 "--kubeconfig", str(api.kubeconfig(tmp_path))])
+    assert result.exit_code == 1
+    message = str(result.exception)
+    assert "nvidia.com/gpu.present=true is still on node/gpu-node-1" in message
+    assert "kgpu (Apply) still owns it" in message and "kgpu labeler" in message
+    assert "kubectl label node gpu-node-1 nvidia.com/gpu.present-" in message
+    assert api.nodes["gpu-node-1"].labels["nvidia.com/gpu.present"] == "true"
     assert api.owned_by("gpu-node-1", "kgpu-node") == set()
+
+
+def test_remove_deletes_the_label_when_kgpu_node_was_its_only_owner(api: FakeApiServer, tmp_path: Path) -> None:
+    kgpu(api, tmp_path, "label")
+    assert kgpu(api, tmp_path, "label", "--remove") == "node/gpu-node-1 unlabeled nvidia.com/gpu.present\n"
+    assert "nvidia.com/gpu.present" not in api.nodes["gpu-node-1"].labels
+
+
+def test_remove_names_a_hand_made_label_and_how_to_remove_it(api: FakeApiServer, tmp_path: Path) -> None:
+    """`kubectl label node … nvidia.com/gpu.present=true` is an Update by kubectl-label: apply cannot take it away."""
+    api.set_label("gpu-node-1", "nvidia.com/gpu.present", "true", manager="kubectl-label")
+    result = runner.invoke(app, ["node", "label", "--remove", "--node", "gpu-node-1",
+                                 "--kubeconfig", str(api.kubeconfig(tmp_path))])
+    assert result.exit_code == 1
+    message = str(result.exception)
+    assert "kubectl-label (Update) still owns it" in message and "kgpu labeler" not in message
+    assert api.nodes["gpu-node-1"].labels["nvidia.com/gpu.present"] == "true"
 
 
 def test_label_refuses_a_node_without_gpus(api: FakeApiServer, tmp_path: Path) -> None:
@@ -87,3 +111,12 @@ def test_a_new_value_replaces_the_taint_with_the_same_key_and_effect() -> None:
     current = [{"key": "nvidia.com/gpu", "value": "old", "effect": "NoSchedule"}, OTHER]
     assert taint_list(current, GPU_TAINT, remove=False) == [OTHER, GPU_TAINT.to_json()]
     assert taint_list([OTHER], GPU_TAINT, remove=True) is None
+
+
+def test_api_calls_are_not_logged_one_line_each(api: FakeApiServer, tmp_path: Path) -> None:
+    """lightkube's HTTP library logs every request at INFO; at kgpu's default level none shows."""
+    result = runner.invoke(app, ["--simulate", "t4", "node", "label", "--node", "gpu-node-1",
+                                 "--kubeconfig", str(api.kubeconfig(tmp_path))])
+    assert result.exit_code == 0, result.output
+    assert len(api.requests) == 2  # GET, then the apply
+    assert "HTTP Request" not in result.stderr and result.stderr == ""

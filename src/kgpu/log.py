@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 LEVELS = ("debug", "info", "warning", "error")
+HTTP_LOGGERS = ("httpx", "httpx2", "httpcore", "httpcore2")
 
 # Attributes every LogRecord has; anything else passed via ``extra=`` becomes a JSON field.
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
@@ -66,6 +67,11 @@ def setup_logging(level: str = "info", json_output: bool | None = None) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    # lightkube's HTTP library logs every request at INFO ("HTTP Request: PATCH …"): one line per
+    # Kubernetes API call drowns what kgpu says. Requests show at debug; their transport never does.
+    for name in HTTP_LOGGERS:
+        logging.getLogger(name).setLevel("DEBUG" if level.lower() == "debug" and name in ("httpx", "httpx2")
+                                         else "WARNING")
 
 
 MAX_FIELD_CHARS = 2000

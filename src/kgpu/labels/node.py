@@ -173,19 +173,79 @@ def set_node_taint(client: Any, node: str, taint: NodeTaint, remove: bool = Fals
     return False  # pragma: no cover - the loop returns or raises
 
 
-def set_presence_label(client: Any, node: str, present: bool = True) -> None:
-    """Apply (or withdraw) ``nvidia.com/gpu.present=true`` under the ``kgpu-node`` field manager."""
+PRESENCE_LABEL = "nvidia.com/gpu.present"
+
+
+@dataclass(frozen=True, slots=True)
+class FieldOwner:
+    """A field manager holding a field, as the object's ``metadata.managedFields`` records it."""
+
+    manager: str
+    operation: str  # Apply (server-side apply) or Update (create, edit, patch: kubectl label)
+
+    def __str__(self) -> str:
+        return f"{self.manager} ({self.operation})"
+
+
+@dataclass(frozen=True, slots=True)
+class PresenceLabel:
+    """``nvidia.com/gpu.present`` on a Node after kgpu applied or withdrew it."""
+
+    node: str
+    value: str | None
+    """The label's value on the node now; None when the node no longer has it."""
+    owners: tuple[FieldOwner, ...]
+    """Who holds it now: while anyone does, the API server keeps the label."""
+
+
+def label_owners(managed_fields: list[dict[str, Any]], key: str) -> tuple[FieldOwner, ...]:
+    """The field managers that own label ``key``, read from an object's ``metadata.managedFields``."""
+    owners = []
+    for entry in managed_fields:
+        labels = ((entry.get("fieldsV1") or {}).get("f:metadata") or {}).get("f:labels") or {}
+        if f"f:{key}" in labels:
+            owners.append(FieldOwner(str(entry.get("manager", "")), str(entry.get("operation", ""))))
+    return tuple(owners)
+
+
+def set_presence_label(client: Any, node: str, present: bool = True) -> PresenceLabel:
+    """Apply (or withdraw) ``nvidia.com/gpu.present=true`` under the ``kgpu-node`` field manager.
+
+    Withdrawing only gives up kgpu-node's ownership: server-side apply deletes the label when no
+    other manager holds it, and keeps it (and says who holds it) when one does — the labeler
+    (``kgpu``), or a ``kubectl label`` (``kubectl-label``).
+    """
     from lightkube import ApiError
     from lightkube.resources.core_v1 import Node
 
-    labels = {"nvidia.com/gpu.present": "true"} if present else {}
+    labels = {PRESENCE_LABEL: "true"} if present else {}
     try:
         client.get(Node, node)
-        client.apply(Node.from_dict(apply_body(node, labels)), field_manager=BOOTSTRAP_FIELD_MANAGER, force=True)
+        result = client.apply(
+            Node.from_dict(apply_body(node, labels)), field_manager=BOOTSTRAP_FIELD_MANAGER, force=True
+        )
     except ApiError as exc:
         raise _api_error(node, exc) from exc
     except _transport_errors() as exc:
         raise NodeLabelError(f"cannot reach the Kubernetes API server to label node {node!r}: {exc}") from exc
+    metadata = result.to_dict().get("metadata", {})
+    return PresenceLabel(
+        node=node,
+        value=(metadata.get("labels") or {}).get(PRESENCE_LABEL),
+        owners=label_owners(metadata.get("managedFields") or [], PRESENCE_LABEL),
+    )
+
+
+def still_labelled_reason(result: PresenceLabel) -> str:
+    """Why ``kgpu node label --remove`` left the label on, and how to remove it for good."""
+    who = ", ".join(str(owner) for owner in result.owners) or "another field manager"
+    advice = []
+    if any(owner.manager == FIELD_MANAGER for owner in result.owners):
+        advice.append("the kgpu labeler (field manager kgpu) publishes it while it runs on the node: stop it "
+                      "there first (helm uninstall, or keep its DaemonSet off the node)")
+    advice.append(f"kubectl label node {result.node} {PRESENCE_LABEL}- removes it whoever set it")
+    return (f"{PRESENCE_LABEL}={result.value} is still on node/{result.node}: kgpu-node no longer sets it, but "
+            f"{who} still {'own' if len(result.owners) > 1 else 'owns'} it; " + "; ".join(advice))
 
 
 def _api_error(node: str, exc: Any) -> NodeLabelError:

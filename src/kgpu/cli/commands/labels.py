@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import sys
@@ -16,6 +17,8 @@ from kgpu.cli.state import GlobalOptions, global_options
 
 if TYPE_CHECKING:
     from kgpu.labels.gfd import Labels
+
+log = logging.getLogger("kgpu.labeler")
 
 _DEFAULT_FEATURE_FILE = "/etc/kubernetes/node-feature-discovery/features.d/kgpu"
 
@@ -82,6 +85,8 @@ def _computer(
     from kgpu.labels.gfd import node_labels
     from kgpu.labels.host import read_host_facts
 
+    reported: list[str | None] = [None]
+
     def compute() -> Labels:
         settings = resolve_settings(config_file, mig_strategy, os.environ)
         backend = opts.open_backend()
@@ -90,6 +95,11 @@ def _computer(
         finally:
             backend.close()
         host = read_host_facts(root, [g.pci_bus_id for g in inventory.gpus], machine_type_file)
+        if host.machine_type_problem != reported[0]:  # once per cause: the labeler computes every --poll
+            reported[0] = host.machine_type_problem
+            if host.machine_type_problem is not None:
+                log.warning("cannot read the machine type; labelling it unknown",
+                            extra={"error": host.machine_type_problem})
         return node_labels(inventory, settings, host)
 
     return compute
@@ -206,12 +216,9 @@ def labeler(
 
       kgpu --simulate h100x8 labeler --oneshot -o /tmp/kgpu.labels
     """
-    import logging
-
     from kgpu.labels.daemon import LabelerState, LoopTiming, parse_duration, run_labeler, serve_health
     from kgpu.labels.output import remove_feature_file, write_feature_file
 
-    log = logging.getLogger("kgpu.labeler")
     seconds = parse_duration(interval, "--interval")
     opts = global_options(ctx)
     keepalive = opts.open_backend()  # fail fast; keeps NVML initialised between polls

@@ -57,10 +57,10 @@ def label(
 
       kgpu node label --node gpu-node-1 --kubeconfig ~/.kube/admin.conf
 
-      kgpu node label --remove
+      kgpu node label --remove   # fails, saying who, while another manager keeps it
     """
     from kgpu.errors import KgpuError
-    from kgpu.labels.node import kube_client, set_presence_label
+    from kgpu.labels.node import kube_client, set_presence_label, still_labelled_reason
 
     name = _node_name(node)
     if not remove:
@@ -72,9 +72,13 @@ def label(
         if not gpus:
             raise KgpuError(f"no NVIDIA GPU on this node (backend {backend.name}); not labelling {name!r} "
                             f"nvidia.com/gpu.present=true")
-    set_presence_label(kube_client(kubeconfig), name, present=not remove)
-    typer.echo(f"node/{name} {'unlabeled' if remove else 'labeled'} nvidia.com/gpu.present"
-               f"{'' if remove else '=true'}")
+    result = set_presence_label(kube_client(kubeconfig), name, present=not remove)
+    if not remove:
+        typer.echo(f"node/{name} labeled nvidia.com/gpu.present=true")
+    elif result.value is None:
+        typer.echo(f"node/{name} unlabeled nvidia.com/gpu.present")
+    else:
+        raise KgpuError(still_labelled_reason(result))
 
 
 def taint(
