@@ -35,6 +35,7 @@ class FakeNode:
     operations: dict[str, str] = field(default_factory=dict)
     """manager → Apply or Update, for metadata.managedFields."""
     taints: list[dict[str, str]] = field(default_factory=list)
+    allocatable: dict[str, str] = field(default_factory=dict)
     resource_version: int = 1
 
 
@@ -96,6 +97,8 @@ class FakeApiServer:
             "managedFields": self._managed_fields(n)}}
         if n.taints:
             doc["spec"] = {"taints": [dict(t) for t in n.taints]}
+        if n.allocatable:
+            doc["status"] = {"allocatable": dict(n.allocatable), "capacity": dict(n.allocatable)}
         return doc
 
     @staticmethod
@@ -176,8 +179,11 @@ class FakeApiServer:
                 return rec, url.path[len(prefix):] if url.path.startswith(prefix) else None
 
             def do_GET(self) -> None:
-                _, name = self._record()
-                if fake.forbid:
+                rec, name = self._record()
+                if rec.path == "/api/v1/nodes" and not fake.forbid:
+                    self._reply(200, {"apiVersion": "v1", "kind": "NodeList", "metadata": {"resourceVersion": "1"},
+                                      "items": [fake._node_json(n) for n in sorted(fake.nodes)]})
+                elif fake.forbid:
                     self._status(403, "Forbidden", f'nodes "{name}" is forbidden: User cannot get resource')
                 elif name not in fake.nodes:
                     self._status(404, "NotFound", f'nodes "{name}" not found')

@@ -214,3 +214,51 @@ def test_cli_bad_input_is_one_line_and_exit_2(tmp_path: Path) -> None:
     assert done.stderr.strip().endswith("missing.yaml: No such file or directory (ENOENT); check the path")
     done = kgpu(str(FIXTURES / "good.yaml"), "--taint", "nvidia.com/gpu")
     assert done.returncode == 2 and "--taint" in done.stderr
+
+
+def test_a_fraction_on_a_cluster_without_shared_gpus_is_fixed_with_what_it_offers() -> None:
+    """Given nodes that offer only whole GPUs, the fix names no resource they lack (no gpu-40gb, no .shared)."""
+    ctx = LintContext(offered=frozenset({"nvidia.com/gpu"}))
+    (finding,) = lint_text(pod({"limits": {"nvidia.com/gpu": "0.5"}}), ctx)
+    assert finding.rule == "fractional-gpu"
+    assert yaml.safe_load(finding.fix) == {"resources": {"limits": {"nvidia.com/gpu": 1}}}
+    assert "request nvidia.com/gpu: 1 (a whole GPU)" in finding.message
+    assert "MPS slices (sharing.mps.slices) or time-slicing" in finding.message
+    assert "gpu-40gb" not in finding.message + finding.fix and "gpu.shared" not in finding.message + finding.fix
+
+
+def test_yaml_is_read_by_libyaml_when_present_and_by_pure_python_otherwise(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Both parsers give the same objects and name the same line of a broken file."""
+    good = (FIXTURES / "fractional-deployment.yaml").read_text() + "---\n" + pod({"limits": {"nvidia.com/gpu": 1}})
+    broken = "apiVersion: v1\nkind: Pod\nspec: [unclosed\n"
+    assert hasattr(yaml, "CSafeLoader")  # PyYAML's wheels ship libyaml: the fast path is the one tested here
+    fast = [d.obj for d in load_documents("m.yaml", good)]
+    with pytest.raises(ConfigError) as fast_error:
+        load_documents("m.yaml", broken)
+    monkeypatch.delattr(yaml, "CSafeLoader")
+    assert [d.obj for d in load_documents("m.yaml", good)] == fast
+    with pytest.raises(ConfigError) as pure_error:
+        load_documents("m.yaml", broken)
+    assert "(line 4, column 1)" in str(fast_error.value)
+    assert str(pure_error.value).split(":")[:2] == str(fast_error.value).split(":")[:2]
+
+
+def test_cluster_is_read_through_the_kubeconfig_given(tmp_path: Path) -> None:
+    """`kgpu lint --cluster --kubeconfig FILE` lists that cluster's Nodes, and suggests only what they offer."""
+    from fake_apiserver import FakeApiServer
+
+    manifest = tmp_path / "job.yaml"
+    manifest.write_text(pod({"limits": {"nvidia.com/gpu": "0.5"}}))
+    with FakeApiServer() as api:
+        api.add_node("gpu-node-1")
+        api.nodes["gpu-node-1"].allocatable = {"cpu": "8", "nvidia.com/gpu": "8"}
+        done = kgpu(str(manifest), "--cluster", "--kubeconfig", str(api.kubeconfig(tmp_path)))
+        assert [r.path for r in api.requests] == ["/api/v1/nodes"]
+    assert done.returncode == 1, done.stderr
+    assert "The nodes offer nvidia.com/gpu: request nvidia.com/gpu: 1" in done.stdout
+    assert "gpu-40gb" not in done.stdout and "gpu.shared" not in done.stdout
+
+
+def test_kubeconfig_without_cluster_is_refused() -> None:
+    done = kgpu(str(FIXTURES / "good.yaml"), "--kubeconfig", "/nonexistent")
+    assert done.returncode == 2 and "--kubeconfig: only used with --cluster" in done.stderr

@@ -123,12 +123,16 @@ def _resources_snippet(limits: Mapping[str, str]) -> str:
 
 
 def slice_suggestions(amount: Decimal, offered: frozenset[str] | None) -> list[str]:
-    """Resources that give a fraction of a GPU: the offered shared/slice resources, else kgpu's usual names."""
+    """Resources that give a fraction of a GPU.
+
+    When the offered resources are known (``--cluster``, ``--nodes``, …), only offered shared or slice
+    resources — possibly none: a suggestion the cluster cannot satisfy would leave the pod Pending.
+    When they are unknown, kgpu's usual names: a slice sized to the fraction of an 80 GB GPU, and
+    time-slicing's renamed ``nvidia.com/gpu.shared``.
+    """
     if offered is not None:
-        shared = sorted(r for r in offered if r.startswith(GPU_PREFIX) and r != "nvidia.com/gpu"
-                        and not r.startswith("nvidia.com/mig-"))
-        if shared:
-            return shared
+        return sorted(r for r in offered if r.startswith(GPU_PREFIX) and r != "nvidia.com/gpu"
+                      and not r.startswith("nvidia.com/mig-"))
     size = max(1, int((amount * 80).to_integral_value()))
     return [f"nvidia.com/gpu-{size}gb", "nvidia.com/gpu.shared"]
 
@@ -208,6 +212,8 @@ def lint_pod(pod: PodTemplate, ctx: LintContext) -> list[Finding]:
 def _fractional(where: str, name: str, given: Any, amount: Decimal, ctx: LintContext) -> Finding:
     if amount < 1:
         options = slice_suggestions(amount, ctx.offered)
+        if not options:
+            return _no_shared_gpus(where, name, given, ctx.offered or frozenset())
         fix = _resources_snippet({options[0]: "1"})
         if len(options) > 1:
             fix += f"\n# or: {', '.join(f'{o}: 1' for o in options[1:])}"
@@ -224,6 +230,22 @@ def _fractional(where: str, name: str, given: Any, amount: Decimal, ctx: LintCon
         f"{name}: {_shown(given)} is not a whole number of devices; extended resources are integers and the API "
         f"server refuses the pod; request {whole}",
         _resources_snippet({name: str(whole)}),
+    )
+
+
+def _no_shared_gpus(where: str, name: str, given: Any, offered: frozenset[str]) -> Finding:
+    """A fraction of a GPU on nodes that offer no share of one: a whole GPU, or set up sharing first."""
+    whole = "nvidia.com/gpu" if "nvidia.com/gpu" in offered else None
+    offered_text = ", ".join(sorted(r for r in offered if r.startswith(GPU_PREFIX))) or "no nvidia.com resources"
+    sharing = ("no node offers a share of a GPU: configure MPS slices (sharing.mps.slices) or time-slicing "
+               "in the device-plugin config to get one")
+    fix = _resources_snippet({whole: "1"}) if whole else "# no node offers an nvidia.com resource"
+    return Finding(
+        Severity.ERROR, "fractional-gpu", where,
+        f"{name}: {_shown(given)} is a fraction of a device; extended resources are whole numbers and the API "
+        f"server refuses the pod. The nodes offer {offered_text}: "
+        + (f"request {whole}: 1 (a whole GPU), or {sharing}" if whole else sharing),
+        fix,
     )
 
 

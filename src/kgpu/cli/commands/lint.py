@@ -31,8 +31,12 @@ def lint(
     ] = None,
     cluster: Annotated[
         bool, typer.Option("--cluster", help="Read the offered resources from the cluster's Nodes "
-                                             "(kubeconfig or in-cluster service account)."),
+                                             "(see --kubeconfig)."),
     ] = False,
+    kubeconfig: Annotated[
+        Path | None, typer.Option("--kubeconfig", help="Kubeconfig for --cluster (default: in-cluster, then "
+                                                       "$KUBECONFIG, then ~/.kube/config).", metavar="FILE"),
+    ] = None,
     taint: Annotated[
         str, typer.Option("--taint", help="The taint GPU nodes carry (KEY=VALUE:EFFECT), or 'none' to skip the "
                                           "toleration check.", metavar="TAINT"),
@@ -54,6 +58,8 @@ def lint(
       helm template my-release ./chart | kgpu lint -
 
       kgpu lint job.yaml --nodes <(kubectl get nodes -o yaml)
+
+      kgpu lint job.yaml --cluster --kubeconfig ~/.kube/config
     """
     from kgpu.errors import ConfigError
     from kgpu.lint import LintContext, Severity, Taint, lint_pod, load_documents, pod_templates
@@ -61,6 +67,8 @@ def lint(
 
     if output not in ("text", "json"):
         raise ConfigError(f"--output {output!r}: allowed values are text, json")
+    if kubeconfig is not None and not cluster:
+        raise ConfigError("--kubeconfig: only used with --cluster (read the offered resources from that cluster)")
     try:
         gpu_taint = None if taint == "none" else Taint.parse(taint)
     except ValueError as exc:
@@ -78,7 +86,7 @@ def lint(
     if labels is not None:
         offer(offered_mod.from_labels(_read(str(labels)), str(labels)))
     if cluster:
-        offer(_cluster_offered())
+        offer(_cluster_offered(kubeconfig))
     ctx = LintContext(offered=frozenset(offered) if offered is not None else None, taint=gpu_taint)
 
     findings = []
@@ -112,16 +120,16 @@ def _read(name: str) -> str:
     return read_text(Path(name), name)
 
 
-def _cluster_offered() -> frozenset[str]:
-    from lightkube import Client
+def _cluster_offered(kubeconfig: Path | None) -> frozenset[str]:
     from lightkube.resources.core_v1 import Node
 
     from kgpu.errors import KgpuError
+    from kgpu.labels.node import kube_client
     from kgpu.lint.offered import from_nodes
 
+    client = kube_client(kubeconfig)
     try:
-        client = Client()
         items = [n.to_dict() for n in client.list(Node)]
-    except Exception as exc:  # lightkube raises config, HTTP and transport errors of many kinds
+    except Exception as exc:  # lightkube raises HTTP and transport errors of many kinds
         raise KgpuError(f"--cluster: cannot list Nodes: {exc}") from None
     return from_nodes(({"kind": "Node", **item} for item in items), "--cluster")
