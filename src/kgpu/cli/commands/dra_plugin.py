@@ -130,7 +130,8 @@ def dra_plugin(
 
       kgpu --simulate h100x8 dra-plugin --node-name lab-node --kubeconfig lab.conf
 
-      kgpu dra-plugin --node-name node-1 --gpus 4,5,6,7 --consumable-shares disabled
+      kgpu dra-plugin --node-name node-1 --gpus 4,5,6,7 \\
+        --consumable-shares disabled
     """
     from kgpu.deviceplugin.health import parse_duration
     from kgpu.dra.serve import DraPluginSettings, check, serve

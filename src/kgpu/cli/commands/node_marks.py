@@ -57,7 +57,7 @@ def label(
 
       kgpu node label --node gpu-node-1 --kubeconfig ~/.kube/admin.conf
 
-      kgpu node label --remove   # fails, saying who, while another manager keeps it
+      kgpu node label --remove   # names who else keeps it, if anyone
     """
     from kgpu.errors import KgpuError
     from kgpu.labels.node import kube_client, set_presence_label, still_labelled_reason
