@@ -68,10 +68,10 @@ def test_help_at_80_columns_names_every_option_whole(path: list[str], command: A
         for name in [*param.opts, *param.secondary_opts]:
             assert re.search(rf"(?<![\w-]){re.escape(name)}(?![\w-])", text), f"{name} is cut or missing:\n{text}"
         if not getattr(param, "is_flag", False) and not getattr(param, "count", False):
-            entry = re.search(rf"^  (?:-[^\n]*? )?{re.escape(max(param.opts, key=len))} (\S+)", text, re.M)
-            assert entry, f"{max(param.opts, key=len)} shows no value name:\n{text}"
-            assert re.fullmatch(r"[A-Z][A-Z0-9_]*(?:[,:|=][A-Z0-9_]*)*[,…]*", entry.group(1)), (
-                f"{max(param.opts, key=len)} shows {entry.group(1)!r} for its value"
+            value = _value_shown(text, param.opts[0])
+            assert value, f"{param.opts[0]} shows no value name:\n{text}"
+            assert re.fullmatch(r"[A-Z][A-Z0-9_]*(?:[,:|=][A-Z0-9_]*)*[,…]*", value), (
+                f"{param.opts[0]} shows {value!r} for its value"
             )
 
     placeholders = PYTHON_TYPE.findall(text)
@@ -93,6 +93,16 @@ def test_help_prose_is_not_broken_mid_sentence(path: list[str], command: Any) ->
         if len(a) + 1 + len(first_word) <= WIDTH:
             broken.append(f"{a!r} / {b!r}")
     assert not broken, "prose broken before the line was full:\n" + "\n".join(broken)
+
+
+def _value_shown(text: str, option: str) -> str | None:
+    """The value name on the option's own row: the last word of its names (``-o, --output FORMAT``)."""
+    for line in text.splitlines():
+        names = line[2:].split("  ")[0] if line.startswith("  -") else ""
+        if re.search(rf"(?<![\w-]){re.escape(option)}(?![\w-])", names):
+            last = names.split()[-1]
+            return None if last.startswith("-") else last
+    return None
 
 
 def _indent(line: str) -> int:
