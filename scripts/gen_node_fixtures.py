@@ -6,6 +6,14 @@ Two healthy GPU nodes laid out exactly as Linux lays them out (procfs, sysfs, /e
   with nvidia-ctk's drop-in (config version 2), kubelet 1.31, systemd cgroups, CDI spec.
 - rocky-a100: Rocky Linux 9.5 KVM guest with EFI, 2x A100 SXM4 80GB, GPU 0 in MIG mode (the ``a100-mig``
   simulated node), containerd 2.0 (config version 3), kubelet 1.32, chronyd, SELinux permissive.
+- ubuntu-a30: a working Ubuntu 22.04 node with one A30 (the ``a30`` simulated node) as `nvidia-ctk runtime
+  configure --set-as-default` leaves it: containerd 1.7 with nvidia as the default runtime in config.toml,
+  kubelet 1.30, systemd cgroups, no /dev/char links (nvidia-ctk system create-dev-char-symlinks never ran),
+  no CDI spec. GPU pods run on it today.
+- firecracker-h100: the GPU machine kgpu's device scripts run on (scripts/device/doctor.sh): a container on a
+  Firecracker VM with one H100 (tests/fixtures/simulated/firecracker-h100.yaml), the driver 580.159.04 under
+  /usr/local/nvidia, NUMA node -1, every PCI BAR 64-bit (the framebuffer at resource index 2), no DMI, no EFI,
+  br_netfilter not loaded, no kubelet and no container runtime.
 
 Tests copy a tree and break one thing per failing case. Regenerate with:
     python scripts/gen_node_fixtures.py
@@ -546,8 +554,185 @@ state = "/run/containerd"
           '{\n   "cuda" : {\n      "name" : "CUDA SDK",\n      "version" : "13.0.2"\n   }\n}\n')
 
 
+def ubuntu_a30(root: Path) -> None:
+    release = "5.15.0-126-generic"
+    write(root, "/etc/os-release", """\
+PRETTY_NAME="Ubuntu 22.04.5 LTS"
+NAME="Ubuntu"
+VERSION_ID="22.04"
+VERSION="22.04.5 LTS (Jammy Jellyfish)"
+VERSION_CODENAME=jammy
+ID=ubuntu
+ID_LIKE=debian
+UBUNTU_CODENAME=jammy
+""")
+    write(root, "/proc/sys/kernel/osrelease", release + "\n")
+    write(root, "/proc/cmdline", f"BOOT_IMAGE=/vmlinuz-{release} root=/dev/mapper/ubuntu--vg-ubuntu--lv ro\n")
+    write(root, "/proc/cpuinfo", "processor\t: 0\nvendor_id\t: GenuineIntel\nmodel name\t: Intel(R) Xeon(R) Gold "
+          "6338 CPU @ 2.00GHz\nflags\t\t: fpu vme de pse tsc msr pae mce cx8 apic sep mtrr pge mca cmov pat pse36 "
+          "clflush dts acpi mmx fxsr sse sse2 ss ht tm pbe syscall nx pdpe1gb rdtscp lm constant_tsc vmx smx est "
+          "avx2 avx512f\n")
+    write(root, "/proc/modules", proc_modules([
+        ("nvidia_uvm", 1576960, 0, ""),
+        ("nvidia", 56795136, 1, "nvidia_uvm,"),
+        ("br_netfilter", 32768, 0, ""),
+        ("bridge", 307200, 1, "br_netfilter,"),
+        ("stp", 16384, 1, "bridge,"),
+        ("llc", 16384, 2, "bridge,stp,"),
+        ("overlay", 151552, 9, ""),
+    ]))
+    write(root, "/proc/driver/nvidia/version", NVRM_OPEN + "GCC version:  gcc version 11.4.0 "
+          "(Ubuntu 11.4.0-1ubuntu1~22.04)\n")
+    write(root, "/proc/devices", proc_devices(511))
+    write(root, "/proc/mounts", """\
+sysfs /sys sysfs rw,nosuid,nodev,noexec,relatime 0 0
+proc /proc proc rw,nosuid,nodev,noexec,relatime 0 0
+udev /dev devtmpfs rw,nosuid,relatime,size=131810504k,nr_inodes=32952626,mode=755,inode64 0 0
+/dev/mapper/ubuntu--vg-ubuntu--lv / ext4 rw,relatime 0 0
+cgroup2 /sys/fs/cgroup cgroup2 rw,nosuid,nodev,noexec,relatime,nsdelegate,memory_recursiveprot 0 0
+efivarfs /sys/firmware/efi/efivars efivarfs rw,nosuid,nodev,noexec,relatime 0 0
+tmpfs /run tmpfs rw,nosuid,nodev,noexec,relatime,size=26362104k,mode=755,inode64 0 0
+""")
+    write(root, f"/lib/modules/{release}/modules.dep", (
+        "kernel/fs/overlayfs/overlay.ko:\n"
+        "kernel/net/bridge/br_netfilter.ko: kernel/net/bridge/bridge.ko kernel/net/802/stp.ko kernel/net/llc/llc.ko\n"
+        "kernel/drivers/gpu/drm/nouveau/nouveau.ko: kernel/drivers/gpu/drm/drm_kms_helper.ko\n"
+        "updates/dkms/nvidia.ko:\nupdates/dkms/nvidia-uvm.ko: updates/dkms/nvidia.ko\n"
+    ))
+    write(root, f"/lib/modules/{release}/modules.builtin", "kernel/drivers/char/mem.ko\nkernel/fs/ext4/ext4.ko\n")
+    write(root, "/usr/lib/modprobe.d/nvidia-graphics-drivers.conf",
+          "blacklist nouveau\nblacklist lbm-nouveau\nalias nouveau off\nalias lbm-nouveau off\n")
+    write(root, "/etc/fstab", "# /etc/fstab: static file system information.\n"
+          "/dev/disk/by-id/dm-uuid-LVM-Zm9vYmFy / ext4 defaults 0 1\n"
+          "/dev/disk/by-uuid/3F1E-2A4B /boot/efi vfat defaults 0 1\n")
+    systemd_unit(root, "systemd-timesyncd.service", "sysinit.target")
+    keep(root, "/sys/firmware/efi/efivars")
+    write(root, "/sys/class/dmi/id/sys_vendor", "Dell Inc.\n")
+    write(root, "/sys/class/dmi/id/product_name", "PowerEdge R750\n")
+    pci_device(root, "0000:3b:00.0", 0x10DE, 0x20B7, 0x030200, 0,
+               gpu_bars(0xAB00_0000, 0x2100_0000_0000, 32 * 2**30, 0x2108_0000_0000), "nvidia")
+    pci_device(root, "0000:00:00.0", 0x8086, 0x09A2, 0x060000, 0, resource([]), None)
+    # the device nodes nvidia-modprobe created, but no /dev/char links to them
+    for name in ("nvidia0", "nvidiactl", "nvidia-uvm", "nvidia-uvm-tools"):
+        write(root, f"/dev/{name}")
+    toolkit(root, visible_all_hardened=False)
+    program(root, "/usr/bin/containerd")
+    # `nvidia-ctk runtime configure --runtime=containerd --set-as-default` on toolkit 1.17: the main file
+    write(root, "/etc/containerd/config.toml", """\
+disabled_plugins = []
+imports = []
+oom_score = 0
+plugin_dir = ""
+required_plugins = []
+root = "/var/lib/containerd"
+state = "/run/containerd"
+temp = ""
+version = 2
+
+[grpc]
+  address = "/run/containerd/containerd.sock"
+
+[plugins]
+
+  [plugins."io.containerd.grpc.v1.cri"]
+    sandbox_image = "registry.k8s.io/pause:3.9"
+
+    [plugins."io.containerd.grpc.v1.cri".containerd]
+      default_runtime_name = "nvidia"
+      snapshotter = "overlayfs"
+
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes]
+
+        [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.nvidia]
+          privileged_without_host_devices = false
+          runtime_engine = ""
+          runtime_root = ""
+          runtime_type = "io.containerd.runc.v2"
+
+          [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.nvidia.options]
+            BinaryName = "/usr/bin/nvidia-container-runtime"
+            SystemdCgroup = true
+
+        [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+          runtime_type = "io.containerd.runc.v2"
+
+          [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+            SystemdCgroup = true
+""")
+    common_k8s(root, "v1.30.6", "unix:///run/containerd/containerd.sock")
+    driver_libraries(root, "/usr/lib/x86_64-linux-gnu")
+    program(root, "/usr/bin/nvidia-smi")
+
+
+FIRECRACKER_DRIVER = "580.159.04"
+
+
+def firecracker_h100(root: Path) -> None:
+    write(root, "/.dockerenv")
+    write(root, "/etc/os-release", """\
+PRETTY_NAME="Ubuntu 24.04.2 LTS"
+NAME="Ubuntu"
+VERSION_ID="24.04"
+VERSION="24.04.2 LTS (Noble Numbat)"
+VERSION_CODENAME=noble
+ID=ubuntu
+ID_LIKE=debian
+UBUNTU_CODENAME=noble
+""")
+    release = "6.1.128"
+    write(root, "/proc/sys/kernel/osrelease", release + "\n")
+    write(root, "/proc/cmdline", "console=ttyS0 reboot=k panic=1 pci=realloc init=/sbin/overlay-init\n")
+    write(root, "/proc/cpuinfo", "processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC\n"
+          "flags\t\t: fpu vme de pse tsc msr pae mce cx8 apic sep mtrr pge mca cmov pat pse36 clflush mmx fxsr "
+          "sse sse2 ht syscall nx mmxext fxsr_opt pdpe1gb rdtscp lm rep_good nopl cpuid extd_apicid "
+          "tsc_known_freq pni pclmulqdq ssse3 fma cx16 sse4_1 sse4_2 x2apic movbe popcnt aes xsave avx f16c "
+          "rdrand hypervisor lahf_lm cmp_legacy abm sse4a misalignsse 3dnowprefetch avx2\n")
+    write(root, "/proc/modules", proc_modules([
+        ("nvidia_uvm", 1925120, 0, ""),
+        ("nvidia", 11378688, 1, "nvidia_uvm,"),
+        ("overlay", 155648, 1, ""),
+    ]))
+    write(root, "/proc/driver/nvidia/version",
+          f"NVRM version: NVIDIA UNIX Open Kernel Module for x86_64  {FIRECRACKER_DRIVER}  Release Build  "
+          "(dvs-builder@U22-I3-B17-02-5)  Thu Jan 15 00:00:00 UTC 2026\nGCC version:  gcc version 12.2.0\n")
+    write(root, "/proc/devices", proc_devices(235))
+    write(root, "/proc/mounts", """\
+overlay / overlay rw,relatime,lowerdir=/rom,upperdir=/overlay/root,workdir=/overlay/work 0 0
+proc /proc proc rw,nosuid,nodev,noexec,relatime 0 0
+sysfs /sys sysfs rw,nosuid,nodev,noexec,relatime 0 0
+devtmpfs /dev devtmpfs rw,nosuid,size=65536k,nr_inodes=16384,mode=755 0 0
+""")
+    write(root, "/proc/swaps", "Filename\t\t\t\tType\t\tSize\t\tUsed\t\tPriority\n")
+    write(root, "/proc/sys/net/ipv4/ip_forward", "0\n")
+    write(root, "/sys/fs/cgroup/cgroup.controllers", "cpuset cpu io memory pids\n")
+    # Firecracker makes every BAR 64-bit: BAR0, BAR1 (framebuffer), BAR3 at resource indexes 0, 2, 4
+    write(root, "/sys/bus/pci/devices/0000:00:06.0/resource", "".join(f"{line}\n" for line in (
+        "0x0000102002000000 0x0000102002ffffff 0x000000000014220c",
+        "0x0000000000000000 0x0000000000000000 0x0000000000000000",
+        "0x0000100000000000 0x0000101fffffffff 0x000000000014220c",
+        "0x0000000000000000 0x0000000000000000 0x0000000000000000",
+        "0x0000102000000000 0x0000102001ffffff 0x000000000014220c",
+        "0x0000000000000000 0x0000000000000000 0x0000000000000000",
+    )))
+    base = "/sys/bus/pci/devices/0000:00:06.0"
+    write(root, f"{base}/vendor", "0x10de\n")
+    write(root, f"{base}/device", "0x2330\n")
+    write(root, f"{base}/class", "0x030200\n")
+    write(root, f"{base}/numa_node", "-1\n")
+    link(root, f"{base}/driver", "../../../../bus/pci/drivers/nvidia")
+    for name in ("nvidia0", "nvidiactl", "nvidia-uvm", "nvidia-uvm-tools"):
+        write(root, f"/dev/{name}")
+    nv = "/usr/local/nvidia"
+    for lib in ("libcuda", "libnvidia-ml", "libnvidia-ptxjitcompiler", "libnvidia-nvvm"):
+        write(root, f"{nv}/lib64/{lib}.so.{FIRECRACKER_DRIVER}")
+        link(root, f"{nv}/lib64/{lib}.so.1", f"{lib}.so.{FIRECRACKER_DRIVER}")
+    for binary in ("nvidia-smi", "nvidia-debugdump", "nvidia-cuda-mps-control", "nvidia-cuda-mps-server"):
+        program(root, f"{nv}/bin/{binary}")
+
+
 def main() -> None:
-    for name, build in (("ubuntu-h100", ubuntu_h100), ("rocky-a100", rocky_a100)):
+    for name, build in (("ubuntu-h100", ubuntu_h100), ("rocky-a100", rocky_a100), ("ubuntu-a30", ubuntu_a30),
+                        ("firecracker-h100", firecracker_h100)):
         root = OUT / name
         if root.exists():
             shutil.rmtree(root)

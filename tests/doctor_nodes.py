@@ -13,7 +13,8 @@ from kgpu.gpu.backend import GPUBackend, open_backend
 
 NODES = Path(__file__).parent / "fixtures" / "nodes"
 # Each fixture root matches a built-in simulated node: same GPUs, bus ids and minors.
-SIMULATED = {"ubuntu-h100": "h100x8", "rocky-a100": "a100-mig"}
+SIMULATED = {"ubuntu-h100": "h100x8", "rocky-a100": "a100-mig", "ubuntu-a30": "a30",
+             "firecracker-h100": str(Path(__file__).parent / "fixtures" / "simulated" / "firecracker-h100.yaml")}
 
 
 class Node:

@@ -90,6 +90,9 @@ for name in ("default", "driver-root"):
     check(len(findings) == 28, f"[{name}] 28 checks reported ({len(findings)})")
     check(not any("crashed" in f["title"] for f in findings.values()), f"[{name}] no check crashed")
     check(rc == (1 if "fail" in st.values() else 0), f"[{name}] exit code {rc} matches the findings")
+    if name == "driver-root":  # this machine runs CUDA: FAIL would mean it cannot run GPU pods now
+        fails = [i for i, s in st.items() if s == "fail"]
+        check(rc == 0, f"[{name}] a machine that runs CUDA passes: exit {rc}, FAIL: {fails or 'none'}")
     check(st["gpu.pci-present"] == ("pass" if gpus_sysfs else "fail"), f"[{name}] gpu.pci-present={st['gpu.pci-present']} (sysfs: {len(gpus_sysfs)} NVIDIA GPU function(s))")
     for dev in gpus_sysfs:
         # BAR1 (the framebuffer window) is the largest memory BAR, whatever slot a hypervisor put it in

@@ -7,6 +7,10 @@ from enum import StrEnum
 
 
 class Status(StrEnum):
+    """FAIL: this node cannot run GPU pods now. WARN: they run, but a named risk (a reboot, a
+    ``systemctl daemon-reload``, a full disk) will break them; the fix says exactly what to do.
+    SKIP: the check does not apply, or what it needs could not be read (the evidence says which)."""
+
     PASS = "pass"
     WARN = "warn"
     FAIL = "fail"

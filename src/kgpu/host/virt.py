@@ -37,6 +37,9 @@ class Virtualization:
     sys_vendor: str
     product_name: str
     evidence: tuple[str, ...]
+    """What was read, negatives included (``/proc/cpuinfo: no 'hypervisor' CPU flag``); never more."""
+    known: bool = True
+    """False when nothing that tells a VM from bare metal could be read (no cpuinfo, no DMI, no Xen)."""
 
 
 def _cpuinfo_has_hypervisor_flag(text: str) -> bool:
@@ -50,9 +53,12 @@ def _cpuinfo_has_hypervisor_flag(text: str) -> bool:
 def read_virtualization(root: Path) -> Virtualization:
     evidence: list[str] = []
     xen = (read_text(root, "/sys/hypervisor/type") or "").strip()
-    flag = _cpuinfo_has_hypervisor_flag(read_text(root, "/proc/cpuinfo") or "")
-    vendor = (read_text(root, "/sys/class/dmi/id/sys_vendor") or "").strip()
-    product = (read_text(root, "/sys/class/dmi/id/product_name") or "").strip()
+    cpuinfo = read_text(root, "/proc/cpuinfo")
+    flag = _cpuinfo_has_hypervisor_flag(cpuinfo or "")
+    vendor_text = read_text(root, "/sys/class/dmi/id/sys_vendor")
+    product_text = read_text(root, "/sys/class/dmi/id/product_name")
+    vendor = (vendor_text or "").strip()
+    product = (product_text or "").strip()
     dmi_name = None
     for needle, name in _DMI_HYPERVISORS:
         if "|" in needle:
@@ -67,8 +73,12 @@ def read_virtualization(root: Path) -> Virtualization:
         evidence.append(f"/sys/hypervisor/type: {xen}")
     if flag:
         evidence.append("/proc/cpuinfo: 'hypervisor' CPU flag set")
+    elif cpuinfo is not None:
+        evidence.append("/proc/cpuinfo: no 'hypervisor' CPU flag")
     if vendor or product:
         evidence.append(f"/sys/class/dmi/id: sys_vendor={vendor!r} product_name={product!r}")
+    elif vendor_text is None and product_text is None:
+        evidence.append("/sys/class/dmi/id/sys_vendor, product_name: not there (no DMI tables)")
     hypervisor: str | None = None
     if xen:
         hypervisor = xen
@@ -78,7 +88,8 @@ def read_virtualization(root: Path) -> Virtualization:
         # The CPU flag can be hidden (VMware's hypervisor.cpuid.v0 = FALSE); these vendors never make
         # hardware.
         hypervisor = dmi_name
-    return Virtualization(hypervisor, flag, vendor, product, tuple(evidence))
+    known = bool(xen) or cpuinfo is not None or vendor_text is not None or product_text is not None
+    return Virtualization(hypervisor, flag, vendor, product, tuple(evidence), known)
 
 
 def efi_booted(root: Path) -> bool:

@@ -63,7 +63,9 @@ def doctor(
     device nodes, CUDA toolkit compatibility, disk space, swap, kernel modules, sysctls, SELinux,
     firewalld, time sync, the NVIDIA Container Toolkit, containerd / docker / CRI-O configuration,
     the kubelet and CDI specs. Fixes are written for the distribution family found in os-release.
-    Exit status: 1 if any check fails, else 0.
+    FAIL means this node cannot run GPU pods now; WARN is a latent risk (after a reboot, a
+    daemon-reload, …) with its exact fix. Evidence states only what was read.
+    Exit status: 1 if any check fails, else 0 (warnings allowed).
 
     Examples:
 

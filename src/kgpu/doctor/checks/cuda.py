@@ -9,7 +9,7 @@ for PTX JIT compilation and features that need the newer driver.
 from __future__ import annotations
 
 from kgpu.doctor.facts import NodeFacts
-from kgpu.doctor.finding import Outcome, failed, passed, skipped, warned
+from kgpu.doctor.finding import Outcome, passed, skipped, warned
 from kgpu.gpu.model import CudaVersion
 
 # Toolkit (major, minor) → minimum driver of its GA release.
@@ -109,4 +109,5 @@ def toolkit_compat(facts: NodeFacts) -> Outcome:
     )
     if worst == "warn":
         return warned("CUDA toolkit newer than the driver (minor version compatibility)", evidence, fix)
-    return failed("CUDA toolkit newer than the driver supports", evidence, fix)
+    # GPU pods bring their own CUDA: only programs built with the host's toolkit are affected
+    return warned("CUDA toolkit newer than the driver supports (host programs built with it fail)", evidence, fix)

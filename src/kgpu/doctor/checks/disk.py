@@ -50,7 +50,7 @@ def root_free(facts: NodeFacts) -> Outcome:
     )
     title = f"less than {MIN_FREE_GIB} GiB free on {', '.join(low)}"
     if "/" in low and facts.host.kernel_driver is None:
-        return failed(title + " and the NVIDIA driver is still to be installed", evidence, fix)
+        title += " and the NVIDIA driver is still to be installed"
     return warned(title, evidence, fix)
 
 

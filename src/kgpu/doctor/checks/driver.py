@@ -5,6 +5,7 @@ from __future__ import annotations
 from kgpu.doctor.facts import NodeFacts
 from kgpu.doctor.finding import Outcome, failed, passed, skipped, warned
 from kgpu.doctor.fixes import BLACKLIST_CONTENT, BLACKLIST_FILE, driver_install, file_block, initramfs_command
+from kgpu.host.paths import under
 
 OPEN_SOURCE_DRIVERS = ("nouveau", "nova_core", "nova_drm")
 
@@ -84,6 +85,10 @@ def loaded(facts: NodeFacts) -> Outcome:
     if module is not None:
         evidence.insert(0, f"/proc/modules: {module.line}")
         return failed("nvidia module listed but the driver is not initialised", evidence, _driver_fix(facts))
+    if host.loaded_modules is None:
+        return skipped("cannot tell whether the driver is loaded",
+                       "/proc/modules is not readable and /proc/driver/nvidia/version is missing (no /proc "
+                       "under the root?)")
     evidence.insert(
         0,
         "/proc/modules: no 'nvidia' module"
@@ -145,6 +150,8 @@ def device_nodes(facts: NodeFacts) -> Outcome:
     if facts.gpu_count == 0:
         return skipped("no GPU known to need device nodes", "neither NVML nor the PCI bus shows a GPU")
     present = set(facts.host.device_nodes)
+    if not present and not under(facts.host.root, "/dev").is_dir():
+        return skipped("cannot see the device nodes", "no /dev under the root")
     minors = [g.minor for g in facts.gpus] if facts.gpus else list(range(len(facts.pci_gpus)))
     wanted = ["nvidiactl", "nvidia-uvm", *(f"nvidia{m}" for m in minors)]
     if any(g.mig_enabled for g in facts.gpus):

@@ -10,10 +10,10 @@ _CONSUMER_BRANDS = {"GeForce", "GeForce RTX", "Titan", "Titan RTX"}
 
 def efi(facts: NodeFacts) -> Outcome:
     virt = facts.host.virtualization
+    if not virt.known:
+        return skipped("cannot tell a VM from bare metal", "no /proc/cpuinfo, DMI or Xen file under the root")
     if virt.hypervisor is None:
-        return skipped(
-            "bare metal: EFI only matters for VMs with a passthrough GPU", "no hypervisor detected"
-        )
+        return skipped("bare metal: EFI only matters for VMs with a passthrough GPU", *virt.evidence)
     if not facts.pci_gpus:
         return skipped(f"VM ({virt.hypervisor}) without a passthrough GPU", "no NVIDIA GPU on the PCI bus")
     if facts.host.efi:
@@ -36,10 +36,11 @@ def efi(facts: NodeFacts) -> Outcome:
 
 def hypervisor(facts: NodeFacts) -> Outcome:
     virt = facts.host.virtualization
+    if not virt.known:
+        return skipped("cannot tell a VM from bare metal",
+                       "/proc/cpuinfo, /sys/class/dmi/id and /sys/hypervisor/type are not readable under the root")
     if virt.hypervisor is None:
-        return passed(
-            "bare metal", "no hypervisor: no CPUID flag, DMI names a hardware vendor", *virt.evidence
-        )
+        return passed("bare metal", *virt.evidence)
     if not facts.gpus and not facts.pci_gpus:
         return passed(f"VM ({virt.hypervisor}) without a GPU", *virt.evidence)
     consumer = [g for g in facts.gpus if g.brand in _CONSUMER_BRANDS or "GeForce" in g.name]

@@ -60,20 +60,25 @@ def toolkit(facts: NodeFacts) -> Outcome:
     if not runtimes and not tk.binaries:
         return skipped("no container runtime installed", "no containerd, dockerd or crio binary")
     evidence = [f"{name}: {path}" for name, path in sorted(tk.binaries.items())]
-    problems = [f"{b}: not found in {', '.join(BINARY_DIRS)}" for b in tk.missing()]
+    missing = [f"{b}: not found in {', '.join(BINARY_DIRS)}" for b in tk.missing()]
+    broken = []  # what makes containers fail now
     for runtime, path, entry in _nvidia_entries(facts):
         if entry.binary and not _binary_exists(facts, entry.binary):
-            problems.append(
+            broken.append(
                 f"{path} ({runtime}) runs '{entry.binary}', which does not exist: containers fail with "
                 f"'fork/exec {entry.binary}: no such file or directory'"
             )
     if tk.config is not None and tk.config.error:
-        problems.append(f"{tk.config.path}: {tk.config.error}")
-    if not problems:
+        broken.append(f"{tk.config.path}: {tk.config.error}")
+    if not missing and not broken:
         return passed("NVIDIA Container Toolkit installed", *evidence)
+    if not broken:
+        # nothing uses it yet: CDI specs without hooks and kgpu's driver-mounts work without it
+        return warned("NVIDIA Container Toolkit not installed (no runtime uses it yet)", missing + evidence,
+                      toolkit_install(facts.host.family))
     return failed(
-        "NVIDIA Container Toolkit missing or incomplete",
-        problems + evidence,
+        "NVIDIA Container Toolkit missing or broken: GPU containers fail to start",
+        broken + missing + evidence,
         toolkit_install(facts.host.family),
     )
 
@@ -352,9 +357,10 @@ def systemd_cgroup_devices(facts: NodeFacts) -> Outcome:
             *evidence,
             f"checked: {', '.join('/dev/' + n for n in nodes)}",
         )
-    return failed(
-        "systemd cgroups without /dev/char links: GPU containers lose their devices on systemctl "
-        "daemon-reload",
+    # GPU pods run now; the next `systemctl daemon-reload` takes their devices away: a risk, not a failure
+    return warned(
+        "systemd cgroups without /dev/char links: running GPU containers lose their devices on the next "
+        "systemctl daemon-reload",
         evidence
         + missing
         + ["symptom: 'Failed to initialize NVML: Unknown Error' inside running containers"],
