@@ -151,7 +151,7 @@ def test_runtime_pointing_at_missing_binary_fails_step_5(node: Any) -> None:
     node.remove("usr/bin/nvidia-container-runtime")
     _, results = run("--simulate", "t4", "validate", "--root", str(node.root))
     rt = step(results, "runtime")
-    assert rt["detail"].startswith("runtime.toolkit: NVIDIA Container Toolkit missing or incomplete")
+    assert rt["detail"].startswith("runtime.toolkit: NVIDIA Container Toolkit missing or broken: GPU containers fail")
     assert "runs '/usr/bin/nvidia-container-runtime', which does not exist" in rt["detail"]
 
 
