@@ -1,10 +1,15 @@
-# Two entry points: `make demo` and `make test`. Both create .venv/ on first use.
+# Entry points: `make demo` and `make test` (both create .venv/ on first use); `make image` and `make e2e`
+# (as root, on Debian 12: the image and a real cluster, see deploy/README.md and tests/e2e/README.md).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.kgpu-installed
 
-.PHONY: demo test lint typecheck unit clean proto
+IMAGE_ARCHIVE ?= build/kgpu-image.tar
+# Every user of the machine's one lab takes this lock (flock) around anything that touches it; empty: no lock.
+LAB_LOCK ?= $(wildcard /work/lab.lock)
+
+.PHONY: demo test lint typecheck unit clean proto image e2e
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +30,13 @@ typecheck: $(STAMP)
 
 unit: $(STAMP)
 	$(BIN)/pytest -q
+
+image: $(STAMP)
+	bash deploy/image/build.sh $(IMAGE_ARCHIVE)
+
+# The real-cluster suite: the lab from ../shared/lab on each of E2E_VERSIONS (or the cluster $$KUBECONFIG names).
+e2e: image
+	$(if $(LAB_LOCK),flock $(LAB_LOCK)) $(BIN)/python tests/e2e/run.py --image-archive $(IMAGE_ARCHIVE)
 
 proto: $(STAMP)
 	$(BIN)/python scripts/gen_proto.py

@@ -57,6 +57,7 @@ VARIANTS = {
     "time-slicing": ci_values("time-slicing"),
     "mps": ci_values("mps"),
     "monitoring": ci_values("monitoring"),
+    "lab": ci_values("lab"),
 }
 
 
@@ -167,6 +168,15 @@ def test_every_container_drops_all_capabilities_and_has_limits(variant: str) -> 
         assert sc["allowPrivilegeEscalation"] is False, owner
         assert "privileged" not in sc, owner
         assert set(c["resources"]) == {"requests", "limits"}, owner
+
+
+def test_the_lab_values_simulate_every_component_and_its_health_events() -> None:
+    for owner, _, c in containers(render(VARIANTS["lab"])):
+        env = {e["name"]: e.get("value") for e in c.get("env", [])}
+        assert env["KGPU_SIMULATE"] == "h100x8", owner
+        if owner != "kgpu-validation":
+            assert env["KGPU_SIMULATE_EVENTS"] == "/run/kgpu/simulated-events.jsonl", owner
+    assert not any(e["name"] == "KGPU_SIMULATE" for _, _, c in containers(render()) for e in c.get("env", []))
 
 
 def test_only_components_that_need_root_run_as_root() -> None:

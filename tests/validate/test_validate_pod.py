@@ -252,3 +252,19 @@ def test_device_plugin_step_reads_the_nodes_allocatable(cluster: tuple[Cluster, 
     assert dp["status"] == "failed"
     assert "allocatable nvidia.com/gpu is absent" in dp["detail"]
     assert result.exit_code == 1
+
+
+def test_on_a_simulated_node_the_pod_skips_cuda_and_step_7_is_skipped_not_passed(
+        cluster: tuple[Cluster, Path]) -> None:
+    state, kubeconfig = cluster
+    state.log = json.dumps([{"step": 4, "name": "cuda", "status": "skipped", "fix": "",
+                             "detail": "no real GPU (simulated backend): the CUDA kernel was not run"}])
+    result = CliRunner().invoke(app, ["--simulate", "h100x8", "validate", "--json", "--pod", "--skip", HOST_STEPS,
+                                      "--kubeconfig", str(kubeconfig), "--namespace", "gpu-test"], env={})
+    results = {r["name"]: r for r in json.loads(result.stdout)}
+    assert results["pod"]["status"] == "skipped"
+    assert results["pod"]["detail"] == ("pod kgpu-validate-x7k2p with nvidia.com/gpu: 1 ran; CUDA skipped: no real "
+                                        "GPU (simulated backend): the CUDA kernel was not run")
+    assert result.exit_code == 0
+    (created,) = state.created
+    assert {"name": "KGPU_SIMULATE", "value": "h100x8"} in created["spec"]["containers"][0]["env"]

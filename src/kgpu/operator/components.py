@@ -79,6 +79,8 @@ def _env(section: str, capabilities: str = "utility") -> list[Any]:
             Ref("simulate.fixture"),
             {"name": "KGPU_SIMULATE", "value": Quote(Ref("simulate.fixture"))},
             {"name": "KGPU_SIMULATE_MIG_STATE", "value": "/run/kgpu/simulated-mig.json"},
+            # Health events (XIDs) for the simulated GPUs: JSON lines appended to this file on the node.
+            {"name": "KGPU_SIMULATE_EVENTS", "value": "/run/kgpu/simulated-events.jsonl"},
         ),
         Splice(Ref(f"{section}.env")),
     ]

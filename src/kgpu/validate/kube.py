@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from kgpu.validate.result import StepResult, failed, passed
+from kgpu.validate.result import StepResult, failed, passed, skipped
 
 if TYPE_CHECKING:
     from lightkube import Client
@@ -31,6 +31,8 @@ class PodSpec:
     node: str | None = None
     runtime_class: str | None = None
     image_pull_policy: str = "IfNotPresent"
+    simulate: str | None = None
+    """The simulated node's fixture (test clusters): the pod runs on it too, so its CUDA step is skipped."""
 
 
 def build_pod_manifest(spec: PodSpec) -> dict[str, Any]:
@@ -55,6 +57,8 @@ def build_pod_manifest(spec: PodSpec) -> dict[str, Any]:
             }
         ],
     }
+    if spec.simulate:
+        pod_spec["containers"][0]["env"].append({"name": "KGPU_SIMULATE", "value": spec.simulate})
     if spec.runtime_class:
         pod_spec["runtimeClassName"] = spec.runtime_class
     if spec.node:
@@ -124,6 +128,9 @@ def judge_pod(outcome: PodOutcome, timeout_s: float) -> StepResult:
             fix = "the image cannot be pulled: pass --image with an image your nodes can pull"
         return failed("pod", f"{where} still {outcome.phase or 'Pending'} after {timeout_s:g}s{why}", fix)
     verdict = _cuda_verdict(outcome.log)
+    if outcome.phase == "Succeeded" and verdict.startswith("skipped:"):
+        # A simulated node: the pod got its GPU and ran, but no kernel did; that is not a pass.
+        return skipped("pod", f"{where} with nvidia.com/gpu: 1 ran; CUDA {verdict}")
     if outcome.phase == "Succeeded":
         return passed("pod", f"{where} with nvidia.com/gpu: 1 succeeded: {verdict}")
     code = f" (exit code {outcome.exit_code})" if outcome.exit_code is not None else ""

@@ -76,6 +76,8 @@ class ValidateOptions:
     runtime_class: str | None = None
     simulated: bool = False
     """The GPU backend is a fixture: there is no GPU to run CUDA on."""
+    simulate: str | None = None
+    """The fixture's name or path (``--simulate``), handed to the ``--pod`` pod so it skips CUDA too."""
     env: dict[str, str] = field(default_factory=lambda: dict(os.environ))
 
     @property
@@ -246,7 +248,8 @@ class _Run:
     def pod(self) -> StepResult:
         from kgpu.validate.kube import PodSpec, judge_pod, open_client, run_pod
 
-        spec = PodSpec(self.opts.image, self.opts.namespace, self.opts.node, self.opts.runtime_class)
+        spec = PodSpec(self.opts.image, self.opts.namespace, self.opts.node, self.opts.runtime_class,
+                       simulate=(self.opts.simulate or "h100x8") if self.opts.simulated else None)
         try:
             client = open_client(self.opts.kubeconfig, self.opts.namespace)
         except Exception as exc:  # lightkube raises ConfigError and OSError for a missing/broken kubeconfig

@@ -61,7 +61,6 @@ checksum/config: {{ toYaml .Values.config | sha256sum }}
 {{- end }}
 {{- end -}}
 
-{{/* Root without any capability: for components that must write root-owned host paths. */}}
 {{- define "kgpu.rootSecurityContext" -}}
 runAsUser: 0
 runAsNonRoot: false

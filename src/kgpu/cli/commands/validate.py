@@ -146,6 +146,7 @@ def validate(
         namespace=namespace,
         runtime_class=runtime_class,
         simulated=g.backend == "simulated" or (g.backend == "auto" and bool(g.simulate)),
+        simulate=g.simulate,
     )
     results = run_validation(opts, g.open_backend, None if as_json else _print_result)
     if as_json:

@@ -1,0 +1,59 @@
+"""kgpu's Helm chart installed, upgraded and uninstalled by Helm's own engine (helm-python-sdk: Helm v4's Go SDK)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import helm_python
+import yaml
+from cluster import REPO, Cluster
+
+CHART = REPO / "deploy" / "helm" / "kgpu"
+LAB_VALUES = CHART / "ci" / "lab-values.yaml"
+RELEASE = "kgpu"
+NAMESPACE = "kube-system"
+SELECTOR = "app.kubernetes.io/part-of=kgpu"
+
+
+def lab_values(**overrides: Any) -> dict[str, Any]:
+    """The values `make e2e` installs with (deploy/helm/kgpu/ci/lab-values.yaml), top-level keys replaced."""
+    values: dict[str, Any] = yaml.safe_load(LAB_VALUES.read_text())
+    return values | overrides
+
+
+class Release:
+    """One Helm release of the chart on ``cluster``; like `helm install/upgrade/uninstall -n NAMESPACE`."""
+
+    def __init__(self, cluster: Cluster, name: str = RELEASE, namespace: str = NAMESPACE) -> None:
+        self.cluster = cluster
+        self.name = name
+        self.namespace = namespace
+        self.installed = False
+
+    def _config(self) -> helm_python.Config:
+        return helm_python.Config(kubeconfig_path=self.cluster.kubeconfig, namespace=self.namespace)
+
+    def install(self, values: dict[str, Any], timeout: int = 600) -> dict[str, Any]:
+        """`helm install`: returns once the objects exist and the post-install hooks (validation Job) succeeded."""
+        with self._config() as config:
+            self.installed = True
+            release: dict[str, Any] = config.install(CHART, self.name, values, namespace=self.namespace,
+                                                     timeout=timeout)
+        return release
+
+    def upgrade(self, values: dict[str, Any], timeout: int = 600) -> dict[str, Any]:
+        with self._config() as config:
+            release: dict[str, Any] = config.upgrade(CHART, self.name, values, namespace=self.namespace,
+                                                     timeout=timeout)
+        return release
+
+    def uninstall(self, timeout: int = 300) -> None:
+        """`helm uninstall --wait`: returns once every object of the release is gone."""
+        with self._config() as config:
+            config.uninstall(self.name, timeout=timeout, wait="watcher", ignore_not_found=True)
+        self.installed = False
+
+    def values(self) -> dict[str, Any]:
+        with self._config() as config:
+            got: dict[str, Any] = config.get_values(self.name)
+        return got

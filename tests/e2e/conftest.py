@@ -1,0 +1,59 @@
+"""Fixtures every e2e module shares: the cluster, kgpu's image on it, the node's driver root, timings.
+
+Modules add their own releases with chart.Release (see tests/e2e/README.md).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from cluster import REPO, Cluster, from_kubeconfig, start_lab
+from node import DRIVER_ROOT, lay_out_driver_root, remove_driver_root, reset_events
+
+IMAGE_ARCHIVE = Path(os.environ.get("KGPU_E2E_IMAGE_ARCHIVE", REPO / "build" / "kgpu-image.tar"))
+TIMINGS: list[tuple[str, str]] = []
+"""(what, value) lines printed at the end of the run: the figures an admin compares."""
+
+
+def record(what: str, value: str) -> None:
+    TIMINGS.append((what, value))
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Cluster:
+    """The lab of KGPU_E2E_LAB_VERSION (default 1.36), or the cluster $KUBECONFIG names when that is set alone."""
+    version = os.environ.get("KGPU_E2E_LAB_VERSION")
+    if os.environ.get("KUBECONFIG") and not version:
+        return from_kubeconfig()
+    return start_lab(version or "1.36")
+
+
+@pytest.fixture(scope="session")
+def image(cluster: Cluster) -> str:
+    """kgpu's image (make image) imported into the cluster's containerd; the chart's default reference."""
+    if cluster.on_lab:
+        if not IMAGE_ARCHIVE.exists():
+            pytest.fail(f"{IMAGE_ARCHIVE} does not exist: run make image (or make e2e, which builds it)")
+        cluster.import_image(IMAGE_ARCHIVE)
+    return "local/kgpu"
+
+
+@pytest.fixture(scope="session")
+def driver_root(cluster: Cluster) -> Iterator[Path]:
+    """A driver root laid out on the node at lab-values.yaml's driverRoot (node.py says what is in it)."""
+    if not cluster.on_lab:
+        pytest.skip("the driver root is laid out on the lab's node; another cluster must provide it")
+    reset_events()
+    yield lay_out_driver_root(DRIVER_ROOT)
+    remove_driver_root(DRIVER_ROOT)
+    reset_events()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if TIMINGS:
+        terminalreporter.section("kgpu e2e figures")
+        for what, value in TIMINGS:
+            terminalreporter.write_line(f"{what:<58} {value}")

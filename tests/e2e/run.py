@@ -1,0 +1,57 @@
+"""`make e2e`: the real-cluster suite (tests/e2e) on each lab version, or once on the cluster $KUBECONFIG names.
+
+    .venv/bin/python tests/e2e/run.py [--versions 1.36,1.28] [--image-archive build/kgpu-image.tar] [PYTEST ARGS]
+
+Each version costs a `lab down` and a warm `lab up` (~5 s); the lab is left up on the first version listed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from cluster import REPO, running_lab_version, start_lab  # noqa: E402
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--versions", default=os.environ.get("E2E_VERSIONS", "1.36,1.28"),
+                        help="lab versions to run on, in order (default: 1.36,1.28; env E2E_VERSIONS)")
+    parser.add_argument("--image-archive", default="build/kgpu-image.tar", help="kgpu's image (make image)")
+    args, pytest_args = parser.parse_known_args()
+    base = [str(REPO / ".venv/bin/pytest"), str(HERE), "-o", "addopts=-ra", "-p", "no:cacheprovider", "-v",
+            *pytest_args]
+    env = dict(os.environ, KGPU_E2E_IMAGE_ARCHIVE=str(Path(args.image_archive).resolve()))
+    if os.environ.get("KUBECONFIG"):
+        print(f"e2e: on the cluster KUBECONFIG names ({os.environ['KUBECONFIG']})", flush=True)
+        return subprocess.run(base, env=env).returncode
+    versions = [v.strip() for v in args.versions.split(",") if v.strip()]
+    failed: list[str] = []
+    rows: list[tuple[str, int, float]] = []
+    try:
+        for version in versions:
+            print(f"\n=== e2e on the lab v{version} ===", flush=True)
+            start = time.monotonic()
+            start_lab(version)
+            code = subprocess.run(base, env=env | {"KGPU_E2E_LAB_VERSION": version}).returncode
+            rows.append((version, code, time.monotonic() - start))
+            if code != 0:
+                failed.append(version)
+    finally:
+        if versions and running_lab_version() != versions[0]:
+            start_lab(versions[0])  # leave the lab as the machine's other users expect it
+    print("\ne2e summary")
+    for version, code, seconds in rows:
+        print(f"  v{version:<6} {'passed' if code == 0 else f'FAILED (pytest exit {code})':<24} {seconds:6.1f} s")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
