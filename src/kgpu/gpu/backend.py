@@ -60,7 +60,9 @@ def open_backend(
 
         events_env = os.environ.get("KGPU_SIMULATE_EVENTS")
         events = simulate_events or (Path(events_env) if events_env else None)
-        return SimulatedBackend.open(simulate or "h100x8", events_file=events)
+        mig_env = os.environ.get("KGPU_SIMULATE_MIG_STATE")
+        return SimulatedBackend.open(simulate or "h100x8", events_file=events,
+                                     mig_state=Path(mig_env) if mig_env else None)
     from kgpu.gpu.nvml import NvmlBackend
 
     return NvmlBackend.open(driver_root=driver_root)

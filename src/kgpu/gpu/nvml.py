@@ -432,3 +432,79 @@ def _multiprocessors(h: Any, attrs: Any, cc: ComputeCapability) -> int:
 
 def _first(pair: Any) -> int | None:
     return int(pair[0]) if pair is not None else None
+
+
+# -- MIG layout changes (kgpu mig-manager) -----------------------------------------------------------
+# Never run by kgpu's tests or device scripts: the shared H200's MIG mode must not change. The calls are
+# NVML's documented sequence, as mig-parted makes them: set the MIG mode, destroy every compute and GPU
+# instance, then create each GPU instance at its placement with its default (all-slices, shared-engine)
+# compute instance.
+
+_CI_PROFILE_BY_SLICES = {1: "NVML_COMPUTE_INSTANCE_PROFILE_1_SLICE", 2: "NVML_COMPUTE_INSTANCE_PROFILE_2_SLICE",
+                         3: "NVML_COMPUTE_INSTANCE_PROFILE_3_SLICE", 4: "NVML_COMPUTE_INSTANCE_PROFILE_4_SLICE",
+                         7: "NVML_COMPUTE_INSTANCE_PROFILE_7_SLICE"}
+_MAX_INSTANCES = 16
+
+
+def _destroy_instances(h: Any) -> None:
+    for profile in range(pynvml.NVML_GPU_INSTANCE_PROFILE_COUNT):
+        try:
+            info = pynvml.nvmlDeviceGetGpuInstanceProfileInfo(h, profile)
+        except pynvml.NVMLError:
+            continue  # a profile this GPU does not have
+        instances = (pynvml.c_nvmlGpuInstance_t * _MAX_INSTANCES)()
+        count = ctypes.c_uint(0)
+        pynvml.nvmlDeviceGetGpuInstances(h, info.id, instances, ctypes.byref(count))
+        for gi in instances[: count.value]:
+            for ci_profile in range(pynvml.NVML_COMPUTE_INSTANCE_PROFILE_COUNT):
+                try:
+                    ci_info = pynvml.nvmlGpuInstanceGetComputeInstanceProfileInfo(
+                        gi, ci_profile, pynvml.NVML_COMPUTE_INSTANCE_ENGINE_PROFILE_SHARED)
+                except pynvml.NVMLError:
+                    continue
+                cis = (pynvml.c_nvmlComputeInstance_t * _MAX_INSTANCES)()
+                ci_count = ctypes.c_uint(0)
+                pynvml.nvmlGpuInstanceGetComputeInstances(gi, ci_info.id, cis, ctypes.byref(ci_count))
+                for ci in cis[: ci_count.value]:
+                    pynvml.nvmlComputeInstanceDestroy(ci)
+            pynvml.nvmlGpuInstanceDestroy(gi)
+
+
+def apply_mig_layout(backend: NvmlBackend, uuid: str, enabled: bool,
+                     instances: list[tuple[int, int, int]]) -> None:
+    """Make one GPU MIG-enabled with these GPU instances ((NVML profile constant, start, compute slices)),
+    or MIG-disabled. Raises BackendError naming the call that failed."""
+    h = backend._handle(uuid)
+    try:
+        current = pynvml.nvmlDeviceGetMigMode(h)[0]
+        wanted = pynvml.NVML_DEVICE_MIG_ENABLE if enabled else pynvml.NVML_DEVICE_MIG_DISABLE
+        if current == pynvml.NVML_DEVICE_MIG_ENABLE:
+            _destroy_instances(h)
+        if current != wanted:
+            pynvml.nvmlDeviceSetMigMode(h, wanted)
+            if pynvml.nvmlDeviceGetMigMode(h)[0] != wanted:
+                raise BackendError(f"GPU {uuid}: the MIG mode change is pending a GPU reset (stop every process on "
+                                   "the GPU, then nvidia-smi -r, or reboot the node)")
+        for profile, start, slices in instances:
+            info = pynvml.nvmlDeviceGetGpuInstanceProfileInfo(h, profile)
+            placement = pynvml.c_nvmlGpuInstancePlacement_t()
+            placement.start = start
+            placement.size = _placement_size(h, info.id, start)
+            gi = pynvml.nvmlDeviceCreateGpuInstanceWithPlacement(h, info.id, ctypes.byref(placement))
+            ci_profile = getattr(pynvml, _CI_PROFILE_BY_SLICES[slices])
+            ci_info = pynvml.nvmlGpuInstanceGetComputeInstanceProfileInfo(
+                gi, ci_profile, pynvml.NVML_COMPUTE_INSTANCE_ENGINE_PROFILE_SHARED)
+            pynvml.nvmlGpuInstanceCreateComputeInstance(gi, ci_info.id)
+    except pynvml.NVMLError as exc:
+        raise BackendError(f"GPU {uuid}: changing the MIG layout failed: {exc}") from exc
+    backend._inventory = None  # read the new layout on the next inventory()
+
+
+def _placement_size(h: Any, profile_id: int, start: int) -> int:
+    placements = (pynvml.c_nvmlGpuInstancePlacement_t * 8)()
+    count = ctypes.c_uint(0)
+    pynvml.nvmlDeviceGetGpuInstancePossiblePlacements(h, profile_id, placements, ctypes.byref(count))
+    for p in placements[: count.value]:
+        if p.start == start:
+            return int(p.size)
+    raise BackendError(f"the driver allows no placement starting at memory slice {start} for profile {profile_id}")

@@ -181,9 +181,16 @@ class SimulatedBackend:
         self._state_follower = _EventFollower(events_file) if events_file else None
 
     @classmethod
-    def open(cls, name_or_path: str, events_file: Path | None = None) -> SimulatedBackend:
+    def open(cls, name_or_path: str, events_file: Path | None = None,
+             mig_state: Path | None = None) -> SimulatedBackend:
+        """The fixture, with the MIG layout ``kgpu mig-manager`` left in ``mig_state`` (if that file exists)."""
         source, text = read_fixture_text(name_or_path)
-        return cls(parse_fixture(source, text), source, events_file)
+        spec = parse_fixture(source, text)
+        if mig_state is not None:
+            from kgpu.gpu.migstate import apply_mig_state, read_mig_state
+
+            spec = apply_mig_state(spec, read_mig_state(mig_state))
+        return cls(spec, source, events_file)
 
     def inventory(self) -> Inventory:
         return self._inventory

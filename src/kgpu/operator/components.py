@@ -304,6 +304,8 @@ def validator() -> Document:
 
 def mig_manager() -> Document:
     container = _container("migManager", security=_ROOT_SECURITY, capabilities="compute,utility")
+    namespace = {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}}
+    container["env"].insert(1, namespace)  # the pods it restarts after a change live in its namespace
     container |= {
         "volumeMounts": [
             *_common_mounts(),
