@@ -89,3 +89,27 @@ def test_the_report_loop_survives_a_failing_api_and_withdraws_its_conditions_on_
 
     run_report(lambda: [], publish, 0.0, stop, withdraw=lambda: calls.append("withdraw"))
     assert calls == ["publish", "publish", "withdraw"]
+
+
+def test_kgpu_status_prints_a_row_per_node_and_the_fix_of_each_failing_stage(capsys: Any) -> None:
+    from kgpu.cli.render_status import print_status
+
+    healthy = stage_conditions(_results(), simulated=False, now=NOW)
+    broken = stage_conditions(_results(runtime=failed("runtime", "no nvidia runtime", "kgpu node prepare --apply")),
+                              simulated=False, now=NOW)
+    nodes = []
+    for name, conditions in (("gpu-1", healthy), ("gpu-2", broken)):
+        body = {"metadata": {"name": name, "labels": {"nvidia.com/gpu.present": "true",
+                                                      "nvidia.com/gpu.product": "H100", "nvidia.com/gpu.count": "8"}},
+                "status": {"conditions": conditions, "allocatable": {"nvidia.com/gpu": "8"}}}
+        stages = node_stages(body)
+        nodes.append({"name": name, "ready": all(s.ok for s in stages), "stages": [s.to_json() for s in stages]})
+    policy = {"name": "cluster-policy", "state": "notReady", "message": "1/2 GPU nodes not ready"}
+    print_status({"clusterPolicy": policy, "nodes": nodes})
+    out = capsys.readouterr().out
+    assert "ClusterPolicy cluster-policy: notReady" in out
+    table = [line.split() for line in out.splitlines() if line.split()[-1:] in (["yes"], ["no"])]
+    rows = {cells[0]: cells for cells in table}
+    assert rows["gpu-1"][1:] == ["ok", "ok", "ok", "ok", "ok", "ok", "yes"]
+    assert rows["gpu-2"][1:] == ["ok", "FAIL", "ok", "ok", "ok", "FAIL", "no"]
+    assert "fix: kgpu node prepare --apply" in out
