@@ -50,6 +50,19 @@ paths = sorted(set(paths))
 missing = [p for p in paths if not os.path.lexists(p)]
 failed |= bool(missing)
 print(f"{'PASS' if not missing else 'FAIL'} {len(paths)} host paths in the spec, {len(missing)} missing {missing}")
+edits = spec["containerEdits"]
+nodes = [n.get("hostPath") or n["path"] for d in spec["devices"] for n in d["containerEdits"].get("deviceNodes", [])]
+ok = bool(nodes) and all(p.startswith("/dev/") for p in nodes)
+failed |= not ok
+print(f"{'PASS' if ok else 'FAIL'} no /dev under {driver_root}: device nodes from the node's /dev ({sorted(set(nodes))})")
+libcuda = [e for e in edits.get("env", []) if e.startswith("NVIDIA_CTK_LIBCUDA_DIR=")]
+ok = libcuda == ["NVIDIA_CTK_LIBCUDA_DIR=/lib64"]
+failed |= not ok
+print(f"{'PASS' if ok else 'FAIL'} {libcuda} (libcuda's directory in the container, as nvidia-ctk sets it)")
+options = {tuple(m["options"]) for m in edits.get("mounts", []) if "/lib64/" in m["hostPath"]}
+ok = options == {("ro", "nosuid", "nodev", "rbind", "rprivate")}
+failed |= not ok
+print(f"{'PASS' if ok else 'FAIL'} library mounts use nvidia-ctk's options {sorted(options)}")
 mounts = {m["hostPath"] for m in spec["containerEdits"].get("mounts", [])}
 for must in ("bin/nvidia-smi", "lib64/libcuda.so.1", "lib64/libnvidia-ml.so.1"):
     p = os.path.join(driver_root, must)
