@@ -11,6 +11,12 @@
 
 RBAC (the chart's ClusterRole): pods get/list/watch/patch, pods/binding create, nodes
 get/list/watch, events create/patch.
+
+:class:`NodeShares` is the device plugin's side: it publishes the node's dynamically shared GPUs
+(annotation ``kgpu.io/dynamic-gpus``) and, in Allocate, finds the pod being allocated
+(:func:`kgpu.scheduler.handshake.pending_allocation` over a fresh list of the node's pods) and records
+its container as handed out, with the pod's UID and resourceVersion as preconditions. RBAC: pods
+list/patch, nodes patch.
 """
 
 from __future__ import annotations
@@ -19,13 +25,24 @@ import datetime
 import logging
 import threading
 import uuid as uuidlib
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import msgspec
+from lightkube import ApiError
+from lightkube.models.core_v1 import EventSource, ObjectReference
+from lightkube.models.meta_v1 import ObjectMeta
+from lightkube.resources.core_v1 import Event, Node, Pod
+from lightkube.types import PatchType
+
+from kgpu.labels.node import _transport_errors as transport_errors
 from kgpu.labels.node import kube_client as _client_from
 from kgpu.process import wait_for_stop
 from kgpu.scheduler.extender import ApiConflict, ApiFailure
+from kgpu.scheduler.handshake import HandshakeError, PendingShare, pending_allocation
+from kgpu.scheduler.inventory import NodeGPU, encode_gpus
+from kgpu.scheduler.names import NODE_GPUS
 from kgpu.scheduler.state import ClusterState
 
 log = logging.getLogger(__name__)
@@ -39,14 +56,8 @@ def kube_client(kubeconfig: Path | None = None) -> Any:
     return _client_from(kubeconfig)
 
 
-def _transport_errors() -> tuple[type[BaseException], ...]:
-    from kgpu.labels.node import _transport_errors as errors
-
-    return errors()
-
-
+_transport_errors = transport_errors
 def _api_error(exc: Exception, what: str) -> Exception:
-    from lightkube import ApiError
 
     if isinstance(exc, ApiError):
         code, message = exc.status.code, exc.status.message
@@ -64,8 +75,6 @@ class KubeApi:
         self.instance = instance or COMPONENT
 
     def get_pod(self, namespace: str, name: str) -> dict[str, Any]:
-        from lightkube import ApiError
-        from lightkube.resources.core_v1 import Pod
 
         try:
             return dict(self.client.get(Pod, name, namespace=namespace).to_dict())
@@ -74,9 +83,6 @@ class KubeApi:
 
     def patch_pod_annotations(self, namespace: str, name: str, uid: str, resource_version: str,
                               annotations: Mapping[str, str | None]) -> dict[str, Any]:
-        from lightkube import ApiError
-        from lightkube.resources.core_v1 import Pod
-        from lightkube.types import PatchType
 
         meta: dict[str, Any] = {"uid": uid, "annotations": dict(annotations)}
         if resource_version:
@@ -89,23 +95,20 @@ class KubeApi:
         return dict(patched.to_dict())
 
     def bind(self, namespace: str, name: str, uid: str, node: str) -> None:
-        from lightkube import ApiError
-        from lightkube.models.core_v1 import ObjectReference
-        from lightkube.models.meta_v1 import ObjectMeta
-        from lightkube.resources.core_v1 import Pod
+
 
         binding = Pod.Binding(metadata=ObjectMeta(name=name, namespace=namespace, uid=uid or None),
                               target=ObjectReference(apiVersion="v1", kind="Node", name=node))
         try:
             self.client.create(binding, name=name, namespace=namespace)
+        except msgspec.ValidationError:
+            # The API server answers a binding with a Status (201), which lightkube tries to read as a
+            # Binding; it checked the HTTP status first, so the pod is bound.
+            return
         except (ApiError, *_transport_errors()) as exc:  # type: ignore[misc]
             raise _api_error(exc, f"binding pod {namespace}/{name} to node {node}") from None
 
     def event(self, pod: Mapping[str, Any], reason: str, message: str, kind: str = "Warning") -> None:
-        from lightkube import ApiError
-        from lightkube.models.core_v1 import EventSource, ObjectReference
-        from lightkube.models.meta_v1 import ObjectMeta
-        from lightkube.resources.core_v1 import Event
 
         meta = pod.get("metadata") or {}
         namespace, name = str(meta.get("namespace", "default")), str(meta.get("name", ""))
@@ -134,7 +137,6 @@ def reflect(
     listed: Callable[[], None] = lambda: None,
 ) -> None:
     """List then watch ``resource`` until ``stop``; any error starts over from a fresh list."""
-    from lightkube import ApiError
 
     kind = resource.__name__
     backoff = 0.5
@@ -170,7 +172,6 @@ def reflect(
 
 def start_reflectors(client: Any, state: ClusterState, stop: threading.Event) -> list[threading.Thread]:
     """Pods and nodes into ``state``; ``state.synced`` is set once both have been listed."""
-    from lightkube.resources.core_v1 import Node, Pod
 
     done: set[str] = set()
     lock = threading.Lock()
@@ -200,3 +201,43 @@ def start_reflectors(client: Any, state: ClusterState, stop: threading.Event) ->
     for t in threads:
         t.start()
     return threads
+
+
+class NodeShares:
+    """The device plugin's API calls for the dynamic shares of ``node``."""
+
+    ATTEMPTS = 3
+
+    def __init__(self, client: Any, node: str) -> None:
+        self.client = client
+        self.node = node
+
+    def publish(self, gpus: Sequence[NodeGPU]) -> None:
+        """Write the node's dynamically shared GPUs (and their health) where the extender reads them."""
+
+        patch = {"metadata": {"annotations": {NODE_GPUS: encode_gpus(gpus) if gpus else None}}}
+        try:
+            self.client.patch(Node, self.node, patch, patch_type=PatchType.MERGE)
+        except (ApiError, *_transport_errors()) as exc:  # type: ignore[misc]
+            raise _api_error(exc, f"publishing the GPUs of node {self.node}") from None
+
+    def claim(self, device_ids: Sequence[str]) -> PendingShare:
+        """The pod being allocated and its next container's shares, recorded as handed out on the pod."""
+
+        for attempt in range(1, self.ATTEMPTS + 1):
+            try:
+                pods = [p.to_dict() for p in self.client.list(Pod, namespace="*",
+                                                              fields={"spec.nodeName": self.node})]
+            except (ApiError, *_transport_errors()) as exc:  # type: ignore[misc]
+                raise _api_error(exc, f"listing the pods of node {self.node}") from None
+            pending = pending_allocation(pods, self.node, device_ids)
+            patch = {"metadata": {"uid": pending.uid, "resourceVersion": pending.resource_version,
+                                  "annotations": pending.patch()}}
+            try:
+                self.client.patch(Pod, pending.name, patch, namespace=pending.namespace, patch_type=PatchType.MERGE)
+                return pending
+            except (ApiError, *_transport_errors()) as exc:  # type: ignore[misc]
+                error = _api_error(exc, f"recording the GPU share of pod {pending.key} as handed out")
+                if not isinstance(error, ApiConflict) or attempt == self.ATTEMPTS:
+                    raise error from None
+        raise HandshakeError("unreachable")
