@@ -131,6 +131,8 @@ class ClusterState:
         self.changed = threading.Condition()
         self._nodes: dict[str, NodeRecord] = {}
         self._pods: dict[str, PodRecord] = {}
+        self._on_node: dict[str, set[str]] = {}
+        """Node name → UIDs of the pods bound there (so a node's usage reads only its own pods)."""
         self._reserved: dict[str, Reservation] = {}
         self.synced = threading.Event()
 
@@ -156,6 +158,9 @@ class ClusterState:
         records = {r.uid: r for r in map(pod_record, pods) if r.assignment is not None or r.assignment_error}
         with self.changed:
             self._pods = records
+            self._on_node = {}
+            for r in records.values():
+                self._on_node.setdefault(r.node, set()).add(r.uid)
             for uid in list(self._reserved):
                 self._settle(uid)
             self.changed.notify_all()
@@ -163,18 +168,27 @@ class ClusterState:
     def upsert_pod(self, pod: Mapping[str, Any]) -> None:
         record = pod_record(pod)
         with self.changed:
-            if record.assignment is None and not record.assignment_error:
-                self._pods.pop(record.uid, None)
-            else:
+            self._forget(record.uid)
+            if record.assignment is not None or record.assignment_error:
                 self._pods[record.uid] = record
+                self._on_node.setdefault(record.node, set()).add(record.uid)
             self._settle(record.uid)
             self.changed.notify_all()
 
     def delete_pod(self, uid: str) -> None:
         with self.changed:
-            self._pods.pop(uid, None)
+            self._forget(uid)
             self._reserved.pop(uid, None)
             self.changed.notify_all()
+
+    def _forget(self, uid: str) -> None:
+        old = self._pods.pop(uid, None)
+        if old is not None:
+            uids = self._on_node.get(old.node)
+            if uids is not None:
+                uids.discard(uid)
+                if not uids:
+                    del self._on_node[old.node]
 
     def _settle(self, uid: str) -> None:
         """Drop a reservation the API now shows (the pod bound with its shares, or finished)."""
@@ -229,8 +243,8 @@ class ClusterState:
                 return None
             counted: set[str] = set()
             shares: list[Share] = []
-            for p in self._pods.values():
-                if p.holds_shares and p.node == node and p.assignment is not None:
+            for p in (self._pods[uid] for uid in self._on_node.get(node, ())):
+                if p.holds_shares and p.assignment is not None:
                     counted.add(p.uid)
                     shares.extend(p.assignment.shares)
             for r in self._reserved.values():
@@ -251,8 +265,8 @@ class ClusterState:
         for r in self._reserved.values():
             if r.node == node and r.bound and r.uid != other_than:
                 out[r.uid] = (f"{r.namespace}/{r.name}", r.uid, now - r.since)
-        for p in self._pods.values():
-            if p.in_flight and p.node == node and p.uid != other_than and p.uid not in out:
+        for p in (self._pods[uid] for uid in self._on_node.get(node, ())):
+            if p.in_flight and p.uid != other_than and p.uid not in out:
                 out[p.uid] = (f"{p.namespace}/{p.name}", p.uid, 0.0)
         return list(out.values())
 
