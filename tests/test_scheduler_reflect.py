@@ -33,13 +33,16 @@ class ScriptedClient:
         self.lists, self.watches, self.stop = lists, watches, stop
         self.watched_from: list[str | None] = []
 
-    def list(self, resource: type, chunk_size: int | None = None) -> _Listing:
+    def list(self, resource: type, chunk_size: int | None = None, namespace: str | None = None) -> _Listing:
+        assert namespace == "*", "pods of every namespace"
         if not self.lists:
             self.stop.set()  # the script is over
             return _Listing()
         return _Listing(_Obj(p) for p in self.lists.pop(0))
 
-    def watch(self, resource: type, resource_version: str | None = None) -> Iterator[tuple[str, _Obj]]:
+    def watch(self, resource: type, resource_version: str | None = None,
+              namespace: str | None = None) -> Iterator[tuple[str, _Obj]]:
+        assert namespace == "*", "pods of every namespace"
         self.watched_from.append(resource_version)
         if not self.watches:
             self.stop.set()

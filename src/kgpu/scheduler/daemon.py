@@ -38,6 +38,8 @@ class ExtenderOptions:
 
 
 def run(options: ExtenderOptions, stop: threading.Event | None = None) -> None:
+    for name in ("httpx", "httpx2"):  # a line per API request would drown the extender's own lines
+        logging.getLogger(name).setLevel(logging.WARNING)
     host, port = parse_listen(options.http_bind, "--http-bind")
     status = parse_listen(options.metrics_bind, "--metrics-bind-address") if options.metrics_bind else None
     with Daemon("scheduler-extender", stop=stop) as daemon:

@@ -31,6 +31,7 @@ from typing import Any
 
 import msgspec
 from lightkube import ApiError
+from lightkube.core.resource import NamespacedResource
 from lightkube.models.core_v1 import EventSource, ObjectReference
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import Event, Node, Pod
@@ -139,11 +140,13 @@ def reflect(
     """List then watch ``resource`` until ``stop``; any error starts over from a fresh list."""
 
     kind = resource.__name__
+    # lightkube lists the client's own namespace unless told "*": every namespace
+    where = {"namespace": "*"} if issubclass(resource, NamespacedResource) else {}
     backoff = 0.5
     last_cause = ""
     while not stop.is_set():
         try:
-            items = client.list(resource, chunk_size=500)
+            items = client.list(resource, chunk_size=500, **where)
             objects = [o.to_dict() for o in items]
             version = items.resourceVersion
             if stop.is_set():
@@ -152,7 +155,7 @@ def reflect(
             listed()
             backoff, last_cause = 0.5, ""
             log.info("listed", extra={"resource": kind, "count": len(objects), "resource_version": version})
-            for event_type, obj in client.watch(resource, resource_version=version):
+            for event_type, obj in client.watch(resource, resource_version=version, **where):
                 if stop.is_set():
                     return
                 data = obj.to_dict()
