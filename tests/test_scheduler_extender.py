@@ -129,8 +129,8 @@ def test_a_pod_that_fits_nowhere_gets_one_event_with_each_nodes_largest_free_sha
     assert len(api.events) == 1
     name, reason, message = api.events[0]
     assert (name, reason) == ("big", "FilteringFailed")
-    assert f"n1: container 'main' (90000 MiB, 0 % of SMs): 2 GPUs: 2 smaller than the request; largest free share: " \
-           f"{H100_MIB} MiB and 100 % of SMs (GPU 0)" in message
+    assert ("n1: container 'main' (90000 MiB, 0 percent of SMs): 2 GPUs: 2 smaller than the request; "
+            f"largest free share: {H100_MIB} MiB and 100 percent of SMs (GPU 0)") in message
     assert "n2: container 'main'" in message
 
 

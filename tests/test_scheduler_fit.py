@@ -46,9 +46,15 @@ def test_a_pod_larger_than_any_gpu_is_refused_with_the_largest_free_share() -> N
     outcome = place(usage, pod_request(gpu_pod("big", memory=90000)), "binpack", {})
     assert isinstance(outcome, Refusal)
     assert outcome.unresolvable  # no GPU of this node is that large: preemption would not help
-    assert "container 'main' (90000 MiB, 0 % of SMs)" in outcome.reason
+    assert "container 'main' (90000 MiB, 0 percent of SMs)" in outcome.reason
     assert "2 GPUs: 2 smaller than the request" in outcome.reason
-    assert f"largest free share: {H100_MIB} MiB and 100 % of SMs (GPU 1)" in outcome.reason
+    assert f"largest free share: {H100_MIB} MiB and 100 percent of SMs (GPU 1)" in outcome.reason
+
+
+def test_reasons_have_no_percent_sign_which_kube_schedulers_events_would_read_as_a_format_verb() -> None:
+    usage, _ = place_all(empty_node(1), [60000], "binpack")
+    outcome = place(usage, pod_request(gpu_pod("b", memory=30000, cores=20, percent=10)), "binpack", {})
+    assert isinstance(outcome, Refusal) and "%" not in outcome.reason
 
 
 def test_a_pod_that_fits_once_others_leave_is_resolvable() -> None:

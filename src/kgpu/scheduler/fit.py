@@ -98,14 +98,17 @@ class NodeUsage:
         return min((slots + cores + memory) / 3, 1.0)
 
     def largest_free(self) -> str:
-        """``largest free share: 61559 MiB and 70 % of SMs (GPU 0)`` — what a Pending pod's event shows."""
+        """``largest free share: 61559 MiB and 70 percent of SMs (GPU 0)`` — what a Pending pod's event shows.
+
+        Reasons reach kube-scheduler's events through Go's fmt, which would read a "%" as a verb."""
         usable = [u for u in self.gpus if u.gpu.healthy and u.free_clients > 0 and u.cores < u.gpu.cores]
         if not usable:
             if not any(u.gpu.healthy for u in self.gpus):
                 return "no healthy GPU"
             return "no free share (every GPU is at its share count, or held whole)"
         best = max(usable, key=lambda u: (u.free_memory_mib, u.free_cores, -u.gpu.index))
-        return f"largest free share: {best.free_memory_mib} MiB and {best.free_cores} % of SMs (GPU {best.gpu.index})"
+        return (f"largest free share: {best.free_memory_mib} MiB and {best.free_cores} percent of SMs "
+                f"(GPU {best.gpu.index})")
 
 
 @dataclass(frozen=True, slots=True)

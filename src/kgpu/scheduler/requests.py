@@ -66,14 +66,14 @@ class ContainerRequest:
         return self.cores >= 100
 
     def describe(self) -> str:
-        """``20000 MiB, 30 % of SMs`` — how messages show the request."""
+        """``20000 MiB, 30 percent of SMs`` — how messages show the request (no "%": see NodeUsage.largest_free)."""
         if self.memory_mib is not None:
             memory = f"{self.memory_mib} MiB"
         else:
-            memory = f"{100 if self.memory_percent is None else self.memory_percent} % of memory"
+            memory = f"{100 if self.memory_percent is None else self.memory_percent} percent of memory"
         per = " each" if self.count > 1 else ""
         head = f"{self.count} GPUs, " if self.count > 1 else ""
-        return f"{head}{memory}, {self.cores} % of SMs{per}"
+        return f"{head}{memory}, {self.cores} percent of SMs{per}"
 
 
 @dataclass(frozen=True, slots=True)
