@@ -84,7 +84,8 @@ def test_nvml_that_cannot_load_is_a_finding_naming_where_it_looked(tmp_path: Pat
 @pytest.mark.parametrize(
     "args",
     [["doctor"], ["node", "prepare"], ["runtime", "configure"], ["runtime", "unconfigure"],
-     ["cdi", "generate", "-o", "/etc/cdi/nvidia.yaml"], ["cdi", "validate", "/etc/cdi/nvidia.yaml"]],
+     ["cdi", "generate", "-o", "/etc/cdi/nvidia.yaml"], ["cdi", "validate", "/etc/cdi/nvidia.yaml"], ["labels"],
+     ["validate"]],
 )
 def test_every_command_refuses_a_root_that_is_missing_or_not_a_directory(tmp_path: Path, args: list[str]) -> None:
     a_file = tmp_path / "file"

@@ -149,10 +149,12 @@ def labels(
 
       kgpu labels --node "$(hostname)"        # server-side apply to the Node
     """
+    from kgpu.fsio import check_root
     from kgpu.labels.gfd import TIMESTAMP
     from kgpu.labels.output import format_json, format_lines, write_feature_file
 
     opts = global_options(ctx)
+    check_root(root)
     computed = _computer(opts, config_file, mig_strategy, root, machine_type_file)()
     if not no_timestamp:
         computed[TIMESTAMP] = str(int(time.time()))
@@ -216,12 +218,14 @@ def labeler(
 
       kgpu --simulate h100x8 labeler --oneshot -o /tmp/kgpu.labels
     """
+    from kgpu.fsio import check_root
     from kgpu.labels.daemon import LabelerState, LoopTiming, parse_duration, run_labeler, serve_health
     from kgpu.labels.output import remove_feature_file, write_feature_file
 
     seconds = parse_duration(interval, "--interval")
     opts = global_options(ctx)
     keepalive = opts.open_backend()  # fail fast; keeps NVML initialised between polls
+    check_root(root)
     compute = _computer(opts, config_file, mig_strategy, root, machine_type_file)
     if node is not None:
         publish = _node_publisher(node, kubeconfig)

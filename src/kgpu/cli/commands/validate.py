@@ -127,9 +127,11 @@ def validate(
 
       kgpu --simulate h100x8 validate --root tests/fixtures/validate/h100x8-node
     """
+    from kgpu.fsio import check_root
     from kgpu.validate import ValidateOptions, exit_code, parse_duration, parse_skip
     from kgpu.validate import validate as run_validation
 
+    check_root(root)
     g = global_options(ctx)
     opts = ValidateOptions(
         root=root,
