@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from kgpu.deviceplugin.config import PluginConfig, resolve_config
+from kgpu.config import PluginConfig
+from kgpu.config.resolve import resolve_config
 from kgpu.gpu.backend import open_backend
 from kgpu.gpu.model import Inventory
 

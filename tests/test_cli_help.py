@@ -70,7 +70,8 @@ def test_help_at_80_columns_names_every_option_whole(path: list[str], command: A
         if not getattr(param, "is_flag", False) and not getattr(param, "count", False):
             value = _value_shown(text, param.opts[0])
             assert value, f"{param.opts[0]} shows no value name:\n{text}"
-            assert re.fullmatch(r"[A-Z][A-Z0-9_]*(?:[,:|=][A-Z0-9_]*)*[,…]*", value), (
+            # a NAME, or an optional value such as [=BOOL] (NVIDIA's booleans: --flag or --flag=false)
+            assert re.fullmatch(r"(\[=)?[A-Z][A-Z0-9_]*(?:[,:|=][A-Z0-9_]*)*[,…]*(?(1)\])", value), (
                 f"{param.opts[0]} shows {value!r} for its value"
             )
 
@@ -129,7 +130,7 @@ def test_help_in_a_real_pipe_uses_80_columns() -> None:
         [sys.executable, "-m", "kgpu", "device-plugin", "--help"], capture_output=True, text=True, env=env, check=True
     ).stdout
     assert max(len(line) for line in out.splitlines()) <= WIDTH
-    assert "--shared-devices-allocation-policy" in out and "--no-fail-on-init-error" in out
+    assert "--shared-devices-allocation-policy" in out and "--fail-on-init-error [=BOOL]" in out
 
 
 def test_usage_line_names_arguments_without_python_syntax() -> None:

@@ -7,7 +7,7 @@ from typing import Any
 
 import yaml
 
-from kgpu.deviceplugin.config import resolve_config
+from kgpu.config.resolve import resolve_config
 
 MANIFEST = Path(__file__).resolve().parent.parent / "deploy/manifests/device-plugin.yaml"
 

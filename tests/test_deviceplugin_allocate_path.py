@@ -15,8 +15,8 @@ from typing import Any
 import grpc
 import pytest
 
+from kgpu.config.resolve import resolve_config
 from kgpu.deviceplugin.api import deviceplugin_pb2 as pb
-from kgpu.deviceplugin.config import resolve_config
 from kgpu.deviceplugin.health import HealthTracker
 from kgpu.deviceplugin.logwriter import BatchingHandler
 from kgpu.deviceplugin.resources import build_logic

@@ -380,7 +380,7 @@ def _eventually(check, timeout: float = 20.0):  # type: ignore[no-untyped-def]
 
 
 def test_state_file_carries_mps_slice_limits_for_the_exporter(tmpdir_short: Path) -> None:
-    from kgpu.deviceplugin.config import resolve_config
+    from kgpu.config.resolve import resolve_config
     from kgpu.deviceplugin.resources import build_logic
 
     config_file = tmpdir_short / "dp.yaml"

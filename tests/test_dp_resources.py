@@ -8,7 +8,7 @@ import pytest
 from dp_helpers import EMPTY_HOST, node
 from dp_helpers import plugin_config as config
 
-from kgpu.deviceplugin.config import PluginConfig
+from kgpu.config import PluginConfig
 from kgpu.deviceplugin.logic import GPUResources
 from kgpu.deviceplugin.plan import AdvertisedResource, DevicePluginLogic
 from kgpu.deviceplugin.resources import build_logic, mig_resource_name, parse_mig_minors, socket_name

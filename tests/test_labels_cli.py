@@ -15,7 +15,8 @@ from kgpu.cli import app
 from kgpu.labels.output import format_lines, parse_lines, write_feature_file
 
 runner = CliRunner()
-CLEAN_ENV = {"MIG_STRATEGY": "", "GFD_MIG_STRATEGY": "", "CONFIG_FILE": "", "GFD_CONFIG_FILE": ""}
+CLEAN_ENV: dict[str, str | None] = {"MIG_STRATEGY": None, "GFD_MIG_STRATEGY": None, "CONFIG_FILE": None,
+                                    "GFD_CONFIG_FILE": None}
 
 
 def invoke(*args: str) -> tuple[int, str, str]:
@@ -82,7 +83,7 @@ def test_a_bad_config_file_names_file_field_and_value(tmp_path: Path) -> None:
     code, _, err = run_kgpu("--simulate", "t4", "labels", "--root", str(tmp_path), "--config-file", str(cfg))
     assert code == 2
     assert f"config file {cfg}: sharing.timeSlicing.resources[0].replicas:" in err
-    assert "(got -1)" in err
+    assert "-1 is below the minimum of 2" in err
 
 
 def test_an_unwritable_output_file_is_a_clear_error(tmp_path: Path) -> None:
@@ -100,3 +101,15 @@ def test_format_lines_round_trips() -> None:
     labels = {"b": "2", "a": "", "nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}
     assert parse_lines(format_lines(labels)) == labels
     assert format_lines(labels).splitlines()[0] == "a="
+
+
+def test_no_timestamp_in_the_config_file_drops_the_timestamp(tmp_path: Path) -> None:
+    # GFD reads flags.gfd.noTimestamp from the file as it reads --no-timestamp.
+    cfg = tmp_path / "plugin.yaml"
+    cfg.write_text("version: v1\nflags:\n  gfd:\n    noTimestamp: true\n")
+    code, out, _ = invoke("--simulate", "t4", "labels", "--root", str(tmp_path), "--config-file", str(cfg))
+    assert code == 0 and "nvidia.com/gpu.product=Tesla-T4" in out
+    assert "nvidia.com/gfd.timestamp" not in out
+    code, out, _ = invoke("--simulate", "t4", "labels", "--root", str(tmp_path), "--config-file", str(cfg),
+                          "--no-timestamp=false")
+    assert code == 0 and "nvidia.com/gfd.timestamp=" in out  # the flag wins over the file

@@ -57,7 +57,7 @@ def host_root(tmp_path: Path, node: str) -> Path:
 def run_labels(node: str, config: str, root: Path, *extra: str) -> str:
     args = ["--simulate", simulate_arg(node), "labels", "--root", str(root),
             "--config-file", str(GOLDEN / "configs" / f"{config}.yaml"), *extra]
-    result = runner.invoke(app, args, env={"MIG_STRATEGY": "", "GFD_MIG_STRATEGY": "", "CONFIG_FILE": ""})
+    result = runner.invoke(app, args, env={"MIG_STRATEGY": None, "GFD_MIG_STRATEGY": None, "CONFIG_FILE": None})
     assert result.exit_code == 0, result.output
     return result.stdout
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from kgpu.deviceplugin.config import resolve_config
+from kgpu.config.resolve import resolve_config
 from kgpu.deviceplugin.resources import build_logic
 from kgpu.gpu import Inventory, open_backend
 from kgpu.labels import HostFacts, LabelSettings, SharingStrategy, node_labels

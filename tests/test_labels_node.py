@@ -12,7 +12,8 @@ from kgpu.cli import app
 from kgpu.labels.node import FIELD_MANAGER, NodeLabelError, apply_body, apply_node_labels, kube_client
 
 runner = CliRunner()
-CLEAN_ENV = {"MIG_STRATEGY": "", "GFD_MIG_STRATEGY": "", "CONFIG_FILE": "", "GFD_CONFIG_FILE": ""}
+CLEAN_ENV: dict[str, str | None] = {"MIG_STRATEGY": None, "GFD_MIG_STRATEGY": None, "CONFIG_FILE": None,
+                                    "GFD_CONFIG_FILE": None}
 
 
 @pytest.fixture

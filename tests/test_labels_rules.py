@@ -37,11 +37,20 @@ def test_a_two_part_driver_version_has_an_empty_revision() -> None:
     assert labels["nvidia.com/cuda.driver-version.full"] == "575.51"
 
 
-def test_the_first_gpus_pci_class_decides_the_mode() -> None:
+@pytest.mark.parametrize(
+    ("classes", "mode"),
+    [  # GFD's TestGPUModeLabeler, on the two GPUs of the "mixed" node
+        (("0x030000", "0x030000"), "graphics"),
+        (("0x030200", "0x030200"), "compute"),
+        (("0x068000", "0x068000"), "unknown"),  # a switch
+        (("0x030000", "0x030200"), "unknown"),  # GPUs of different classes
+        ((None, None), "unknown"),  # classes that cannot be read
+    ],
+)
+def test_the_gpus_pci_classes_decide_the_mode(classes: tuple[str | None, str | None], mode: str) -> None:
     inv = inventory("mixed")
-    vga = HostFacts(pci_classes={"0000:3b:00.0": "0x030000", "0000:af:00.0": "0x030200"})
-    assert node_labels(inv, LabelSettings(), vga)["nvidia.com/gpu.mode"] == "graphics"
-    assert node_labels(inv, LabelSettings(), HostFacts())["nvidia.com/gpu.mode"] == "unknown"
+    pci = {bus: cls for bus, cls in zip(("0000:3b:00.0", "0000:af:00.0"), classes, strict=True) if cls}
+    assert node_labels(inv, LabelSettings(), HostFacts(pci_classes=pci))["nvidia.com/gpu.mode"] == mode
 
 
 def test_host_facts_are_read_under_the_root(tmp_path: Path) -> None:
@@ -180,7 +189,7 @@ def test_flag_beats_environment_beats_config_file(tmp_path: Path) -> None:
     assert resolve_settings(cfg, "none", {"MIG_STRATEGY": "single"}).mig_strategy is MigStrategy.NONE
     assert resolve_settings(None, None, {"CONFIG_FILE": str(cfg)}).mig_strategy is MigStrategy.MIXED
     assert resolve_settings(None, None, {"GFD_CONFIG_FILE": str(cfg)}).mig_strategy is MigStrategy.MIXED
-    with pytest.raises(ConfigError, match="environment variable GFD_MIG_STRATEGY=all: 'all' is not one of"):
+    with pytest.raises(ConfigError, match="environment variable GFD_MIG_STRATEGY: 'all' is not one of"):
         resolve_settings(None, None, {"GFD_MIG_STRATEGY": "all"})
     with pytest.raises(ConfigError, match=r"missing.yaml"):
         resolve_settings(tmp_path / "missing.yaml", None, {})

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from kgpu.deviceplugin.config import resolve_config
+from kgpu.config.resolve import resolve_config
 from kgpu.deviceplugin.resources import build_logic
 from kgpu.gpu.migstate import read_mig_state
 from kgpu.gpu.simulated import SimulatedBackend

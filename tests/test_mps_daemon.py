@@ -16,8 +16,9 @@ from pathlib import Path
 
 import pytest
 
+from kgpu.config.file import parse_mps_section
 from kgpu.gpu.backend import open_backend
-from kgpu.sharing import MpsPaths, build_layout, parse_mps_section
+from kgpu.sharing import MpsPaths, build_layout
 from kgpu.sharing.daemon import (
     ControlClient,
     DaemonSpec,

@@ -8,9 +8,11 @@ from typing import Any
 import pytest
 from dp_helpers import node
 
+from kgpu.config.file import parse_mps_section
+from kgpu.config.quantity import format_mib, parse_memory_mib
+from kgpu.config.resolve import resolve_config
 from kgpu.errors import ConfigError
-from kgpu.sharing import build_layout, gpu_of_device_id, layout_to_json, load_mps_config, parse_mps_section
-from kgpu.sharing.quantity import format_mib, parse_memory_mib
+from kgpu.sharing import build_layout, gpu_of_device_id, layout_to_json
 
 
 def layout(name: str, mps: dict[str, Any]):  # type: ignore[no-untyped-def]
@@ -177,19 +179,17 @@ def test_devices_by_count_index_and_uuid() -> None:
         ({"slices": [{"name": "gpu-x", "memory": "20GB", "computePercent": 10}]},
          "sharing.mps.slices[0].memory: '20GB' is not a memory size"),
         ({"slices": [{"name": "gpu-x", "memory": "2Gi", "computePercent": 150}]},
-         "sharing.mps.slices[0].computePercent: 150: Input should be less than or equal to 100"),
+         "sharing.mps.slices[0].computePercent: 150 is above the limit of 100"),
         ({"resources": [{"name": "nvidia.com/gpu", "replicas": 64}]},
-         "sharing.mps.resources[0].replicas: 64: Input should be less than or equal to 48"),
-        ({"resources": [{"name": "nvidia.com/mig-1g.10gb", "replicas": 2}]},
-         "MPS shares whole GPUs only"),
+         "sharing.mps.resources[0].replicas: 64 is above the limit of 48 (an MPS daemon serves at most 48 clients"),
         ({"resources": [{"name": "nvidia.com/gpu", "replicas": 2, "devices": ["MIG-0e5a…"]}]},
          "MPS sharing is not supported on MIG devices"),
         ({"resources": [{"name": "nvidia.com/gpu", "replicas": 2, "devices": "some"}]},
-         "devices: 'some': allowed: 'all', a count of GPUs, or a list"),
+         "devices: devices is 'some', but the only string allowed is 'all'"),
         ({"slices": [{"name": "bad name!", "memory": "2Gi", "computePercent": 10}]},
          "is not an extended resource name"),
         ({"slices": [{"name": "gpu-x", "memory": "2Gi", "computePercent": 10, "colour": "red"}]},
-         "sharing.mps.slices[0].colour: 'red': unknown key"),
+         "unknown key sharing.mps.slices[0].colour (value 'red')"),
         ("yes", "sharing.mps: expected a mapping"),
     ],
 )
@@ -207,15 +207,15 @@ def test_config_file_round_trip(tmp_path: Path) -> None:
         "version: v1\nflags:\n  migStrategy: none\nsharing:\n  mps:\n    resources:\n"
         "    - name: nvidia.com/gpu\n      replicas: 2\n"
     )
-    config = load_mps_config(path)
-    assert config.enabled and config.source == str(path)
+    config = resolve_config(config_file=path).sharing.mps
+    assert config is not None and config.enabled and config.source == f"config file {path}"
     assert [(r.name, r.replicas) for r in config.resources] == [("nvidia.com/gpu", 2)]
     # A file without sharing.mps shares nothing through MPS
-    path.write_text("version: v1\nsharing:\n  timeSlicing:\n    resources: []\n")
-    assert not load_mps_config(path).enabled
+    path.write_text("version: v1\nsharing:\n  timeSlicing:\n    resources: [{name: gpu, replicas: 2}]\n")
+    assert resolve_config(config_file=path).sharing.mps is None
     path.write_text("version: v2\n")
-    with pytest.raises(ConfigError, match=r"version: 'v2' is not supported; allowed: v1"):
-        load_mps_config(path)
+    with pytest.raises(ConfigError, match=r"unknown version 'v2'; the only version is 'v1'"):
+        resolve_config(config_file=path)
 
 
 def test_layout_json_lists_every_slice_with_its_limits() -> None:

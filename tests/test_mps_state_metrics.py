@@ -11,7 +11,7 @@ from pathlib import Path
 
 from exporter_helpers import samples
 
-from kgpu.deviceplugin.config import resolve_config
+from kgpu.config.resolve import resolve_config
 from kgpu.deviceplugin.daemon import DaemonSettings, DevicePluginDaemon
 from kgpu.deviceplugin.health import HealthTracker
 from kgpu.deviceplugin.resources import build_logic

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from dp_helpers import node
 
+from kgpu.config import DeviceSelector
 from kgpu.errors import ConfigError
 from kgpu.scheduler.assignment import Share
-from kgpu.sharing.config import DeviceSelector
 from kgpu.sharing.dynamic import ShareError, dynamic_gpus, preferred_shares, published, share_grant
 from kgpu.sharing.paths import MpsPaths
 

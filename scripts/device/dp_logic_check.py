@@ -22,7 +22,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from kgpu.deviceplugin.config import resolve_config
+from kgpu.config.resolve import resolve_config
 from kgpu.deviceplugin.plan import AllocationError
 from kgpu.deviceplugin.resources import build_logic
 from kgpu.gpu.backend import open_backend

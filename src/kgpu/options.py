@@ -6,9 +6,15 @@ lean interpreter (:mod:`kgpu.handoff`) can open the same backend the command was
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from kgpu.config.driverroot import driver_root_from
+from kgpu.config.flags import DEVICE_PLUGIN, flag_named, lookup
+from kgpu.config.values import DriverRoot
 
 if TYPE_CHECKING:
     from kgpu.gpu.backend import GPUBackend
@@ -19,16 +25,29 @@ class GlobalOptions:
     backend: str = "auto"
     simulate: str | None = None
     simulate_events: Path | None = None
-    driver_root: Path | None = None
     log_level: str = "info"
+    flags: Mapping[str, object] = field(default_factory=dict)
+    """NVIDIA's driver-root flags given before the command (``kgpu --driver-root DIR …``), by flag name."""
 
-    def open_backend(self) -> GPUBackend:
+    def driver_root(self, environ: Mapping[str, str] | None = None, host_root: Path = Path("/")) -> DriverRoot:
+        """The driver root from these flags and the environment (commands without a config file)."""
+        return driver_root_from(self.flags, os.environ if environ is None else environ, host_root)
+
+    def named_driver_root(self, environ: Mapping[str, str] | None = None) -> str | None:
+        """The driver root's host path when one was named (``--driver-root``, ``NVIDIA_DRIVER_ROOT``), else None."""
+        found = lookup(flag_named("driver-root"), DEVICE_PLUGIN, self.flags, os.environ if environ is None else environ)
+        return str(found[0]) if found is not None else None
+
+    def open_backend(self, driver_root: DriverRoot | None = None) -> GPUBackend:
+        """The GPU backend; NVML is loaded from ``driver_root`` (default: :meth:`driver_root`)."""
         from kgpu.gpu.backend import open_backend
 
+        simulated = self.backend == "simulated" or self.simulate is not None
+        root = None if simulated else (driver_root or self.driver_root())
         return open_backend(
             self.backend,
             simulate=self.simulate,
-            driver_root=self.driver_root,
+            driver_root=root.view if root is not None and root.explicit else None,
             simulate_events=self.simulate_events,
         )
 
@@ -37,17 +56,17 @@ class GlobalOptions:
             "backend": self.backend,
             "simulate": self.simulate,
             "simulate_events": None if self.simulate_events is None else str(self.simulate_events),
-            "driver_root": None if self.driver_root is None else str(self.driver_root),
             "log_level": self.log_level,
+            "flags": dict(self.flags),
         }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> GlobalOptions:
-        events, root = data.get("simulate_events"), data.get("driver_root")
+        events = data.get("simulate_events")
         return cls(
             backend=data.get("backend", "auto"),
             simulate=data.get("simulate"),
             simulate_events=None if events is None else Path(events),
-            driver_root=None if root is None else Path(root),
             log_level=data.get("log_level", "info"),
+            flags=dict(data.get("flags", {})),
         )

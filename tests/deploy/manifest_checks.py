@@ -100,14 +100,15 @@ def parse_kgpu_command(args: list[str]) -> dict[str, Any]:
     return params
 
 
-def global_driver_root() -> Path | None:
-    """The driver root kgpu's global --driver-root option resolves from the environment."""
-    import typer
+def global_driver_root() -> tuple[str, str]:
+    """The driver root every kgpu command resolves from the environment: (host path, where it is mounted)."""
+    import os
 
-    from kgpu.cli import app
+    from kgpu.config.flags import DEVICE_PLUGIN, flag_named, lookup
 
-    root: Path | None = typer.main.get_command(app).make_context("kgpu", ["gpus"]).params["driver_root"]
-    return root
+    host = lookup(flag_named("driver-root"), DEVICE_PLUGIN, {}, os.environ)
+    mounted = lookup(flag_named("driver-root-ctr-path"), DEVICE_PLUGIN, {}, os.environ)
+    return (str(host[0]) if host else "/", str(mounted[0]) if mounted else "")
 
 
 def literal_env(container: Mapping[str, Any]) -> dict[str, str]:

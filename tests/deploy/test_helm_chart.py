@@ -224,7 +224,7 @@ def test_rbac_is_least_privilege() -> None:
 
 def plugin_config(objs: list[dict[str, Any]], tmp_path: Path) -> Any:
     """The rendered config file as the device plugin resolves it (with no flags or environment)."""
-    from kgpu.deviceplugin.config import resolve_config
+    from kgpu.config.resolve import resolve_config
 
     path = tmp_path / "config.yaml"
     path.write_text(by_kind(objs, "ConfigMap")["kgpu-config"]["data"]["config.yaml"])
@@ -321,21 +321,25 @@ def test_a_driver_root_reaches_every_node_component_as_nvidia_lays_it_out(
     for owner, spec, c in nodes:
         # each has the host path mounted read-only at /driver-root, named by both variables,
         assert driver_root_problems(owner, spec, c, "/run/nvidia/driver") == []
-        # kgpu's global --driver-root resolves to the mount point from that environment,
+        # every kgpu command reads the host path and the mount point from that environment,
         monkeypatch.delenv("NVIDIA_DRIVER_ROOT", raising=False)
         monkeypatch.delenv("CONTAINER_DRIVER_ROOT", raising=False)
         for name, value in literal_env(c).items():
             monkeypatch.setenv(name, value)
-        assert global_driver_root() == Path(DRIVER_ROOT_MOUNT), owner
+        assert global_driver_root() == ("/run/nvidia/driver", DRIVER_ROOT_MOUNT), owner
     # and the device plugin keeps the host path for what it hands to the kubelet.
     (plugin,) = [c for owner, _, c in nodes if owner == "kgpu-device-plugin"]
-    from kgpu.deviceplugin.config import resolve_config
+    from kgpu.config.resolve import resolve_config
 
     path = tmp_path / "config.yaml"
     path.write_text(by_kind(objs, "ConfigMap")["kgpu-config"]["data"]["config.yaml"])
-    config = resolve_config({}, literal_env(plugin), path)
-    assert (config.flags.nvidia_driver_root, config.flags.plugin.container_driver_root) == \
-        ("/run/nvidia/driver", DRIVER_ROOT_MOUNT)
+    env = literal_env(plugin)
+    assert env["CONTAINER_DRIVER_ROOT"] == DRIVER_ROOT_MOUNT
+    mount = tmp_path / "mount"  # a stand-in for the DaemonSet's /driver-root
+    mount.mkdir()
+    config = resolve_config({}, env | {"CONTAINER_DRIVER_ROOT": str(mount)}, path)
+    assert config.flags.nvidia_driver_root == "/run/nvidia/driver"
+    assert (config.driver_root.host, config.driver_root.view) == ("/run/nvidia/driver", mount)
 
 
 def test_without_a_driver_root_nothing_of_it_is_set() -> None:

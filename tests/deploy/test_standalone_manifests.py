@@ -94,21 +94,24 @@ def test_uncommenting_the_driver_root_blocks_gives_nvidias_layout(path: Path,
         monkeypatch.delenv("CONTAINER_DRIVER_ROOT", raising=False)
         for name, value in literal_env(c).items():
             monkeypatch.setenv(name, value)
-        assert global_driver_root() == Path(DRIVER_ROOT_MOUNT), owner
+        assert global_driver_root() == ("/run/nvidia/driver", DRIVER_ROOT_MOUNT), owner
 
 
 def test_with_a_driver_root_the_device_plugin_hands_out_host_paths(tmp_path: Path) -> None:
-    from kgpu.deviceplugin.config import resolve_config
+    from kgpu.config.resolve import resolve_config
 
     objs = objects(MANIFESTS / "device-plugin.yaml", driver_root=True)
     (config_map,) = [o for o in objs if o["kind"] == "ConfigMap"]
     ((_, _, container),) = pod_containers(objs)
     path = tmp_path / "config.yaml"
     path.write_text(config_map["data"]["config.yaml"])
-    # The config file's nvidiaDriverRoot: / yields to the DaemonSet's NVIDIA_DRIVER_ROOT (env beats file).
-    config = resolve_config({}, literal_env(container), path)
+    # The config file's nvidiaDriverRoot: / yields to the DaemonSet's NVIDIA_DRIVER_ROOT (env beats file),
+    env = literal_env(container)
+    config = resolve_config({}, env | {"CONTAINER_DRIVER_ROOT": str(tmp_path)}, path)
+    assert env["CONTAINER_DRIVER_ROOT"] == DRIVER_ROOT_MOUNT
     assert config.flags.nvidia_driver_root == HOST_DRIVER_ROOT
-    assert config.flags.plugin.container_driver_root == DRIVER_ROOT_MOUNT
+    # and the plugin reads the driver where the DaemonSet mounts it (here a stand-in directory).
+    assert (config.driver_root.host, config.driver_root.view) == (HOST_DRIVER_ROOT, tmp_path)
 
 
 @pytest.mark.parametrize("driver_root", [False, True], ids=["as-shipped", "with-driver-root"])

@@ -17,8 +17,10 @@ from typing import Annotated
 import typer
 
 from kgpu import __version__
+from kgpu.cli.flagopts import Given, takes_flags
 from kgpu.cli.help import KgpuGroup, use_kgpu_help
 from kgpu.cli.state import GlobalOptions
+from kgpu.config.flags import DEVICE_PLUGIN, GLOBAL_FLAGS
 from kgpu.errors import KgpuError
 
 app = typer.Typer(
@@ -39,8 +41,10 @@ def _version(value: bool) -> None:
 
 
 @app.callback()
+@takes_flags(DEVICE_PLUGIN, GLOBAL_FLAGS, panel="Where the NVIDIA driver is (every command)")
 def _global_options(
     ctx: typer.Context,
+    given: Given,
     backend: Annotated[
         str,
         typer.Option(
@@ -68,16 +72,6 @@ def _global_options(
             metavar="FILE",
         ),
     ] = None,
-    driver_root: Annotated[
-        Path | None,
-        typer.Option(
-            help="Where this process finds the NVIDIA driver, if not under / "
-            "(e.g. /usr/local/nvidia, /run/nvidia/driver). In a container laid out as NVIDIA's DaemonSets are, "
-            "CONTAINER_DRIVER_ROOT (the mount point, /driver-root) wins over NVIDIA_DRIVER_ROOT (the host path).",
-            envvar=["CONTAINER_DRIVER_ROOT", "NVIDIA_DRIVER_ROOT"],
-            metavar="DIR",
-        ),
-    ] = None,
     log_level: Annotated[
         str, typer.Option(help="debug, info, warning or error.", envvar="KGPU_LOG_LEVEL", metavar="LEVEL")
     ] = "info",
@@ -94,8 +88,8 @@ def _global_options(
         raise typer.BadParameter(f"{log_level!r}; allowed: {', '.join(LEVELS)}", param_hint="--log-level")
     setup_logging(log_level.lower())
     ctx.obj = GlobalOptions(
-        backend=backend, simulate=simulate, simulate_events=simulate_events, driver_root=driver_root,
-        log_level=log_level.lower(),
+        backend=backend, simulate=simulate, simulate_events=simulate_events, log_level=log_level.lower(),
+        flags=dict(given),
     )
 
 

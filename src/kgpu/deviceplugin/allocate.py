@@ -32,7 +32,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from kgpu.deviceplugin.config import DRIVER_MOUNTS, PluginConfig
+from kgpu.config import DRIVER_MOUNTS, PluginConfig
 from kgpu.deviceplugin.plan import AllocationError, ContainerAllocation, DeviceNode, Mount
 from kgpu.deviceplugin.resources import (
     CONTROL_DEVICE_NODES,
@@ -252,6 +252,11 @@ def plan_allocation(
             cdi_devices.extend(names)
     envs.update(extras.envs)
     mounts.extend(extras.mounts)
+    # As NVIDIA's server.go: these are set whatever the list strategy, CDI ones included.
+    for enabled, name in ((config.flags.gdrcopy_enabled, "NVIDIA_GDRCOPY"), (config.flags.gds_enabled, "NVIDIA_GDS"),
+                          (config.flags.mofed_enabled, "NVIDIA_MOFED")):
+        if enabled:
+            envs[name] = "enabled"
 
     if not plugin.all_cdi:
         if plugin.uses("envvar"):
@@ -280,10 +285,6 @@ def plan_allocation(
             # Without a toolkit list strategy, keep a toolkit runtime (if one is the default) from
             # reading a CUDA image's NVIDIA_VISIBLE_DEVICES=all and exposing every GPU.
             envs.setdefault(DEVICE_LIST_ENV, "void")
-        if config.flags.gds_enabled:
-            envs["NVIDIA_GDS"] = "enabled"
-        if config.flags.mofed_enabled:
-            envs["NVIDIA_MOFED"] = "enabled"
 
     return ContainerAllocation(
         envs=envs,

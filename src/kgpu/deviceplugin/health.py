@@ -51,7 +51,7 @@ HealthListener = Callable[["HealthChange"], None]
 
 
 class HealthSettings(Protocol):
-    """The ``health`` block of NVIDIA's config file (``kgpu.deviceplugin.config.Health`` has this shape)."""
+    """The ``health`` block of NVIDIA's config file (``kgpu.config.Health`` has this shape)."""
 
     @property
     def disabled(self) -> bool: ...

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+from kgpu.config import PluginConfig
 from kgpu.deviceplugin.allocate import HostFacts, plan_allocation
-from kgpu.deviceplugin.config import PluginConfig
 from kgpu.deviceplugin.plan import AdvertisedResource, AllocationError, ContainerAllocation
 from kgpu.deviceplugin.preferred import Topology, preferred_ids
 from kgpu.deviceplugin.resources import ResourceSet

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-from kgpu.deviceplugin.config import (
+from kgpu.config.values import (
     RESOURCE_NAME_PREFIX,
     PluginConfig,
     ReplicatedResource,

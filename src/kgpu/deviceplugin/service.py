@@ -30,7 +30,7 @@ from kgpu.options import GlobalOptions
 from kgpu.process import log_memory, settle_heap, wait_for_stop
 
 if TYPE_CHECKING:
-    from kgpu.deviceplugin.config import PluginConfig
+    from kgpu.config import PluginConfig
     from kgpu.deviceplugin.health import XidPolicy
     from kgpu.deviceplugin.logwriter import BatchingHandler
     from kgpu.gpu.backend import GPUBackend
@@ -82,7 +82,7 @@ def resolve(settings: DevicePluginSettings) -> tuple[PluginConfig, XidPolicy]:
 
     config = settings.config
     if config is None:
-        from kgpu.deviceplugin.config import resolve_config
+        from kgpu.config.resolve import resolve_config
 
         config = resolve_config(dict(settings.flags), os.environ)
     return config, XidPolicy.from_environ(os.environ, config.health)
@@ -211,23 +211,5 @@ def _on_signals(stop: threading.Event) -> None:
 
 
 def _open_backend(opts: GlobalOptions, config: PluginConfig) -> GPUBackend:
-    """The simulated node when asked for; else NVML from wherever the driver is visible to us.
-
-    Inside NVIDIA's DaemonSet layout NVIDIA_DRIVER_ROOT names the *host* path (e.g. /run/nvidia/driver)
-    while the plugin sees it at the container driver root (/driver-root), so both are tried.
-    """
-    from kgpu.gpu.backend import open_backend
-    from kgpu.host.driverroot import NVML_SONAME, find_library
-
-    if opts.backend == "simulated" or opts.simulate or os.environ.get("KGPU_SIMULATE"):
-        return opts.open_backend()
-    candidates = [
-        opts.driver_root,
-        Path(config.flags.plugin.container_driver_root),
-        Path(config.flags.nvidia_driver_root),
-    ]
-    root = next(
-        (c for c in candidates if c is not None and c != Path("/") and find_library(c, NVML_SONAME) is not None),
-        opts.driver_root if opts.driver_root != Path("/") else None,
-    )
-    return open_backend(opts.backend, driver_root=root)
+    """The simulated node when asked for; else NVML from the one driver root (:attr:`PluginConfig.driver_root`)."""
+    return opts.open_backend(config.driver_root)

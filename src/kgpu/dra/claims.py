@@ -19,9 +19,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from kgpu.config.quantity import parse_quantity_bytes
 from kgpu.dra.gpuconfig import GPU_CONFIG, MIG_CONFIG, DeviceConfig, decode
 from kgpu.errors import KgpuError
-from kgpu.sharing.quantity import parse_quantity_bytes
 
 FROM_CLASS = "FromClass"
 FROM_CLAIM = "FromClaim"

@@ -29,8 +29,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from kgpu.config.quantity import parse_quantity_bytes
 from kgpu.errors import ConfigError
-from kgpu.sharing.quantity import parse_quantity_bytes
 
 API_VERSION = "resource.nvidia.com/v1beta1"
 GPU_CONFIG = "GpuConfig"

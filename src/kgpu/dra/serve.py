@@ -152,7 +152,8 @@ def serve(settings: DraPluginSettings) -> None:
 
         node_edits = NodeEdits()
         set_timeslice: Callable[[str, int], None] | None = None
-        roots = [options.driver_root] if options.driver_root else list(WELL_KNOWN_DRIVER_ROOTS)
+        driver_root = options.driver_root()
+        roots = [driver_root.view] if driver_root.explicit else list(WELL_KNOWN_DRIVER_ROOTS)
         if backend.name != "simulated":
             try:
                 spec = generate_spec(inventory, CdiOptions(

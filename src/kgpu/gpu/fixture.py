@@ -11,9 +11,10 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from kgpu.config.file import load_yaml
+from kgpu.config.limits import MAX_FIXTURE_BYTES, shown
 from kgpu.errors import ConfigError
 from kgpu.fsio import read_text
 from kgpu.gpu.model import (
@@ -210,7 +211,7 @@ def read_fixture_text(name_or_path: str) -> tuple[str, str]:
             f"simulated node {name_or_path!r}: no such built-in fixture or file; "
             f"built-in fixtures are {', '.join(builtin_fixture_names())}"
         )
-    return str(path), read_text(path)
+    return str(path), read_text(path, f"fixture {path}", limit=MAX_FIXTURE_BYTES)
 
 
 def _location(loc: tuple[int | str, ...]) -> str:
@@ -218,12 +219,7 @@ def _location(loc: tuple[int | str, ...]) -> str:
 
 
 def parse_fixture(source: str, text: str) -> NodeSpec:
-    try:
-        raw: Any = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise ConfigError(f"fixture {source}:{where} not valid YAML: {getattr(exc, 'problem', exc)}") from exc
+    raw: Any = load_yaml(text, f"fixture {source}")
     if not isinstance(raw, dict):
         raise ConfigError(f"fixture {source}: expected a mapping with driver_version, cuda_driver_version, gpus")
     try:
@@ -231,7 +227,8 @@ def parse_fixture(source: str, text: str) -> NodeSpec:
     except ValidationError as exc:
         err = exc.errors()[0]
         more = f" (and {exc.error_count() - 1} more errors)" if exc.error_count() > 1 else ""
-        value = f" (got {err['input']!r})" if err["type"] != "missing" and not isinstance(err["input"], dict) else ""
+        plain = err["type"] != "missing" and not isinstance(err["input"], dict)
+        value = f" (got {shown(err['input'])})" if plain else ""
         raise ConfigError(
             f"fixture {source}: field {_location(err['loc'])}: {err['msg']}{value}{more}"
         ) from exc

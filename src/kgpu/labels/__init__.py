@@ -9,10 +9,10 @@ Example::
     node_labels(inv, LabelSettings(), HostFacts(machine_type="DGX H100"))["nvidia.com/gpu.count"]  # '8'
 """
 
+from kgpu.config.labels import LabelSettings, MigStrategy, ReplicatedResource, SharingStrategy
 from kgpu.labels.gfd import PCI_PRESENT, PRESENT, TIMESTAMP, Labels, node_labels
 from kgpu.labels.host import HostFacts, read_host_facts
 from kgpu.labels.output import DEFAULT_FEATURE_FILE, format_json, format_lines, write_feature_file
-from kgpu.labels.settings import LabelSettings, MigStrategy, ReplicatedResource, SharingStrategy
 
 __all__ = [
     "DEFAULT_FEATURE_FILE",

@@ -19,9 +19,9 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from kgpu.config.labels import LabelSettings, MigStrategy, MpsEntry, SharingStrategy
 from kgpu.gpu.model import GPU, Inventory, MigDevice
 from kgpu.labels.host import HostFacts
-from kgpu.labels.settings import LabelSettings, MigStrategy, MpsEntry, SharingStrategy
 
 log = logging.getLogger(__name__)
 
@@ -336,10 +336,13 @@ def version_labels(inventory: Inventory) -> Labels:
 def gpu_mode(gpus: Sequence[GPU], host: HostFacts) -> str:
     """``compute`` for PCI class 0x0302 (3D controller), ``graphics`` for 0x0300 (VGA), else ``unknown``.
 
-    GFD keeps the first GPU's class. Where the class cannot be read GFD fails the whole labelling;
-    kgpu labels ``unknown`` instead.
+    As GFD's ``getModeForClasses``: GPUs of different classes on one node give ``unknown``. Where a
+    class cannot be read GFD also labels ``unknown``.
     """
-    cls = host.pci_class(gpus[0].pci_bus_id)
+    classes = {host.pci_class(g.pci_bus_id) for g in gpus}
+    if len(classes) != 1:
+        return "unknown"
+    (cls,) = classes
     return _PCI_CLASS_MODES.get(cls or "", "unknown")
 
 

@@ -200,11 +200,9 @@ def parse_spec(raw: Any, source: str = "spec") -> ClusterPolicySpec:
 
 def check_device_plugin_config(config: dict[str, Any], source: str) -> None:
     """Validate the embedded device-plugin config with the file format's own model."""
-    import yaml
+    from kgpu.config.file import parse_config_document
 
-    from kgpu.deviceplugin.configfile import parse_config_text
-
-    parse_config_text(yaml.safe_dump(config), source)
+    parse_config_document(config, source)
 
 
 def to_values(spec: ClusterPolicySpec, base: dict[str, Any] | None = None) -> dict[str, Any]:

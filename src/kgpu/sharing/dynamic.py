@@ -23,12 +23,13 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from kgpu.config.limits import MAX_MPS_CLIENTS_PER_GPU as MAX_CLIENTS_PER_DAEMON
+from kgpu.config.values import DeviceSelector
 from kgpu.errors import ConfigError, KgpuError
 from kgpu.gpu.model import Inventory
 from kgpu.scheduler.assignment import Share
 from kgpu.scheduler.inventory import NodeGPU
 from kgpu.sharing.allocation import client_envs, slice_mounts
-from kgpu.sharing.config import MAX_CLIENTS_PER_DAEMON, DeviceSelector
 from kgpu.sharing.layout import ID_SEPARATOR, MIN_COMPUTE_CAPABILITY, gpu_of_device_id, select_gpus
 from kgpu.sharing.paths import MpsPaths
 

@@ -1,6 +1,6 @@
 """Which MPS slices a node offers: the config's ``sharing.mps`` applied to the node's GPUs.
 
-Pure: an :class:`~kgpu.gpu.model.Inventory` and an :class:`~kgpu.sharing.config.MpsConfig` in,
+Pure: an :class:`~kgpu.gpu.model.Inventory` and an :class:`~kgpu.config.MpsConfig` in,
 an :class:`MpsLayout` out, or a :class:`~kgpu.errors.ConfigError` whose message shows the
 arithmetic of the GPU it cannot fit::
 
@@ -21,9 +21,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from kgpu.config.limits import MAX_MPS_CLIENTS_PER_GPU as MAX_CLIENTS_PER_DAEMON
+from kgpu.config.values import DeviceSelector, MpsConfig
 from kgpu.errors import ConfigError
 from kgpu.gpu.model import GPU, ComputeCapability, Inventory
-from kgpu.sharing.config import MAX_CLIENTS_PER_DAEMON, DeviceSelector, MpsConfig
 
 MIN_COMPUTE_CAPABILITY = ComputeCapability(7, 0)
 """Per-client memory and SM limits need Volta MPS."""

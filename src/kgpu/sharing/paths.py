@@ -20,7 +20,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-DEFAULT_MPS_ROOT = Path("/run/kgpu/mps")
+from kgpu.config.values import DEFAULT_MPS_ROOT as _DEFAULT_MPS_ROOT
+
+DEFAULT_MPS_ROOT = Path(_DEFAULT_MPS_ROOT)
 CONTAINER_SHM = "/dev/shm"
 
 

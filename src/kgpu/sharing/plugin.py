@@ -18,11 +18,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Protocol
 
+from kgpu.config import MpsConfig
 from kgpu.deviceplugin.plan import AdvertisedDevice, AllocationError, ContainerAllocation
 from kgpu.errors import ConfigError
 from kgpu.gpu.model import Inventory
 from kgpu.sharing.allocation import check_one_gpu, limit_envs, slice_envs, slice_mounts
-from kgpu.sharing.config import MpsConfig
 from kgpu.sharing.layout import MpsLayout, MpsSlice, build_layout
 from kgpu.sharing.paths import MpsPaths
 from kgpu.sharing.status import MpsHealthWatcher

@@ -115,7 +115,7 @@ def generate(
         raise ConfigError(f"--disable-hook {', '.join(unknown)}: allowed {', '.join(HOOKS)}, all")
     target = _spec_path(output, root) if output is not None else None
     opts = global_options(ctx)
-    chosen_root = driver_root or (str(opts.driver_root) if opts.driver_root else None) or _find_driver_root(root)
+    chosen_root = driver_root or opts.named_driver_root() or _find_driver_root(root)
     backend = opts.open_backend()
     try:
         inventory = backend.inventory()

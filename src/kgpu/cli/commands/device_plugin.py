@@ -2,120 +2,37 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
+from kgpu.cli.flagopts import FlagCommand, Given, takes_flags
 from kgpu.cli.state import global_options
+from kgpu.config.flags import DEVICE_PLUGIN
 
-_PANEL_NVIDIA = "NVIDIA device plugin settings (flag > env var > config file > default)"
 _PANEL_KGPU = "kgpu daemon settings"
 
 
 def register(app: typer.Typer) -> None:
-    app.command("device-plugin")(device_plugin)
+    app.command("device-plugin", cls=FlagCommand)(device_plugin)
 
 
-def _str_flag(help: str, metavar: str) -> Any:
-    return typer.Option(help=help, metavar=metavar, rich_help_panel=_PANEL_NVIDIA, show_default=False)
-
-
-def _bool_flag(name: str, help: str) -> Any:
-    return typer.Option(f"--{name}/--no-{name}", help=help, rich_help_panel=_PANEL_NVIDIA, show_default=False)
-
-
+@takes_flags(DEVICE_PLUGIN)
 def device_plugin(
     ctx: typer.Context,
-    config_file: Annotated[
-        str | None, _str_flag("NVIDIA v1 config file (YAML). Env: CONFIG_FILE.", "FILE")
-    ] = None,
-    mig_strategy: Annotated[
-        str | None,
-        _str_flag(
-            "none (whole GPUs), single (MIG devices as nvidia.com/gpu) or mixed (nvidia.com/mig-<profile>). "
-            "Env: MIG_STRATEGY. Default: none.",
-            "STRATEGY",
-        ),
-    ] = None,
-    fail_on_init_error: Annotated[
-        bool | None,
-        _bool_flag(
-            "fail-on-init-error",
-            "Exit when NVML or the GPUs cannot be initialised; --no-… logs why and idles instead (for "
-            "DaemonSets that also land on nodes without GPUs). Env: FAIL_ON_INIT_ERROR. Default: true.",
-        ),
-    ] = None,
-    nvidia_driver_root: Annotated[
-        str | None,
-        _str_flag(
-            "Root of the driver installation on the host: / or e.g. /run/nvidia/driver. "
-            "Env: NVIDIA_DRIVER_ROOT. Default: /.",
-            "DIR",
-        ),
-    ] = None,
-    nvidia_dev_root: Annotated[
-        str | None,
-        _str_flag("Root of the /dev/nvidia* nodes on the host. Env: NVIDIA_DEV_ROOT. Default: the driver root.", "DIR"),
-    ] = None,
-    pass_device_specs: Annotated[
-        bool | None,
-        _bool_flag(
-            "pass-device-specs",
-            "Return the /dev/nvidia* device nodes in Allocate. Env: PASS_DEVICE_SPECS. Default: false.",
-        ),
-    ] = None,
-    device_list_strategy: Annotated[
-        str | None,
-        _str_flag(
-            "How allocated devices reach the runtime, comma-separated: envvar, volume-mounts, cdi-annotations, "
-            "cdi-cri, or kgpu's driver-mounts (no container toolkit needed). Env: DEVICE_LIST_STRATEGY. "
-            "Default: envvar.",
-            "LIST",
-        ),
-    ] = None,
-    device_id_strategy: Annotated[
-        str | None, _str_flag("uuid or index. Env: DEVICE_ID_STRATEGY. Default: uuid.", "STRATEGY")
-    ] = None,
-    shared_devices_allocation_policy: Annotated[
-        str | None,
-        _str_flag(
-            "How shared replicas are picked: distributed (least-used GPUs first) or packed (fill one GPU "
-            "first). Env: SHARED_DEVICES_ALLOCATION_POLICY. Default: distributed.",
-            "POLICY",
-        ),
-    ] = None,
-    cdi_annotation_prefix: Annotated[
-        str | None, _str_flag("Prefix of CDI annotation keys. Env: CDI_ANNOTATION_PREFIX.", "PREFIX")
-    ] = None,
-    nvidia_cdi_hook_path: Annotated[
-        str | None, _str_flag("nvidia-cdi-hook / nvidia-ctk used in CDI specs. Env: NVIDIA_CDI_HOOK_PATH.", "PATH")
-    ] = None,
-    driver_root_ctr_path: Annotated[
-        str | None,
-        _str_flag(
-            "Where the driver root is mounted in the plugin's container. Env: DRIVER_ROOT_CTR_PATH. "
-            "Default: /driver-root.",
-            "DIR",
-        ),
-    ] = None,
-    device_discovery_strategy: Annotated[
-        str | None, _str_flag("auto, nvml or tegra. Env: DEVICE_DISCOVERY_STRATEGY. Default: auto.", "STRATEGY")
-    ] = None,
-    mps_root: Annotated[str | None, _str_flag("Host directory for MPS pipes and logs. Env: MPS_ROOT.", "DIR")] = None,
-    gds_enabled: Annotated[bool | None, _bool_flag("gds-enabled", "Set NVIDIA_GDS=enabled. Env: GDS_ENABLED.")] = None,
-    mofed_enabled: Annotated[
-        bool | None, _bool_flag("mofed-enabled", "Set NVIDIA_MOFED=enabled. Env: MOFED_ENABLED.")
-    ] = None,
+    given: Given,
     kubelet_dir: Annotated[
-        Path,
+        Path | None,
         typer.Option(
-            help="The kubelet's device-plugins directory (holds kubelet.sock and our sockets).",
+            help="The kubelet's device-plugins directory (holds kubelet.sock and our sockets). "
+            "Default: the directory of --kubelet-socket.",
             envvar="KGPU_KUBELET_DIR",
             metavar="DIR",
             rich_help_panel=_PANEL_KGPU,
         ),
-    ] = Path("/var/lib/kubelet/device-plugins"),
+    ] = None,
     health_recovery_window: Annotated[
         str,
         typer.Option(
@@ -164,32 +81,16 @@ def device_plugin(
 
     opts = global_options(ctx)
     window = parse_duration(health_recovery_window, "--health-recovery-window")
-    flags: dict[str, object] = {
-        "config-file": config_file,
-        "mig-strategy": mig_strategy,
-        "fail-on-init-error": fail_on_init_error,
-        "nvidia-driver-root": nvidia_driver_root,
-        "nvidia-dev-root": nvidia_dev_root,
-        "pass-device-specs": pass_device_specs,
-        "device-list-strategy": device_list_strategy,
-        "device-id-strategy": device_id_strategy,
-        "shared-devices-allocation-policy": shared_devices_allocation_policy,
-        "cdi-annotation-prefix": cdi_annotation_prefix,
-        "nvidia-cdi-hook-path": nvidia_cdi_hook_path,
-        "driver-root-ctr-path": driver_root_ctr_path,
-        "device-discovery-strategy": device_discovery_strategy,
-        "mps-root": mps_root,
-        "gds-enabled": gds_enabled,
-        "mofed-enabled": mofed_enabled,
-    }
     settings = DevicePluginSettings(
         options=opts,
-        flags={k: v for k, v in flags.items() if v is not None},
-        kubelet_dir=kubelet_dir,
+        flags=dict(opts.flags) | dict(given),
+        kubelet_dir=kubelet_dir or Path("/var/lib/kubelet/device-plugins"),
         recovery_window=window,
         state_file=state_file,
     )
     settings = check(settings)  # a bad flag, variable or config file fails here, with the command line's message
+    if kubelet_dir is None and settings.config is not None:
+        settings = replace(settings, kubelet_dir=settings.config.flags.plugin.kubelet_dir)
     log_memory(logging.getLogger("kgpu.deviceplugin"), "command line parsed")
     hand_over("device-plugin", settings.to_json())  # serves from a lean interpreter; returns in-process (tests)
     serve(settings)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import signal
 import sys
@@ -13,44 +14,16 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from kgpu.cli.flagopts import FlagCommand, Given, takes_flags
 from kgpu.cli.state import GlobalOptions, global_options
+from kgpu.config import GFD, Flag, PluginConfig
+from kgpu.labels.config import label_config
 
 if TYPE_CHECKING:
     from kgpu.labels.gfd import Labels
 
 log = logging.getLogger("kgpu.labeler")
 
-_DEFAULT_FEATURE_FILE = "/etc/kubernetes/node-feature-discovery/features.d/kgpu"
-
-ConfigFile = Annotated[
-    Path | None,
-    typer.Option(
-        "--config-file",
-        help="NVIDIA device-plugin config file (YAML/JSON, version v1): flags.migStrategy and the sharing "
-        "section (timeSlicing or mps) shape the labels. Env: GFD_CONFIG_FILE, CONFIG_FILE.",
-        metavar="FILE",
-    ),
-]
-MigStrategyOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--mig-strategy",
-        help="none, single or mixed (overrides the config file). Env: GFD_MIG_STRATEGY, MIG_STRATEGY.",
-        metavar="STRATEGY",
-    ),
-]
-NoTimestamp = Annotated[
-    bool, typer.Option("--no-timestamp", help="Leave out nvidia.com/gfd.timestamp (as GFD's --no-timestamp).")
-]
-MachineTypeFile = Annotated[
-    Path | None,
-    typer.Option(
-        "--machine-type-file",
-        help="File holding the machine type for nvidia.com/gpu.machine "
-        "(default: <root>/sys/class/dmi/id/product_name).",
-        metavar="FILE",
-    ),
-]
 Root = Annotated[
     Path,
     typer.Option("--root", help="Host filesystem root for DMI and PCI facts (tests, or a container with the "
@@ -65,36 +38,43 @@ NodeOpt = Annotated[
         metavar="NAME",
     ),
 ]
-Kubeconfig = Annotated[
-    Path | None,
-    typer.Option("--kubeconfig", help="Kubeconfig for --node (default: in-cluster, then $KUBECONFIG, then "
-                 "~/.kube/config).", metavar="FILE"),
-]
+
+_INTERVAL = Flag("interval", "duration", "kgpu's older spelling of --sleep-interval.", {GFD: ()},
+                 metavar="DURATION", origin="kgpu")
+
+LABELS_FLAGS = ("mig-strategy", "config-file", "no-timestamp", "machine-type-file", "output-file",
+                "device-discovery-strategy", "driver-root-ctr-path", "kubeconfig")
+"""gpu-feature-discovery's flags that ``kgpu labels`` (one labelling, printed) takes."""
 
 
 def register(app: typer.Typer) -> None:
-    app.command("labels")(labels)
-    app.command("labeler")(labeler)
+    app.command("labels", cls=FlagCommand)(labels)
+    app.command("labeler", cls=FlagCommand)(labeler)
 
 
-def _computer(
-    opts: GlobalOptions, config_file: Path | None, mig_strategy: str | None, root: Path,
-    machine_type_file: Path | None,
-) -> Any:
-    from kgpu.labels.config import resolve_settings
+def _config(opts: GlobalOptions, given: Given, root: Path) -> PluginConfig:
+    """The configuration as GFD resolves it: flag > environment > config file > default."""
+    return label_config(dict(opts.flags) | dict(given), os.environ)
+
+
+def _computer(opts: GlobalOptions, given: Given, root: Path) -> Any:
+    from kgpu.config.labels import settings_from_plugin_config
     from kgpu.labels.gfd import node_labels
     from kgpu.labels.host import read_host_facts
 
     reported: list[str | None] = [None]
 
     def compute() -> Labels:
-        settings = resolve_settings(config_file, mig_strategy, os.environ)
-        backend = opts.open_backend()
+        config = _config(opts, given, root)
+        settings = settings_from_plugin_config(config)
+        backend = opts.open_backend(config.driver_root)
         try:
             inventory = backend.inventory()
         finally:
             backend.close()
-        host = read_host_facts(root, [g.pci_bus_id for g in inventory.gpus], machine_type_file)
+        machine = Path(config.flags.gfd.machine_type_file)
+        machine_file = machine if "machine-type-file" in given else root / str(machine).lstrip("/")
+        host = read_host_facts(root, [g.pci_bus_id for g in inventory.gpus], machine_file)
         if host.machine_type_problem != reported[0]:  # once per cause: the labeler computes every --poll
             reported[0] = host.machine_type_problem
             if host.machine_type_problem is not None:
@@ -116,21 +96,13 @@ def _node_publisher(node: str, kubeconfig: Path | None) -> Any:
     return publish
 
 
+@takes_flags(GFD, LABELS_FLAGS)
 def labels(
     ctx: typer.Context,
+    given: Given,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of key=value lines.")] = False,
-    config_file: ConfigFile = None,
-    mig_strategy: MigStrategyOpt = None,
-    no_timestamp: NoTimestamp = False,
-    machine_type_file: MachineTypeFile = None,
     root: Root = Path("/"),
-    output_file: Annotated[
-        Path | None,
-        typer.Option("--output-file", "-o", help="Also write them as an NFD local feature file (atomically), "
-                     f"e.g. {_DEFAULT_FEATURE_FILE}.", metavar="FILE"),
-    ] = None,
     node: NodeOpt = None,
-    kubeconfig: Kubeconfig = None,
 ) -> None:
     """Print the node's GPU labels, named and formatted as gpu-feature-discovery does.
 
@@ -155,48 +127,33 @@ def labels(
 
     opts = global_options(ctx)
     check_root(root)
-    computed = _computer(opts, config_file, mig_strategy, root, machine_type_file)()
-    if not no_timestamp:
+    config = _config(opts, given, root)
+    computed = _computer(opts, given, root)()
+    if not config.flags.gfd.no_timestamp:
         computed[TIMESTAMP] = str(int(time.time()))
     result = dict(sorted(computed.items()))
-    if output_file is not None:
-        write_feature_file(output_file, result)
+    if "output-file" in given:
+        write_feature_file(Path(config.flags.gfd.output_file), result)
     if node is not None:
-        _node_publisher(node, kubeconfig)(result)
+        _node_publisher(node, _kubeconfig(given))(result)
     sys.stdout.write(format_json(result) if as_json else format_lines(result))
 
 
+def _kubeconfig(given: Given) -> Path | None:
+    value = given.get("kubeconfig") or os.environ.get("KUBECONFIG")
+    return Path(str(value)) if value else None
+
+
+@takes_flags(GFD, extra=(_INTERVAL,))
 def labeler(
     ctx: typer.Context,
-    interval: Annotated[
-        str, typer.Option("--interval", "--sleep-interval", envvar="GFD_SLEEP_INTERVAL",
-                          help="Time between relabelling when nothing changes: seconds or a Go duration "
-                          "(60, 60s, 1m30s) as GFD's --sleep-interval.", metavar="DURATION")
-    ] = "60s",
+    given: Given,
     poll: Annotated[
         float, typer.Option("--poll", min=0.05, help="Seconds between checks for a changed inventory, config "
                             "file or host facts; a change relabels at once.", metavar="SECONDS")
     ] = 5.0,
-    oneshot: Annotated[bool, typer.Option("--oneshot", envvar="GFD_ONESHOT",
-                                          help="Label once and exit (non-zero on failure).")] = False,
-    config_file: ConfigFile = None,
-    mig_strategy: MigStrategyOpt = None,
-    no_timestamp: Annotated[bool, typer.Option("--no-timestamp", envvar="GFD_NO_TIMESTAMP",
-                                               help="Leave out nvidia.com/gfd.timestamp.")] = False,
-    machine_type_file: Annotated[
-        Path | None,
-        typer.Option("--machine-type-file", envvar="GFD_MACHINE_TYPE_FILE", metavar="FILE",
-                     help="File holding the machine type (default: <root>/sys/class/dmi/id/product_name)."),
-    ] = None,
     root: Root = Path("/"),
-    output_file: Annotated[
-        Path,
-        typer.Option("--output-file", "-o", envvar="GFD_OUTPUT_FILE", metavar="FILE",
-                     help="NFD local feature file to keep up to date (ignored with --node); removed when the "
-                     "labeler stops, as GFD does."),
-    ] = Path(_DEFAULT_FEATURE_FILE),
     node: NodeOpt = None,
-    kubeconfig: Kubeconfig = None,
     healthz: Annotated[
         str | None,
         typer.Option("--healthz", help="Serve GET /healthz on HOST:PORT (200 while labels are being published).",
@@ -218,24 +175,38 @@ def labeler(
 
       kgpu --simulate h100x8 labeler --oneshot -o /tmp/kgpu.labels
     """
+    from kgpu.errors import ConfigError
     from kgpu.fsio import check_root
-    from kgpu.labels.daemon import LabelerState, LoopTiming, parse_duration, run_labeler, serve_health
+    from kgpu.labels.daemon import LabelerState, LoopTiming, run_labeler, serve_health
     from kgpu.labels.output import remove_feature_file, write_feature_file
 
-    seconds = parse_duration(interval, "--interval")
     opts = global_options(ctx)
-    keepalive = opts.open_backend()  # fail fast; keeps NVML initialised between polls
     check_root(root)
-    compute = _computer(opts, config_file, mig_strategy, root, machine_type_file)
+    gfd_given = dict(given)
+    interval = gfd_given.pop("interval", None)
+    if interval is not None and "sleep-interval" not in gfd_given:
+        gfd_given["sleep-interval"] = interval  # kgpu's older spelling
+    config = _config(opts, gfd_given, root)  # a bad flag, variable or file fails here, before anything runs
+    gfd = config.flags.gfd
+    oneshot, output_file = gfd.oneshot, Path(gfd.output_file)
+    seconds = gfd.sleep_interval
+    if config.flags.use_node_feature_api:
+        raise ConfigError(
+            f"{'flag --use-node-feature-api' if 'use-node-feature-api' in given else 'useNodeFeatureAPI'}: "
+            "publishing an NFD NodeFeature object is not supported by kgpu yet; label the Node with --node "
+            "NAME, or write the feature file (--use-node-feature-api=false)"
+        )
+    keepalive = opts.open_backend(config.driver_root)  # fail fast; keeps NVML initialised between polls
+    compute = _computer(opts, gfd_given, root)
     if node is not None:
-        publish = _node_publisher(node, kubeconfig)
+        publish = _node_publisher(node, _kubeconfig(given))
         target = f"node {node}"
     else:
         def publish(labels: Labels) -> None:
             write_feature_file(output_file, labels)
 
         target = str(output_file)
-    timing = LoopTiming(interval=seconds, poll=poll, with_timestamp=not no_timestamp)
+    timing = LoopTiming(interval=seconds, poll=poll, with_timestamp=not gfd.no_timestamp)
     state = LabelerState()
     stop = threading.Event()
     previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGTERM, signal.SIGINT)}
@@ -250,6 +221,6 @@ def labeler(
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         keepalive.close()
-        if node is None and not oneshot and remove_feature_file(output_file):
+        if node is None and not oneshot and not math.isinf(seconds) and remove_feature_file(output_file):
             log.info("removed the feature file", extra={"path": str(output_file)})
     log.info("labeler stopped", extra={"publishes": state.publishes})

@@ -6,43 +6,35 @@ import os
 import signal
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 
-from kgpu.cli.state import global_options
+from kgpu.cli.flagopts import FlagCommand, Given, takes_flags
+from kgpu.cli.state import GlobalOptions, global_options
+from kgpu.config import DEVICE_PLUGIN, DriverRoot, MpsConfig
 
-if TYPE_CHECKING:
-    from kgpu.sharing.config import MpsConfig
-
-CONFIG_HELP = "The device plugin's config file (NVIDIA v1 format); its sharing.mps section says which GPUs to share."
-ROOT_HELP = "Host directory for the daemons' pipe, log and status files (default /run/kgpu/mps, or flags.mpsRoot)."
+MPS_FLAGS = ("config-file", "mps-root")
+"""The device plugin's flags the MPS commands take: its config file (sharing.mps) and the MPS root."""
 
 
 def register(app: typer.Typer) -> None:
-    app.command("mps-daemon")(mps_daemon)
+    app.command("mps-daemon", cls=FlagCommand)(mps_daemon)
 
 
-def load_sharing(config_file: Path | None, mps_root: Path | None) -> tuple[MpsConfig, Path]:
-    """``sharing.mps`` and the MPS root, read exactly as ``kgpu device-plugin`` reads them (its validation,
-    flag > environment > file > default: --mps-root / MPS_ROOT, flags.mpsRoot, /run/kgpu/mps)."""
-    from kgpu.deviceplugin.config import resolve_config
-    from kgpu.sharing.config import MpsConfig
+def load_sharing(opts: GlobalOptions, given: Given) -> tuple[MpsConfig, Path, DriverRoot]:
+    """``sharing.mps``, the MPS root and the driver root, resolved exactly as ``kgpu device-plugin``
+    resolves them (flag > environment > file > default: --mps-root / MPS_ROOT, flags.mpsRoot, /run/kgpu/mps)."""
+    from kgpu.config.resolve import resolve_config
 
-    flags: dict[str, object] = {"config-file": str(config_file) if config_file else None,
-                                "mps-root": str(mps_root) if mps_root else None}
-    config = resolve_config(flags, os.environ)
-    return config.sharing.mps or MpsConfig(), Path(config.flags.mps_root)
+    config = resolve_config(dict(opts.flags) | dict(given), os.environ)
+    return config.sharing.mps or MpsConfig(), Path(config.flags.mps_root), config.driver_root
 
 
+@takes_flags(DEVICE_PLUGIN, MPS_FLAGS)
 def mps_daemon(
     ctx: typer.Context,
-    config_file: Annotated[
-        Path | None, typer.Option("--config-file", envvar="CONFIG_FILE", help=CONFIG_HELP, metavar="FILE")
-    ] = None,
-    mps_root: Annotated[
-        Path | None, typer.Option("--mps-root", envvar="MPS_ROOT", help=ROOT_HELP, metavar="DIR")
-    ] = None,
+    given: Given,
     control_binary: Annotated[
         Path | None,
         typer.Option(help="nvidia-cuda-mps-control to run (default: found under the driver root, then PATH).",
@@ -99,14 +91,14 @@ def mps_daemon(
 
     log = logging.getLogger("kgpu.mps-daemon")
     options = global_options(ctx)
-    config, root = load_sharing(config_file, mps_root)
+    config, root, driver_root = load_sharing(options, given)
     paths = MpsPaths(root)
 
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
 
-    backend = options.open_backend()
+    backend = options.open_backend(driver_root)
     try:
         inventory = backend.inventory()
     finally:
@@ -114,11 +106,11 @@ def mps_daemon(
     layout = build_layout(inventory, config)
     if not layout.enabled:
         log.info("no GPU is shared through MPS (sharing.mps has no resources or slices); waiting for SIGTERM",
-                 extra={"config": str(config_file) if config_file else None})
+                 extra={"config": config.source})
         wait_for_stop(stop)
         return
 
-    roots = [options.driver_root] if options.driver_root else list(WELL_KNOWN_DRIVER_ROOTS)
+    roots = [driver_root.view] if driver_root.explicit else list(WELL_KNOWN_DRIVER_ROOTS)
     binary = find_control_binary(roots, control_binary)
     library = next((lib for r in roots if (lib := find_library(r, CUDA_SONAME)) is not None), None)
     extra_env = driver_env(binary, library.parent if library else None)

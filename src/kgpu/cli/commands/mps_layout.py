@@ -4,27 +4,24 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from kgpu.cli.commands.mps_daemon import CONFIG_HELP, ROOT_HELP, load_sharing
+from kgpu.cli.commands.mps_daemon import MPS_FLAGS, load_sharing
+from kgpu.cli.flagopts import FlagCommand, Given, takes_flags
 from kgpu.cli.state import global_options
+from kgpu.config import DEVICE_PLUGIN
 
 
 def register(app: typer.Typer) -> None:
-    app.command("mps-layout")(mps_layout)
+    app.command("mps-layout", cls=FlagCommand)(mps_layout)
 
 
+@takes_flags(DEVICE_PLUGIN, MPS_FLAGS)
 def mps_layout(
     ctx: typer.Context,
-    config_file: Annotated[
-        Path, typer.Option("--config-file", envvar="CONFIG_FILE", help=CONFIG_HELP, metavar="FILE")
-    ],
-    mps_root: Annotated[
-        Path | None, typer.Option("--mps-root", envvar="MPS_ROOT", help=ROOT_HELP, metavar="DIR")
-    ] = None,
+    given: Given,
     allocate: Annotated[
         list[str] | None,
         typer.Option("--allocate", help="Print the Allocate response for these slice IDs (one container; "
@@ -54,9 +51,10 @@ def mps_layout(
 
     if output not in ("table", "json", "env"):
         raise ConfigError(f"--output {output!r}: allowed values are table, json, env")
-    config, root = load_sharing(config_file, mps_root)
+    opts = global_options(ctx)
+    config, root, driver_root = load_sharing(opts, given)
     paths = MpsPaths(root)
-    backend = global_options(ctx).open_backend()
+    backend = opts.open_backend(driver_root)
     try:
         inventory = backend.inventory()
     finally:
@@ -84,7 +82,7 @@ def mps_layout(
     if output == "env":
         raise ConfigError("--output env needs --allocate ID")
     if not layout.enabled:
-        print(f"{config_file}: sharing.mps shares no GPU (no resources or slices)")
+        print(f"{config.source}: sharing.mps shares no GPU (no resources or slices)")
         return
     from rich.console import Console
     from rich.table import Table

@@ -64,8 +64,8 @@ def prepare(
             raise ConfigError(f"refusing to write: {message}")
         typer.echo(f"note: {message}")
     options = global_options(ctx)
-    plan = plan_prepare(facts, gpu_facts(options.open_backend),
-                        str(options.driver_root) if options.driver_root else None)
+    driver_root = options.driver_root()
+    plan = plan_prepare(facts, gpu_facts(options.open_backend), driver_root.host if driver_root.explicit else None)
     if not plan.steps:
         typer.echo("Nothing to do: this node already has every fix kgpu node prepare makes.")
     for number, step in enumerate(plan.steps, 1):
@@ -147,8 +147,10 @@ def report(
     seconds = parse_duration(interval, "--interval")
     g = global_options(ctx)
     simulated = g.backend == "simulated" or (g.backend == "auto" and bool(g.simulate))
+    driver_root = g.driver_root()
     opts = ValidateOptions(root=root, skip=SIMULATED_SKIPS if simulated else NODE_SKIPS, node=node,
-                           kubeconfig=kubeconfig, driver_root=g.driver_root, simulated=simulated)
+                           kubeconfig=kubeconfig, driver_root=driver_root.view if driver_root.explicit else None,
+                           simulated=simulated)
     client = kube_client(kubeconfig)
 
     def check() -> list[dict[str, object]]:

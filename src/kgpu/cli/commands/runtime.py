@@ -202,8 +202,8 @@ def unconfigure(
 
 
 def _global_driver_root(ctx: typer.Context) -> str | None:
-    value = global_options(ctx).driver_root
-    return str(value) if value is not None else None
+    """The host's driver root when one was named before the command (--driver-root, NVIDIA_DRIVER_ROOT)."""
+    return global_options(ctx).named_driver_root()
 
 
 def _run(plan: RuntimePlan, req: ConfigureRequest, dry_run: bool, verb: str) -> None:

@@ -133,6 +133,7 @@ def validate(
 
     check_root(root)
     g = global_options(ctx)
+    driver_root = g.driver_root()
     opts = ValidateOptions(
         root=root,
         skip=parse_skip(skip),
@@ -141,7 +142,7 @@ def validate(
         in_pod=in_pod,
         kubeconfig=kubeconfig,
         timeout_s=parse_duration(timeout),
-        driver_root=g.driver_root,
+        driver_root=driver_root.view if driver_root.explicit else None,
         cuda_library=cuda_library,
         node=node,
         image=image,

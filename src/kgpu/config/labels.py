@@ -18,10 +18,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from kgpu.sharing.config import DeviceSelector
+from kgpu.config.values import DEFAULT_GPU_RESOURCE, DeviceSelector, PluginConfig
 
 
 class MigStrategy(StrEnum):
@@ -93,3 +91,44 @@ class LabelSettings:
     def replicated(self, resource_name: str) -> ReplicatedResource | None:
         """The first entry for ``resource_name``, as the device plugin and GFD both look it up."""
         return next((r for r in self.resources if r.name == resource_name), None)
+
+
+def settings_from_plugin_config(config: PluginConfig) -> LabelSettings:
+    """:class:`LabelSettings` from a resolved :class:`PluginConfig`: what GFD reads of the same file.
+
+    Renaming follows kgpu's plugin: an explicit ``rename`` (which NVIDIA's tools ignore with a
+    warning) is honoured, so such replicas are "renamed" and the product gets no ``-SHARED``
+    suffix. kgpu's MPS slices (``sharing.mps.slices``) are kept apart from GFD's replicated
+    resources: they have names of their own, so they never make the product ``-SHARED``, but they
+    make the node MPS-shared and set ``gpu.replicas`` to the slices per GPU.
+    """
+    mig = MigStrategy(config.flags.mig_strategy)
+    sharing = config.sharing
+    if sharing.mps is not None and sharing.mps.enabled:
+        resources = tuple(
+            ReplicatedResource(r.source, r.replicas, renamed=r.name != r.source) for r in sharing.mps.resources
+        )
+        # Every entry with its devices: kgpu's slices (resources of their own, nvidia.com/gpu-20gb, ...)
+        # make gpu.replicas the number of MPS clients per GPU, so the labels need which GPUs each selects.
+        entries = tuple(MpsEntry(r.name, r.replicas, r.devices) for r in sharing.mps.resources) + tuple(
+            MpsEntry(s.name, s.count, s.devices, slice=True, memory_mib=s.memory_mib) for s in sharing.mps.slices
+        )
+        return LabelSettings(mig, SharingStrategy.MPS, resources, entries)
+    if sharing.time_slicing is not None and sharing.time_slicing.resources:
+        sliced = tuple(
+            ReplicatedResource(r.name, r.replicas, renamed=bool(r.rename) and r.rename != r.name)
+            for r in sharing.time_slicing.resources
+        )
+        return LabelSettings(mig, SharingStrategy.TIME_SLICING, sliced)
+    return LabelSettings(mig)
+
+
+__all__ = [
+    "DEFAULT_GPU_RESOURCE",
+    "LabelSettings",
+    "MigStrategy",
+    "MpsEntry",
+    "ReplicatedResource",
+    "SharingStrategy",
+    "settings_from_plugin_config",
+]

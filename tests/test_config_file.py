@@ -1,4 +1,4 @@
-"""The device plugin's config: NVIDIA's v1 file, flags and env vars, precedence, and errors an admin can act on."""
+"""The shared config (kgpu.config): NVIDIA's v1 file, flags and env vars, precedence, and errors an admin can act on."""
 
 from __future__ import annotations
 
@@ -6,14 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from kgpu.deviceplugin.config import (
-    FLAG_NAMES,
-    PLUGIN_FLAGS,
-    PluginConfig,
-    ReplicatedDevices,
-    parse_config_text,
-    resolve_config,
-)
+from kgpu.config import DeviceSelector, PluginConfig
+from kgpu.config.file import parse_config_text
+from kgpu.config.resolve import resolve_config
 from kgpu.errors import ConfigError
 
 NVIDIA_EXAMPLE = """\
@@ -94,7 +89,7 @@ def test_nvidias_documented_example_file_is_read_key_for_key(tmp_path: Path) -> 
     assert ts is not None and ts.fail_requests_greater_than_one is True
     (entry,) = ts.resources
     assert (entry.name, entry.replicas, entry.rename) == ("nvidia.com/gpu", 10, "nvidia.com/gpu.shared")
-    assert entry.devices == ReplicatedDevices(all=True)
+    assert entry.devices == DeviceSelector(all=True)
     assert config.sharing.strategy == "time-slicing"
     assert config.config_file == str(tmp_path / "config.yaml")
 
@@ -130,18 +125,6 @@ def test_precedence_is_flag_then_env_then_file_then_default(
     assert resolve_config({"mig-strategy": flag}, environ, path).flags.mig_strategy == expected
 
 
-def test_every_flag_has_nvidias_env_var_and_is_settable_both_ways() -> None:
-    names = {f.name: f.env[0] for f in PLUGIN_FLAGS}
-    assert names["mig-strategy"] == "MIG_STRATEGY"
-    assert names["fail-on-init-error"] == "FAIL_ON_INIT_ERROR"
-    assert names["pass-device-specs"] == "PASS_DEVICE_SPECS"
-    assert names["device-list-strategy"] == "DEVICE_LIST_STRATEGY"
-    assert names["device-id-strategy"] == "DEVICE_ID_STRATEGY"
-    assert names["nvidia-driver-root"] == "NVIDIA_DRIVER_ROOT"
-    assert names["shared-devices-allocation-policy"] == "SHARED_DEVICES_ALLOCATION_POLICY"
-    assert "config-file" in FLAG_NAMES
-
-
 def test_env_vars_are_parsed_like_nvidias_cli() -> None:
     environ = {
         "FAIL_ON_INIT_ERROR": "false",
@@ -166,9 +149,15 @@ def test_flags_accept_python_values_and_underscore_names() -> None:
     assert f.plugin.device_list_strategy == ("cdi-cri",)
 
 
-def test_an_empty_env_var_does_not_override_the_file(tmp_path: Path) -> None:
-    path = write(tmp_path, "flags: {migStrategy: mixed}")
-    assert resolve_config({}, {"MIG_STRATEGY": ""}, path).flags.mig_strategy == "mixed"
+def test_an_empty_env_var_is_set_as_urfave_cli_takes_it(tmp_path: Path) -> None:
+    path = write(tmp_path, "flags: {migStrategy: mixed, failOnInitError: true, nvidiaDriverRoot: /run/nvidia/driver}")
+    # NVIDIA's plugin refuses MIG_STRATEGY="" (an unknown strategy); so does kgpu,
+    with pytest.raises(ConfigError, match=r"environment variable MIG_STRATEGY: '' is not one of none, single, mixed"):
+        resolve_config({}, {"MIG_STRATEGY": ""}, path)
+    # an empty boolean is false (urfave/cli: "the env is defined but set to empty string"),
+    assert resolve_config({}, {"FAIL_ON_INIT_ERROR": ""}, path).flags.fail_on_init_error is False
+    # and an empty path is no path: the file's value stays (NVIDIA would use the empty string).
+    assert resolve_config({}, {"NVIDIA_DRIVER_ROOT": ""}, path).flags.nvidia_driver_root == "/run/nvidia/driver"
 
 
 def test_config_file_comes_from_the_flag_or_CONFIG_FILE(tmp_path: Path) -> None:
@@ -233,7 +222,7 @@ def test_config_in_nvidias_shape_round_trips_for_logging(tmp_path: Path) -> None
         ("resources: {gpus: [{pattern: '*', name: 'Big_GPU'}]}", ["resources.gpus[0].name", "Big_GPU", "lower-case"]),
         ("resources: {gpus: [{name: gpu}]}", ["resources.gpus[0].pattern", "required"]),
         ("sharing: {timeSlicing: {resources: [{name: gpu, replicas: 1}]}}",
-         ["sharing.timeSlicing.resources[0].replicas", "greater than or equal to 2", "1"]),
+         ["sharing.timeSlicing.resources[0].replicas", "1 is below the minimum of 2"]),
         ("sharing: {timeSlicing: {resources: [{name: gpu}]}}", ["sharing.timeSlicing.resources[0].replicas",
                                                                  "required"]),
         ("sharing: {timeSlicing: {resources: [{name: gpu, replicas: 2, devices: some}]}}",
@@ -284,6 +273,15 @@ sharing:
     assert "either sharing.timeSlicing or sharing.mps" in message
 
 
+def test_mps_shares_whole_gpus_only(tmp_path: Path) -> None:
+    message = error_of(tmp_path, "sharing: {mps: {resources: [{name: mig-1g.10gb, replicas: 2}]}}")
+    assert "sharing.mps.resources[0].name: 'nvidia.com/mig-1g.10gb': MPS shares whole GPUs only" in message
+    # a whole-GPU resource renamed by resources.gpus is a whole GPU too
+    text = ("resources: {gpus: [{pattern: '*H100*', name: h100}]}\n"
+            "sharing: {mps: {resources: [{name: h100, replicas: 2}]}}")
+    assert resolve_config({}, {}, write(tmp_path, text)).sharing.strategy == "mps"
+
+
 def test_mps_with_mixed_mig_strategy_is_refused_as_nvidia_does(tmp_path: Path) -> None:
     message = error_of(tmp_path, "flags: {migStrategy: mixed}\nsharing: {mps: {resources: [{name: gpu, replicas: 2}]}}")
     assert "migStrategy mixed" in message
@@ -298,7 +296,7 @@ def test_a_missing_config_file_is_named(tmp_path: Path) -> None:
     ("flags", "environ", "expected"),
     [
         ({"mig-strategy": "half"}, {}, ["flag --mig-strategy", "'half'", "none, single, mixed"]),
-        ({}, {"MIG_STRATEGY": "half"}, ["environment variable MIG_STRATEGY=half", "none, single, mixed"]),
+        ({}, {"MIG_STRATEGY": "half"}, ["environment variable MIG_STRATEGY: 'half'", "none, single, mixed"]),
         ({}, {"PASS_DEVICE_SPECS": "maybe"}, ["PASS_DEVICE_SPECS", "'maybe'", "true or false"]),
         ({}, {"DEVICE_LIST_STRATEGY": "envvar,nope"}, ["DEVICE_LIST_STRATEGY", "'nope'", "cdi-cri"]),
         ({"device-id-strategy": "serial"}, {}, ["--device-id-strategy", "uuid, index"]),
@@ -339,7 +337,7 @@ def test_the_logged_configuration_spells_every_key_as_the_file_does() -> None:
 
     from pydantic.alias_generators import to_camel
 
-    from kgpu.deviceplugin import config as config_module
+    from kgpu.config import values as config_module
 
     names = {f.name for cls in vars(config_module).values() if isinstance(cls, type) and is_dataclass(cls)
              for f in fields(cls)}
@@ -351,6 +349,6 @@ def test_reading_the_plain_config_values_loads_neither_pydantic_nor_yaml() -> No
     import subprocess
     import sys
 
-    code = ("import sys, kgpu.deviceplugin.config, kgpu.deviceplugin.resources, kgpu.sharing.paths; "
+    code = ("import sys, kgpu.config, kgpu.deviceplugin.resources, kgpu.sharing.paths, kgpu.options; "
             "print(sorted(m for m in ('pydantic', 'yaml') if m in sys.modules))")
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "[]\n"
