@@ -138,3 +138,13 @@ def test_more_devices_than_a_slice_holds_are_split_over_slices_of_one_pool() -> 
     assert [len(s["spec"]["devices"]) for s in slices] == [128, 32]
     assert [s["metadata"]["name"] for s in slices] == ["n1-gpu.nvidia.com-0", "n1-gpu.nvidia.com-1"]
     assert {s["spec"]["pool"]["resourceSliceCount"] for s in slices} == {2}
+
+
+@pytest.mark.parametrize(("fixture", "mode"), [("h100x8", "memory"), ("a100-mig", "4"), ("t4", "unlimited")])
+def test_published_slices_are_valid_resource_k8s_io_v1_of_kubernetes_1_36(fixture: str, mode: str) -> None:
+    kubernetes_validate = pytest.importorskip("kubernetes_validate")
+    devices = build_devices(inventory(fixture), {}, ConsumableShares.parse(mode))
+    taints = {devices[0].name: [{"key": "gpu.nvidia.com/xid", "value": "79", "effect": "NoSchedule"}]}
+    for obj in build_slices("node-1", "gpu.nvidia.com", devices, taints, generation=3, mode="taint",
+                            owner={"name": "node-1", "uid": "0d3b5e6a-0000-4000-8000-000000000001"}):
+        kubernetes_validate.validate(obj, "1.36", strict=True)

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from kgpu.daemon.http import parse_listen
 from kgpu.dra.api import PLUGINS_DIR, REGISTRY_DIR
 from kgpu.dra.devices import ConsumableShares, DraDevice, build_devices
 from kgpu.dra.health import MODES
@@ -57,6 +58,8 @@ class DraPluginSettings:
     nvidia_driver_root: str = "/"
     nvidia_dev_root: str | None = None
     nvidia_cdi_hook_path: str = "/usr/bin/nvidia-cdi-hook"
+    healthz: str = ""
+    """HOST:PORT of the /healthz endpoint; empty: none."""
 
     @property
     def checkpoint_path(self) -> Path:
@@ -81,6 +84,8 @@ def check(settings: DraPluginSettings) -> DraPluginSettings:
                        ("--mps-root", settings.mps_root)):
         if not path.is_absolute():
             raise ConfigError(f"{flag}={path}: must be an absolute path")
+    if settings.healthz:
+        parse_listen(settings.healthz, "--healthz")
     if settings.recovery_window < 0 or settings.rescan_interval < 0:
         raise ConfigError("--health-recovery-window and --rescan-interval must not be negative")
     return replace(settings, node_name=node)
@@ -113,6 +118,18 @@ def _nvidia_smi_timeslice(nvidia_smi: Path, env: dict[str, str]) -> Callable[[st
             why = (done.stderr or done.stdout).strip().splitlines()
             raise KgpuError(f"{' '.join(cmd)} failed: {why[-1] if why else done.returncode}")
     return set_timeslice
+
+
+def _check_shm(shm_dir: Path) -> None:
+    """MPS clients get ``shm_dir`` as /dev/shm: it must be the /dev/shm of the daemons this process starts."""
+    try:
+        ours, theirs = os.stat("/dev/shm"), os.stat(shm_dir)
+    except OSError:
+        return  # created with the first daemon; the chart mounts it at /dev/shm
+    if (ours.st_dev, ours.st_ino) != (theirs.st_dev, theirs.st_ino):
+        log.warning("MPS clients would not share /dev/shm with the MPS daemons this plugin starts: on the host, "
+                    "pass --mps-shm-dir /dev/shm; in a container, mount the shm directory at /dev/shm",
+                    extra={"event": "mps", "mps_shm_dir": str(shm_dir)})
 
 
 def serve(settings: DraPluginSettings) -> None:
@@ -176,6 +193,7 @@ def serve(settings: DraPluginSettings) -> None:
 
         library = next((lib for r in roots if (lib := find_library(r, CUDA_SONAME)) is not None), None)
         paths = MpsPaths(settings.mps_root)
+        _check_shm(settings.mps_shm_dir or paths.shm_dir)
         mps = MpsDaemons(paths, binary=control_binary, library_dir=library.parent if library else None)
         client = kube_client(settings.kubeconfig)
         prepare_settings = PrepareSettings(driver=settings.driver, pool=settings.node_name, mps_paths=paths,
@@ -207,6 +225,6 @@ def serve(settings: DraPluginSettings) -> None:
             state, health, SlicePublisher(client, settings.node_name, settings.driver), build,
             backend=backend, rescan=rescan,
         )
-        driver.run(stop, inventory)
+        driver.run(stop, inventory, healthz=parse_listen(settings.healthz, "--healthz") if settings.healthz else None)
     finally:
         backend.close()

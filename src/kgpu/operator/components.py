@@ -38,6 +38,7 @@ COMPONENTS: dict[str, str] = {
     "mpsDaemon": "mps-daemon",
     "validator": "validator",
     "migManager": "mig-manager",
+    "draPlugin": "dra-plugin",
 }
 
 _ROOT_SECURITY: dict[str, Any] = {
@@ -330,6 +331,58 @@ def mig_manager() -> Document:
     )
 
 
+def dra_plugin() -> Document:
+    container = _container(
+        "draPlugin",
+        security=_ROOT_SECURITY,
+        capabilities="compute,utility",
+        extra={"ports": [{"name": "healthz", "containerPort": Ref("draPlugin.healthPort"), "protocol": "TCP"}]},
+    )
+    # The driver name, share mode and health mode are also the DeviceClasses' (dra-deviceclasses.yaml): one value each.
+    container["env"] = [
+        *container["env"][:-1],
+        {"name": "KGPU_DRA_DRIVER_NAME", "value": Quote(Ref("draPlugin.driverName"))},
+        {"name": "CONSUMABLE_SHARES", "value": Quote(Ref("draPlugin.consumableShares"))},
+        {"name": "KGPU_DRA_UNHEALTHY_DEVICES", "value": Quote(Ref("draPlugin.unhealthyDevices"))},
+        container["env"][-1],
+    ]
+    container |= {
+        "livenessProbe": {"httpGet": {"path": "/healthz", "port": "healthz"}, "initialDelaySeconds": 30,
+                          "periodSeconds": 30},
+        "readinessProbe": {"httpGet": {"path": "/healthz", "port": "healthz"}, "periodSeconds": 10},
+        "volumeMounts": [
+            *_common_mounts(),
+            {"name": "plugins-registry", "mountPath": "/var/lib/kubelet/plugins_registry"},
+            {"name": "plugins", "mountPath": "/var/lib/kubelet/plugins"},
+            {"name": "cdi", "mountPath": "/var/run/cdi"},
+            {"name": "run-kgpu", "mountPath": "/run/kgpu"},
+            {"name": "mps-shm", "mountPath": "/dev/shm"},
+            {"name": "host-root", "mountPath": "/host-root", "readOnly": True, "mountPropagation": "HostToContainer"},
+        ],
+    }
+    return _daemonset(
+        "draPlugin",
+        comment="The DRA kubelet plugin: registers in /var/lib/kubelet/plugins_registry, serves its socket and keeps its\n"
+        "checkpoint in /var/lib/kubelet/plugins/<driver>, writes a CDI spec per prepared claim to /var/run/cdi, and\n"
+        "runs the MPS control daemons of shared GPUs under /run/kgpu/mps with /run/kgpu/mps/shm as their /dev/shm\n"
+        "(the directory MPS clients get as /dev/shm). It reads the driver's files and sysfs under /host-root to\n"
+        "describe the GPUs to the container runtime. Root, with every capability dropped.",
+        container=container,
+        volumes=[
+            *_common_volumes(),
+            _host_path("plugins-registry", "/var/lib/kubelet/plugins_registry", "Directory"),
+            _host_path("plugins", "/var/lib/kubelet/plugins"),
+            _host_path("cdi", "/var/run/cdi"),
+            _host_path("run-kgpu", "/run/kgpu"),
+            _host_path("mps-shm", "/run/kgpu/mps/shm"),
+            _host_path("host-root", "/", "Directory"),
+        ],
+        service_account=Text(Fullname(), "-dra-plugin"),
+        automount_token=True,
+        checksum=False,
+    )
+
+
 def documents() -> list[Document]:
     """Every node DaemonSet, in the order the chart lists them."""
-    return [device_plugin(), labeler(), exporter(), mps_daemon(), validator(), mig_manager()]
+    return [device_plugin(), labeler(), exporter(), mps_daemon(), validator(), mig_manager(), dra_plugin()]

@@ -105,6 +105,10 @@ def dra_plugin(
         str | None, _opt("Root of the /dev/nvidia* nodes on the host (default: the driver root).",
                          "NVIDIA_DEV_ROOT", "DIR", _PANEL_HOST, show_default=False)
     ] = None,
+    healthz: Annotated[
+        str, _opt("Serve /healthz on HOST:PORT (:8082 for every address): 200 while every loop of the plugin "
+                  "works. Empty: no endpoint.", "KGPU_HEALTHZ", "ADDRESS", _PANEL_HOST, show_default=False)
+    ] = "",
     nvidia_cdi_hook_path: Annotated[
         str, _opt("nvidia-cdi-hook on the host, for the CDI specs' ldcache and symlink hooks.",
                   "NVIDIA_CDI_HOOK_PATH", "PATH", _PANEL_HOST)
@@ -158,5 +162,6 @@ def dra_plugin(
         nvidia_driver_root=nvidia_driver_root,
         nvidia_dev_root=nvidia_dev_root,
         nvidia_cdi_hook_path=nvidia_cdi_hook_path,
+        healthz=healthz,
     ))
     serve(settings)
