@@ -362,11 +362,11 @@ def dra_plugin() -> Document:
     }
     return _daemonset(
         "draPlugin",
-        comment="The DRA kubelet plugin: registers in /var/lib/kubelet/plugins_registry, serves its socket and keeps its\n"
-        "checkpoint in /var/lib/kubelet/plugins/<driver>, writes a CDI spec per prepared claim to /var/run/cdi, and\n"
-        "runs the MPS control daemons of shared GPUs under /run/kgpu/mps with /run/kgpu/mps/shm as their /dev/shm\n"
-        "(the directory MPS clients get as /dev/shm). It reads the driver's files and sysfs under /host-root to\n"
-        "describe the GPUs to the container runtime. Root, with every capability dropped.",
+        comment="The DRA kubelet plugin: registers in /var/lib/kubelet/plugins_registry, serves its socket and\n"
+        "keeps its checkpoint in /var/lib/kubelet/plugins/<driver>, writes a CDI spec per prepared claim to\n"
+        "/var/run/cdi, and runs the MPS control daemons of shared GPUs under /run/kgpu/mps with /run/kgpu/mps/shm\n"
+        "as their /dev/shm (the directory MPS clients get as /dev/shm). It reads the driver's files and sysfs\n"
+        "under /host-root to describe the GPUs to the container runtime. Root, with every capability dropped.",
         container=container,
         volumes=[
             *_common_volumes(),
