@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 
 import pytest
 
 from kgpu.errors import ConfigError
-from kgpu.fsio import NodeFileError, check_root, locate, read_text, read_text_or_none
+from kgpu.fsio import NodeFileError, check_root, describe_os_error, locate, read_text, read_text_or_none
 
 
 def test_utf8_with_a_byte_order_mark_reads_as_plain_text(tmp_path: Path) -> None:
@@ -132,3 +133,24 @@ def test_at_slash_the_kernel_resolves_links_itself(tmp_path: Path) -> None:
     where = locate(Path("/"), str(tmp_path / "link"))
     assert where.real == Path(os.path.realpath(tmp_path / "target"))
     assert where.named.name == "link"
+
+
+@pytest.mark.parametrize(
+    ("code", "cause", "advice"),
+    [
+        (errno.ENOSPC, "(ENOSPC)", "free space on the filesystem holding"),
+        (errno.EDQUOT, "(EDQUOT)", "df -h"),
+        (errno.EROFS, "(EROFS)", "mount -o remount,rw"),
+        (errno.EACCES, "(EACCES)", "permission denied" if os.geteuid() == 0 else "run as root"),
+        (errno.EPERM, "(EPERM)", "lsattr"),
+        (errno.EIO, "(EIO)", "dmesg"),
+    ],
+)
+def test_every_os_error_is_one_line_with_the_path_the_cause_and_what_to_do(
+    tmp_path: Path, code: int, cause: str, advice: str
+) -> None:
+    path = tmp_path / "etc/containerd/config.toml"
+    message = describe_os_error(OSError(code, os.strerror(code)), "write", path, "/etc/containerd/config.toml")
+    assert "\n" not in message
+    assert message.startswith(f"cannot write /etc/containerd/config.toml ({path}): {os.strerror(code)} {cause}; ")
+    assert advice in message

@@ -28,6 +28,7 @@ import difflib
 import errno
 import fcntl
 import os
+import secrets
 import stat
 import struct
 import tempfile
@@ -477,18 +478,28 @@ class _Transaction:
 
     def _keep(self, dest: Path) -> Path:
         """A second name for the current file, so a rollback puts the very same inode back."""
-        undo = Path(tempfile.mktemp(prefix=f".{dest.name}.", suffix=".kgpu-undo", dir=dest.parent))
-        try:
-            os.link(dest, undo, follow_symlinks=False)
-        except OSError as exc:
-            # EPERM also stands for an immutable or append-only file: say so rather than copy it
-            if exc.errno == errno.EPERM and _flags(dest) & (_FS_IMMUTABLE_FL | _FS_APPEND_FL):
-                raise
-            if exc.errno not in (errno.EPERM, errno.EXDEV, errno.EMLINK, errno.ENOTSUP, errno.EOPNOTSUPP):
-                raise
-            st = os.lstat(dest)  # a filesystem without hard links: keep a copy instead
-            with open(dest, "rb") as src:
-                _write_file(undo, src.read(), st, dest, st.st_mode & 0o7777)
+        for _ in range(100):
+            undo = dest.parent / f".{dest.name}.{secrets.token_hex(4)}.kgpu-undo"
+            try:
+                os.link(dest, undo, follow_symlinks=False)
+                return undo
+            except FileExistsError:
+                continue
+            except OSError as exc:
+                return self._copy_instead(dest, undo, exc)
+        raise NodeFileError(f"cannot keep a second name for {dest}: 100 names taken; remove {dest.parent}/.*.kgpu-undo")
+
+    @staticmethod
+    def _copy_instead(dest: Path, undo: Path, exc: OSError) -> Path:
+        """When ``dest`` cannot get a hard link (a filesystem without them), keep a copy instead."""
+        # EPERM also stands for an immutable or append-only file: say so rather than copy it
+        if exc.errno == errno.EPERM and _flags(dest) & (_FS_IMMUTABLE_FL | _FS_APPEND_FL):
+            raise exc
+        if exc.errno not in (errno.EPERM, errno.EXDEV, errno.EMLINK, errno.ENOTSUP, errno.EOPNOTSUPP):
+            raise exc
+        st = os.lstat(dest)
+        with open(dest, "rb") as src:
+            _write_file(undo, src.read(), st, dest, st.st_mode & 0o7777)
         return undo
 
     def _temp(self, w: _Write) -> Path:
