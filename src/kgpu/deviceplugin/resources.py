@@ -194,7 +194,7 @@ def parse_mig_minors(text: str) -> dict[tuple[int, int, int | None], int]:
 
 def read_mig_minors(host_root: Path) -> dict[tuple[int, int, int | None], int]:
     try:
-        return parse_mig_minors((host_root / "proc/driver/nvidia-caps/mig-minors").read_text())
+        return parse_mig_minors((host_root / "proc/driver/nvidia-caps/mig-minors").read_text(errors="replace"))
     except OSError:
         return {}
 

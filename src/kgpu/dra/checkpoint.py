@@ -32,8 +32,8 @@ from pathlib import Path
 from typing import Any
 
 from kgpu.dra.prepare import PreparedClaim
-from kgpu.errors import KgpuError
-from kgpu.fsio import write_atomic
+from kgpu.errors import ConfigError, KgpuError
+from kgpu.fsio import read_text, write_atomic
 
 VERSION = 1
 STARTED = "PrepareStarted"
@@ -88,7 +88,7 @@ class Checkpoint:
 
 def current_boot_id(path: Path = BOOT_ID) -> str:
     try:
-        return path.read_text().strip()
+        return path.read_text(errors="replace").strip()
     except OSError:
         return ""
 
@@ -98,11 +98,13 @@ def load(path: Path, driver: str, node: str) -> Checkpoint:
     try:
         if path.stat().st_size > MAX_BYTES:
             raise CheckpointError(f"{path}: larger than {MAX_BYTES} bytes; not a kgpu checkpoint")
-        text = path.read_text()
+        text = read_text(path)
     except FileNotFoundError:
         return Checkpoint(driver, node)
     except OSError as exc:
         raise CheckpointError(f"{path}: {exc.strerror}") from None
+    except ConfigError as exc:  # not UTF-8, or gone between the two looks
+        raise CheckpointError(str(exc)) from None
     try:
         data = json.loads(text)
         if not isinstance(data, dict):

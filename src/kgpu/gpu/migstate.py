@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kgpu.errors import ConfigError
-from kgpu.fsio import write_atomic
+from kgpu.fsio import read_text, write_atomic
 from kgpu.gpu.fixture import GPUSpec, MigDeviceSpec, NodeSpec
 
 MAX_STATE_BYTES = 1 << 20
@@ -44,7 +44,7 @@ def read_mig_state(path: Path) -> dict[str, GpuMigState]:
     try:
         if path.stat().st_size > MAX_STATE_BYTES:
             raise ConfigError(f"{path}: larger than {MAX_STATE_BYTES} bytes")
-        raw = json.loads(path.read_text())
+        raw = json.loads(read_text(path, f"simulated MIG state {path}"))
     except FileNotFoundError:
         return {}
     except (OSError, ValueError) as exc:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from kgpu.errors import KgpuError
+from kgpu.fsio import read_text
 from kgpu.gpu.model import Inventory
 from kgpu.mig.config import MigConfigEntry, parse_mig_config
 from kgpu.mig.plan import GpuLayout, current_layout, plan_layout
@@ -149,7 +150,7 @@ def run_manager(client: Any, control: MigControl, node: str, config_file: Path, 
             if wanted and (done != (wanted, mtime) or labels.get(MIG_STATE_LABEL) not in ("success", "failed")):
                 _patch_node(client, node, "pending", f"applying {wanted}")
                 try:
-                    configs = parse_mig_config(config_file.read_text(), str(config_file))
+                    configs = parse_mig_config(read_text(config_file), str(config_file))
                     outcome = apply_named(control, configs, wanted)
                 except (KgpuError, OSError) as exc:
                     outcome = Outcome("failed", False, str(exc))

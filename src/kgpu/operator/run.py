@@ -9,6 +9,7 @@ from typing import Any
 import yaml
 
 from kgpu.errors import ConfigError
+from kgpu.fsio import read_text
 from kgpu.operator.handlers import ApiWriter, ClusterView, build_registry
 from kgpu.operator.values import chart_defaults, coalesce
 
@@ -23,7 +24,7 @@ def load_base_values(path: Path | None) -> dict[str, Any]:
     try:
         if path.stat().st_size > MAX_VALUES_BYTES:
             raise ConfigError(f"--values {path}: larger than {MAX_VALUES_BYTES} bytes")
-        loaded = yaml.safe_load(path.read_text())
+        loaded = yaml.safe_load(read_text(path, f"--values {path}"))
     except OSError as exc:
         raise ConfigError(f"--values {path}: {exc.strerror or exc}") from exc
     except yaml.YAMLError as exc:
