@@ -99,6 +99,7 @@ def test_labelling_a_simulated_h100_node_all_1g_10gb_gives_56_mig_devices_to_the
 
     assert apply_named(control, configs(), "all-disabled").changed
     assert _plugin_resources(SimulatedBackend.open("h100x8", mig_state=state)) == {"nvidia.com/gpu": 8}
+    assert not state.exists(), "a node back to its fixture's layout keeps no state file"
 
 
 def test_all_balanced_on_the_a100_node_reshapes_only_the_gpu_that_is_not_balanced_yet(tmp_path: Path) -> None:
@@ -159,7 +160,10 @@ class FakeNodeClient:
     def patch(self, _kind: Any, _name: str, body: dict[str, Any], patch_type: Any = None) -> None:
         state = body["metadata"]["labels"][MIG_STATE_LABEL]
         self.states.append(state)
-        self.labels[MIG_STATE_LABEL] = state
+        if state is None:
+            self.labels.pop(MIG_STATE_LABEL, None)
+        else:
+            self.labels[MIG_STATE_LABEL] = state
 
     def list(self, _kind: Any, **_: Any) -> list[Any]:
         meta = type("Meta", (), {"name": "kgpu-device-plugin-x"})()
@@ -181,6 +185,11 @@ def test_the_node_label_goes_pending_then_success_and_the_gpu_pods_restart(tmp_p
     client.labels["nvidia.com/mig.config"] = "all-3g.99gb"
     run_manager(client, control, "gpu-1", config, "", "kube-system", 0.0, threading.Event(), once=True)
     assert client.states[-2:] == ["pending", "failed"] and client.deleted == ["kgpu-device-plugin-x"]
+
+    stop = threading.Event()
+    stop.set()  # SIGTERM: the manager takes its state label off the node
+    run_manager(client, control, "gpu-1", config, "", "kube-system", 0.0, stop)
+    assert MIG_STATE_LABEL not in client.labels
 
 
 def test_the_labels_follow_the_new_layout(tmp_path: Path) -> None:

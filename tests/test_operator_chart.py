@@ -28,7 +28,7 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
         "simulate": {"fixture": "h100x8"},
         "mpsDaemon": {"enabled": True, "env": [{"name": "A", "value": "1"}]},
         "migManager": {"enabled": True},
-        "labeler": {"affinity": None, "nodeSelector": None},
+        "labeler": {"affinity": None, "nodeSelector": None, "hostNetwork": True},
         "exporter": {"nodeSelector": {}},
         "nodeSelector": {"pool": "gpu"},
         "daemonsets": {"labels": {"team": "ml"}, "annotations": {"note": "a <b> & c"}},

@@ -52,13 +52,25 @@ class SimulatedMigControl:
         return SimulatedBackend.open(self.fixture, mig_state=self.state_file).inventory()
 
     def apply(self, layouts: Sequence[GpuLayout]) -> None:
+        """Record the new layouts; a node back to its fixture's layout keeps no state file at all."""
         from kgpu.gpu.migstate import GpuMigState, InstanceState, read_mig_state, write_mig_state
+        from kgpu.gpu.simulated import SimulatedBackend
 
         state = read_mig_state(self.state_file)
         for layout in layouts:
             state[layout.uuid] = GpuMigState(layout.mig_enabled, tuple(
                 InstanceState(i.profile.name, i.start) for i in layout.instances))
-        write_mig_state(self.state_file, state)
+        fixture = {g.uuid: current_layout(g) for g in SimulatedBackend.open(self.fixture).inventory().gpus}
+        as_fixture = all(
+            fixture.get(uuid) is not None and fixture[uuid].mig_enabled == gpu.mig_enabled
+            and [(i.profile.name, i.start) for i in fixture[uuid].instances]
+            == [(i.profile, i.start) for i in sorted(gpu.instances, key=lambda i: i.start)]
+            for uuid, gpu in state.items()
+        )
+        if as_fixture:
+            self.state_file.unlink(missing_ok=True)
+        else:
+            write_mig_state(self.state_file, state)
 
 
 class NvmlMigControl:
@@ -122,6 +134,15 @@ def _patch_node(client: Any, node: str, state: str, message: str) -> None:
                  patch_type=PatchType.MERGE)
 
 
+def withdraw(client: Any, node: str) -> None:
+    """Take the manager's state label and message off the Node (on SIGTERM: an uninstall leaves nothing)."""
+    from lightkube.resources.core_v1 import Node
+    from lightkube.types import PatchType
+
+    client.patch(Node, node, {"metadata": {"labels": {MIG_STATE_LABEL: None},
+                                           "annotations": {MESSAGE_ANNOTATION: None}}}, patch_type=PatchType.MERGE)
+
+
 def restart_gpu_pods(client: Any, namespace: str, node: str) -> list[str]:
     """Delete the node's GPU pods of kgpu (their DaemonSets recreate them with the new layout)."""
     from lightkube.resources.core_v1 import Pod
@@ -170,4 +191,8 @@ def run_manager(client: Any, control: MigControl, node: str, config_file: Path, 
         if once:
             return outcome
         wait_for_stop(stop, interval_s)
+    try:
+        withdraw(client, node)
+    except Exception as exc:  # stopping anyway
+        log.warning("could not remove %s from node %s: %s", MIG_STATE_LABEL, node, exc)
     return outcome

@@ -26,6 +26,7 @@ from kgpu.operator.template import (
     SelectorLabels,
     Splice,
     Text,
+    When,
     Yaml,
     when_items,
 )
@@ -128,6 +129,10 @@ def _daemonset(
     if not automount_token:
         pod["automountServiceAccountToken"] = False
     pod |= {
+        # NVIDIA's per-component hostNetwork: for clusters whose pods reach the API server only from the host
+        # network (the lab); dnsPolicy then keeps cluster DNS.
+        "hostNetwork": Opt(Ref(f"{section}.hostNetwork"), scalar=True),
+        "dnsPolicy": When(Ref(f"{section}.hostNetwork"), "ClusterFirstWithHostNet"),
         "priorityClassName": Opt(Ref("priorityClassName"), scalar=True),
         "imagePullSecrets": Opt(Ref("imagePullSecrets")),
         "runtimeClassName": Opt(Ref("runtimeClassName"), scalar=True),

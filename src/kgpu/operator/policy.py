@@ -46,6 +46,7 @@ class Component(_Section):
     env: list[EnvVar] | None = Field(default=None, max_length=64, description="Extra environment variables.")
     resources: dict[str, dict[str, str | int]] | None = Field(
         default=None, description="Container resources (requests, limits).")
+    hostNetwork: bool | None = Field(default=None, description="Run in the host's network namespace.")
 
 
 class DevicePluginSpec(Component):
@@ -222,6 +223,8 @@ def to_values(spec: ClusterPolicySpec, base: dict[str, Any] | None = None) -> di
             part["env"] = [e.model_dump() for e in comp.env]
         if comp.resources is not None:
             part["resources"] = comp.resources
+        if comp.hostNetwork is not None:
+            part["hostNetwork"] = comp.hostNetwork
         if part:
             over[target] = part
     dp = spec.devicePlugin

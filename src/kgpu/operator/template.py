@@ -321,7 +321,9 @@ def evaluate(node: Any, ctx: Context) -> Any:
             if isinstance(value, Opt):
                 got = value.expr.eval(ctx)
                 if got:
-                    out[key] = _go_string(got) if value.scalar else _plain(got)
+                    # `{{ . }}` prints the value and YAML reads it back: booleans and numbers stay what they are.
+                    keep = not value.scalar or isinstance(got, bool | int | float)
+                    out[key] = _plain(got) if keep else _go_string(got)
                 continue
             if isinstance(value, When):
                 if value.cond.eval(ctx):

@@ -203,7 +203,7 @@ def read_plugin_facts(root: Path) -> PluginFacts:
 
 
 def judge_plugin(facts: PluginFacts, allocatable: str | None, api_note: str) -> StepResult:
-    """``allocatable``: the node's ``nvidia.com/gpu`` allocatable from the API, or None when not checked."""
+    """``allocatable``: the node's allocatable nvidia.com/* resources from the API, or None when not checked."""
     where = "/" + DEVICE_PLUGIN_DIR
     if not facts.kubelet_socket:
         return failed(
@@ -226,7 +226,8 @@ def judge_plugin(facts: PluginFacts, allocatable: str | None, api_note: str) -> 
     if allocatable in ("", "0"):
         return failed(
             "device-plugin",
-            f"{detail}, but the node's allocatable nvidia.com/gpu is {allocatable or 'absent'}",
+            f"{detail}, but the node's allocatable nvidia.com/gpu is {allocatable or 'absent'} "
+            "(and no other nvidia.com/ resource is advertised)",
             "the plugin registered but advertises no healthy GPU: check its logs for XID/health events",
         )
-    return passed("device-plugin", f"{detail}; node allocatable nvidia.com/gpu: {allocatable}")
+    return passed("device-plugin", f"{detail}; node allocatable {allocatable}")

@@ -214,9 +214,12 @@ def _api_error(exc: Exception) -> str:
 
 
 def node_allocatable(client: Client, node: str) -> str:
-    """The node's allocatable ``nvidia.com/gpu`` ("" when the node advertises none)."""
+    """The node's allocatable ``nvidia.com/*`` resources, e.g. ``nvidia.com/gpu: 8`` or, with MIG devices,
+    ``nvidia.com/mig-1g.10gb: 56`` ("" when the node advertises none)."""
     from lightkube.resources.core_v1 import Node
 
     obj = client.get(Node, node)
     allocatable = (obj.status.allocatable or {}) if obj.status else {}
-    return str(allocatable.get(GPU_RESOURCE, ""))
+    gpus = {k: str(v) for k, v in allocatable.items() if k.startswith("nvidia.com/") and str(v) not in ("", "0")}
+    first = [GPU_RESOURCE] if GPU_RESOURCE in gpus else []
+    return ", ".join(f"{k}: {gpus[k]}" for k in first + sorted(set(gpus) - set(first)))
