@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from kgpu.config.file import parse_config_document
 from kgpu.errors import ConfigError
 from kgpu.operator.values import chart_defaults, coalesce
 
