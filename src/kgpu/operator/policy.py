@@ -202,7 +202,6 @@ def parse_spec(raw: Any, source: str = "spec") -> ClusterPolicySpec:
 
 def check_device_plugin_config(config: dict[str, Any], source: str) -> None:
     """Validate the embedded device-plugin config with the file format's own model."""
-    from kgpu.config.file import parse_config_document
 
     parse_config_document(config, source)
 
