@@ -10,6 +10,7 @@ from dp_helpers import EMPTY_HOST, node
 from dp_helpers import plugin_config as cfg
 
 from kgpu.config.resolve import resolve_config
+from kgpu.deviceplugin.allocate import NoDriverFiles
 from kgpu.deviceplugin.plan import AllocationError, DeviceNode, Mount
 from kgpu.deviceplugin.resources import build_logic
 
@@ -292,9 +293,35 @@ def test_driver_mounts_with_a_distro_driver_mount_host_paths(tmp_path: Path) -> 
     assert alloc.envs["NVIDIA_VISIBLE_DEVICES"] == UUIDS[0]  # envvar wins over the void guard
 
 
-def test_driver_mounts_without_a_driver_warn_the_admin(tmp_path: Path) -> None:
-    logic = build_logic(H100, resolve_config({"device-list-strategy": "driver-mounts"}, {}), tmp_path)
-    assert any("no NVIDIA driver libraries" in w and "--nvidia-driver-root" in w for w in logic.warnings)
+def test_driver_mounts_without_a_driver_refuse_to_start_and_say_where_the_driver_is(tmp_path: Path) -> None:
+    # Given a node whose driver is under /usr/local/nvidia, and a plugin told nothing about it,
+    lay_out_driver(tmp_path)
+    config = resolve_config({"device-list-strategy": "driver-mounts"}, {})
+    # then it advertises nothing (its containers could not run CUDA) and says what to pass.
+    with pytest.raises(NoDriverFiles) as exc:
+        build_logic(H100, config, tmp_path)
+    message = str(exc.value)
+    assert "\n" not in message
+    assert "no libnvidia-ml.so.1 or libcuda.so.1 under" in message
+    assert message.endswith("the driver is under /usr/local/nvidia: run with --driver-root /usr/local/nvidia")
+    # With no driver anywhere it says what --driver-root means.
+    with pytest.raises(NoDriverFiles, match="give --driver-root the directory the driver is installed in"):
+        build_logic(H100, config, tmp_path / "empty")
+
+
+def test_the_global_driver_root_is_the_plugins_driver_root(tmp_path: Path) -> None:
+    # `kgpu --driver-root /usr/local/nvidia device-plugin --device-list-strategy driver-mounts`: the global
+    # flag is NVIDIA's --driver-root, so the allocation carries the libraries and binaries found there.
+    from kgpu.options import GlobalOptions
+
+    lay_out_driver(tmp_path)
+    opts = GlobalOptions(flags={"driver-root": "/usr/local/nvidia"})
+    config = resolve_config({**opts.flags, "device-list-strategy": "driver-mounts"}, {})
+    assert config.driver_root.host == "/usr/local/nvidia" and config.driver_root.explicit
+    alloc = build_logic(H100, config, tmp_path).allocate("nvidia.com/gpu", [UUIDS[0]])
+    mounts = {m.container_path: m.host_path for m in alloc.mounts}
+    assert mounts["/usr/local/nvidia/lib64/libcuda.so.1"] == f"/usr/local/nvidia/lib64/libcuda.so.{VERSION}"
+    assert mounts["/usr/local/nvidia/bin/nvidia-smi"] == "/usr/local/nvidia/bin/nvidia-smi"
 
 
 def test_in_nvidias_daemonset_layout_files_are_read_at_driver_root_and_named_by_host_path(tmp_path: Path) -> None:

@@ -20,9 +20,10 @@ a stock containerd/runc, as on GKE.
 A shared replica (``<uuid>::<n>``) names its physical device once, however many replicas of it
 a container holds.
 
-Paths in a response are *host* paths (the kubelet and runtime resolve them on the host):
-``nvidiaDriverRoot`` is where the driver lives on the host, and the plugin reads it at
-``containerDriverRoot`` (``/driver-root``) when that is mounted, as in NVIDIA's DaemonSet.
+Paths in a response are *host* paths (the kubelet and runtime resolve them on the host): the one
+driver root (:class:`kgpu.config.DriverRoot`) says where the driver lives on the host and where the
+plugin reads it (``containerDriverRoot``, ``/driver-root``, when that is mounted, as in NVIDIA's
+DaemonSet). ``driver-mounts`` without driver files refuses to start (:class:`NoDriverFiles`).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from kgpu.config import DRIVER_MOUNTS, PluginConfig
+from kgpu.config import DRIVER_MOUNTS, DriverRoot, PluginConfig, resolve_driver_root
 from kgpu.deviceplugin.plan import AllocationError, ContainerAllocation, DeviceNode, Mount
 from kgpu.deviceplugin.resources import (
     CONTROL_DEVICE_NODES,
@@ -41,7 +42,9 @@ from kgpu.deviceplugin.resources import (
     ResourceSet,
     allocation_extras,
 )
+from kgpu.errors import ConfigError
 from kgpu.host.driverfiles import discover_driver_files
+from kgpu.host.driverroot import CUDA_SONAME, NVML_SONAME, WELL_KNOWN_DRIVER_ROOTS, find_library
 
 DEVICE_LIST_ENV = "NVIDIA_VISIBLE_DEVICES"
 VOLUME_MOUNTS_HOST_PATH = "/dev/null"
@@ -76,50 +79,39 @@ REQUIRED_CONTROL_NODES = CONTROL_DEVICE_NODES[:3]
 """Assumed present when the plugin cannot see the host's device nodes (no toolkit, /dev not mounted)."""
 
 
-def driver_root_view(config: PluginConfig, host_root: Path = Path("/")) -> Path:
-    """Where the plugin itself reads the host's driver root.
-
-    As in NVIDIA's DaemonSet, ``nvidiaDriverRoot`` is the *host* path and the plugin's container
-    sees it at ``containerDriverRoot`` (``/driver-root``) when that is mounted; otherwise (the
-    plugin runs on the host, or in tests) at ``host_root/<nvidiaDriverRoot>``.
-    """
-    container = config.flags.plugin.container_driver_root
-    if str(host_root) == "/" and container not in ("", "/") and Path(container).is_dir():
-        return Path(container)
-    return host_root / config.flags.nvidia_driver_root.lstrip("/")
+class NoDriverFiles(ConfigError):
+    """A list strategy needs the driver's files (driver-mounts), and the driver root has none: the
+    containers the plugin would admit could not run CUDA, so it does not advertise devices."""
 
 
-def _host_path(view: Path, host_root: str, path: Path) -> str:
-    """``path`` (found under ``view``) as the host names it: the same path under ``host_root``."""
-    try:
-        rel = path.relative_to(view)
-    except ValueError:
-        return str(path)
-    return _join(host_root, "/" + str(rel)) if str(rel) != "." else host_root
+def driver_root_seen(config: PluginConfig, host_root: Path = Path("/")) -> DriverRoot:
+    """The one driver root (:attr:`PluginConfig.driver_root`), or, when the host's tree is read under
+    ``host_root`` (tests, a host mounted elsewhere), the same host path under it."""
+    if host_root == Path("/"):
+        return config.driver_root
+    return resolve_driver_root(config.driver_root.host, host_root=host_root)
 
 
-def driver_file_mounts(config: PluginConfig, host_root: Path = Path("/")) -> tuple[Mount, ...]:
+def driver_file_mounts(root: DriverRoot) -> tuple[Mount, ...]:
     """Read-only mounts of the driver's libraries (and their soname links) and binaries.
 
     Each library file is mounted under its own name and under every soname link that points at
     it (``libcuda.so.1`` → the ``libcuda.so.580.95.05`` file), so the dynamic loader finds it
-    without ``ldconfig`` in the container. Host paths are under ``nvidiaDriverRoot``.
+    without ``ldconfig`` in the container. Files are found where this process sees the driver
+    (``root.view``); the mounts name them as the host does (under ``root.host``).
     """
-    view = driver_root_view(config, host_root)
-    root = config.flags.nvidia_driver_root or "/"
-    files = discover_driver_files(view)
+    files = discover_driver_files(root.view)
     mounts: list[Mount] = []
     for lib in files.libraries:
-        mounts.append(Mount(f"{CONTAINER_LIB_DIR}/{lib.name}", _host_path(view, root, lib), read_only=True))
+        mounts.append(Mount(f"{CONTAINER_LIB_DIR}/{lib.name}", root.host_path(lib), read_only=True))
     by_name = {lib.name: lib for lib in files.libraries}
     for link in files.library_links:
         target = by_name.get(link.target)
         if target is not None:
-            host = _host_path(view, root, target)
-            mounts.append(Mount(f"{CONTAINER_LIB_DIR}/{link.path.name}", host, read_only=True))
+            mounts.append(Mount(f"{CONTAINER_LIB_DIR}/{link.path.name}", root.host_path(target), read_only=True))
     for binary in files.binaries:
         real = binary.resolve()
-        host = _host_path(view, root, real if _inside(real, view) else binary)
+        host = root.host_path(real if _inside(real, root.view) else binary)
         mounts.append(Mount(f"{CONTAINER_BIN_DIR}/{binary.name}", host, read_only=True))
     return tuple(mounts)
 
@@ -132,15 +124,32 @@ def _inside(path: Path, root: Path) -> bool:
     return True
 
 
+def no_driver_files(root: DriverRoot, host_root: Path = Path("/")) -> NoDriverFiles:
+    """The one line saying the driver root has no driver, and where one is (a well-known root) if any."""
+    where = f"{root.view}" if str(root.view) == root.host else f"{root.view} (the host's {root.host})"
+    found = next((r for r in WELL_KNOWN_DRIVER_ROOTS if str(r) != root.host
+                  and find_library(host_root / str(r).lstrip("/"), NVML_SONAME) is not None), None)
+    fix = (f"the driver is under {found}: run with --driver-root {found}" if found is not None else
+           "give --driver-root the directory the driver is installed in on the host (/, /run/nvidia/driver, "
+           "/usr/local/nvidia) and, in a container, mount it at /driver-root")
+    return NoDriverFiles(
+        f"device list strategy {DRIVER_MOUNTS} needs the NVIDIA driver's libraries, but there is no "
+        f"{NVML_SONAME} or {CUDA_SONAME} under {where}; {fix}"
+    )
+
+
 def read_host_facts(
     config: PluginConfig, host_root: Path = Path("/"), warnings: list[str] | None = None
 ) -> HostFacts:
-    """Device nodes and driver files on the host, as the plugin sees them (see :func:`driver_root_view`)."""
+    """Device nodes and driver files on the host, as the plugin sees them (see :func:`driver_root_seen`).
+
+    Raises :class:`NoDriverFiles` when ``driver-mounts`` finds no driver library under the driver root.
+    """
     warnings = [] if warnings is None else warnings
     flags = config.flags
-    driver_root = flags.nvidia_driver_root or "/"
-    view = driver_root_view(config, host_root)
-    if flags.nvidia_driver_root == flags.plugin.container_driver_root and driver_root != "/":
+    root = driver_root_seen(config, host_root)
+    driver_root, view = root.host, root.view
+    if driver_root == flags.plugin.container_driver_root and driver_root != "/":
         warnings.append(
             f"nvidiaDriverRoot is {driver_root!r}, the plugin container's own mount point; it must be the "
             "driver root's path on the host (e.g. /run/nvidia/driver), which the kubelet resolves device and "
@@ -164,14 +173,9 @@ def read_host_facts(
             )
     mounts: tuple[Mount, ...] = ()
     if flags.plugin.uses(DRIVER_MOUNTS):
-        mounts = driver_file_mounts(config, host_root)
+        mounts = driver_file_mounts(root)
         if not any(m.container_path.startswith(CONTAINER_LIB_DIR) for m in mounts):
-            warnings.append(
-                f"driver-mounts: no NVIDIA driver libraries (libnvidia-ml.so.1, libcuda.so.1) found under {view} "
-                f"(driver root {driver_root!r}); set --nvidia-driver-root to where the driver is installed on the "
-                "host (/, /run/nvidia/driver, /usr/local/nvidia, /home/kubernetes/bin/nvidia) and mount it at "
-                f"{flags.plugin.container_driver_root}"
-            )
+            raise no_driver_files(root, host_root)
     channels = tuple(
         f"/dev/nvidia-caps-imex-channels/channel{c}"
         for c in config.imex.channel_ids

@@ -135,6 +135,7 @@ def _log_in_background() -> BatchingHandler:
 
 
 def _serve(settings: DevicePluginSettings, config: PluginConfig, policy: XidPolicy, stop: threading.Event) -> None:
+    from kgpu.deviceplugin.allocate import NoDriverFiles
     from kgpu.deviceplugin.daemon import DaemonSettings, DevicePluginDaemon
     from kgpu.deviceplugin.health import HealthTracker
     from kgpu.deviceplugin.resources import build_logic
@@ -158,7 +159,15 @@ def _serve(settings: DevicePluginSettings, config: PluginConfig, policy: XidPoli
         _idle(stop, state_file, kubelet_dir, f"GPUs cannot be initialised: {exc}")
         return
     try:
-        logic = build_logic(inventory, config)
+        try:
+            logic = build_logic(inventory, config)
+        except NoDriverFiles as exc:  # containers admitted now could not run CUDA: never advertise them
+            if config.flags.fail_on_init_error:
+                raise
+            log.error("no driver files to hand to containers; failOnInitError is false, so idling without "
+                      "registering", extra={"event": "idle", "error": str(exc)})
+            _idle(stop, state_file, kubelet_dir, str(exc))
+            return
         for warning in getattr(logic, "warnings", ()):
             log.warning(warning, extra={"event": "config"})
         if not any(r.devices for r in logic.resources()):
