@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import kgpu.kubeapi
 from kgpu.errors import ConfigError, KgpuError
 
 log = logging.getLogger(__name__)
@@ -34,31 +35,14 @@ def apply_body(node: str, labels: Mapping[str, str]) -> dict[str, Any]:
 
 
 def kube_client(kubeconfig: Path | None = None) -> Any:
-    """A lightkube client from ``kubeconfig``, else as lightkube finds one: the in-cluster service
-    account, then ``$KUBECONFIG``, then ``~/.kube/config``."""
-    import yaml
-    from lightkube import Client, KubeConfig
-    from lightkube.core.exceptions import ConfigError as LightkubeConfigError
-
+    """A lightkube client (:func:`kgpu.kubeapi.kube_client`); NodeLabelError when there is no usable config."""
     try:
-        config = KubeConfig.from_file(kubeconfig) if kubeconfig is not None else KubeConfig.from_env()
-        return Client(config=config, field_manager=FIELD_MANAGER, trust_env=False)
-    except (LightkubeConfigError, OSError, ValueError, TypeError, KeyError, AttributeError, yaml.YAMLError) as exc:
-        where = str(kubeconfig) if kubeconfig else "the in-cluster service account, $KUBECONFIG or ~/.kube/config"
-        raise NodeLabelError(f"no usable Kubernetes configuration from {where}: {exc}") from exc
+        return kgpu.kubeapi.kube_client(kubeconfig, FIELD_MANAGER)
+    except kgpu.kubeapi.KubeConfigError as exc:
+        raise NodeLabelError(str(exc)) from exc
 
 
-def _transport_errors() -> tuple[type[BaseException], ...]:
-    """The HTTP library's base errors (lightkube moved from httpx to httpx2) and OSError."""
-    import importlib
-
-    found: list[type[BaseException]] = [OSError]
-    for module in ("httpx2", "httpx"):
-        try:
-            found.append(importlib.import_module(module).HTTPError)
-        except (ImportError, AttributeError):
-            continue
-    return tuple(found)
+_transport_errors = kgpu.kubeapi.transport_errors
 
 
 def apply_node_labels(client: Any, node: str, labels: Mapping[str, str]) -> dict[str, str]:

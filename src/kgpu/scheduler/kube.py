@@ -37,8 +37,8 @@ from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import Event, Node, Pod
 from lightkube.types import PatchType
 
-from kgpu.labels.node import _transport_errors as transport_errors
-from kgpu.labels.node import kube_client as _client_from
+from kgpu.kubeapi import kube_client as _client_from
+from kgpu.kubeapi import transport_errors
 from kgpu.process import wait_for_stop
 from kgpu.scheduler.extender import ApiConflict, ApiFailure
 from kgpu.scheduler.handshake import HandshakeError, PendingShare, pending_allocation
@@ -54,10 +54,9 @@ RELIST_BACKOFF_MAX = 30.0
 
 def kube_client(kubeconfig: Path | None = None) -> Any:
     """A lightkube client: ``kubeconfig``, else in-cluster, else ``$KUBECONFIG``, else ``~/.kube/config``."""
-    return _client_from(kubeconfig)
+    return _client_from(kubeconfig, COMPONENT)
 
 
-_transport_errors = transport_errors
 def _api_error(exc: Exception, what: str) -> Exception:
 
     if isinstance(exc, ApiError):
@@ -79,7 +78,7 @@ class KubeApi:
 
         try:
             return dict(self.client.get(Pod, name, namespace=namespace).to_dict())
-        except (ApiError, *_transport_errors()) as exc:  # type: ignore[misc]
+        except (ApiError, *transport_errors()) as exc:  # type: ignore[misc]
             raise _api_error(exc, f"reading pod {namespace}/{name}") from None
 
     def patch_pod_annotations(self, namespace: str, name: str, uid: str, resource_version: str,
@@ -91,7 +90,7 @@ class KubeApi:
         try:
             patched = self.client.patch(Pod, name, {"metadata": meta}, namespace=namespace,
                                         patch_type=PatchType.MERGE)
-        except (ApiError, *_transport_errors()) as exc:  # type: ignore[misc]
+        except (ApiError, *transport_errors()) as exc:  # type: ignore[misc]
             raise _api_error(exc, f"writing the GPU assignment of pod {namespace}/{name}") from None
         return dict(patched.to_dict())
 
@@ -106,7 +105,7 @@ class KubeApi:
             # The API server answers a binding with a Status (201), which lightkube tries to read as a
             # Binding; it checked the HTTP status first, so the pod is bound.
             return
-        except (ApiError, *_transport_errors()) as exc:  # type: ignore[misc]
+        except (ApiError, *transport_errors()) as exc:  # type: ignore[misc]
             raise _api_error(exc, f"binding pod {namespace}/{name} to node {node}") from None
 
     def event(self, pod: Mapping[str, Any], reason: str, message: str, kind: str = "Warning") -> None:
@@ -124,7 +123,7 @@ class KubeApi:
         )
         try:
             self.client.create(event, namespace=namespace)
-        except (ApiError, *_transport_errors()) as exc:  # type: ignore[misc]
+        except (ApiError, *transport_errors()) as exc:  # type: ignore[misc]
             raise _api_error(exc, f"recording an event on pod {namespace}/{name}") from None
 
 
@@ -163,7 +162,7 @@ def reflect(
                     delete(data)
                 else:
                     upsert(data)
-        except (ApiError, *_transport_errors()) as exc:  # type: ignore[misc]
+        except (ApiError, *transport_errors()) as exc:  # type: ignore[misc]
             cause = f"{type(exc).__name__}: {getattr(getattr(exc, 'status', None), 'message', None) or exc}"
             if cause != last_cause:
                 log.warning("watch ended; listing again", extra={"resource": kind, "error": cause[:300],
@@ -221,7 +220,7 @@ class NodeShares:
         patch = {"metadata": {"annotations": {NODE_GPUS: encode_gpus(gpus) if gpus else None}}}
         try:
             self.client.patch(Node, self.node, patch, patch_type=PatchType.MERGE)
-        except (ApiError, *_transport_errors()) as exc:  # type: ignore[misc]
+        except (ApiError, *transport_errors()) as exc:  # type: ignore[misc]
             raise _api_error(exc, f"publishing the GPUs of node {self.node}") from None
 
     def claim(self, device_ids: Sequence[str]) -> PendingShare:
@@ -231,7 +230,7 @@ class NodeShares:
             try:
                 pods = [p.to_dict() for p in self.client.list(Pod, namespace="*",
                                                               fields={"spec.nodeName": self.node})]
-            except (ApiError, *_transport_errors()) as exc:  # type: ignore[misc]
+            except (ApiError, *transport_errors()) as exc:  # type: ignore[misc]
                 raise _api_error(exc, f"listing the pods of node {self.node}") from None
             pending = pending_allocation(pods, self.node, device_ids)
             patch = {"metadata": {"uid": pending.uid, "resourceVersion": pending.resource_version,
@@ -239,7 +238,7 @@ class NodeShares:
             try:
                 self.client.patch(Pod, pending.name, patch, namespace=pending.namespace, patch_type=PatchType.MERGE)
                 return pending
-            except (ApiError, *_transport_errors()) as exc:  # type: ignore[misc]
+            except (ApiError, *transport_errors()) as exc:  # type: ignore[misc]
                 error = _api_error(exc, f"recording the GPU share of pod {pending.key} as handed out")
                 if not isinstance(error, ApiConflict) or attempt == self.ATTEMPTS:
                     raise error from None
