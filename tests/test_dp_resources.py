@@ -9,9 +9,10 @@ from dp_helpers import EMPTY_HOST, node
 from dp_helpers import plugin_config as config
 
 from kgpu.config import PluginConfig
+from kgpu.config.values import mig_resource_name
 from kgpu.deviceplugin.logic import GPUResources
 from kgpu.deviceplugin.plan import AdvertisedResource, DevicePluginLogic
-from kgpu.deviceplugin.resources import build_logic, mig_resource_name, parse_mig_minors, socket_name
+from kgpu.deviceplugin.resources import build_logic, parse_mig_minors, socket_name
 from kgpu.errors import ConfigError
 from kgpu.gpu.model import Inventory
 

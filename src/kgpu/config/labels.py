@@ -16,10 +16,10 @@ Example::
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 
-from kgpu.config.values import DEFAULT_GPU_RESOURCE, DeviceSelector, PluginConfig
+from kgpu.config.values import DEFAULT_GPU_RESOURCE, DeviceSelector, PluginConfig, Resources
 
 
 class MigStrategy(StrEnum):
@@ -72,6 +72,16 @@ class LabelSettings:
     """That section's resources, as GFD sees them (kgpu's MPS slices are not among them)."""
     mps: tuple[MpsEntry, ...] = ()
     """Every ``sharing.mps`` entry with the GPUs it selects, when MPS is the section in force."""
+    renames: Resources = field(default_factory=Resources)
+    """``resources``: the name each device is advertised under, which sharing entries refer to."""
+
+    def gpu_resource(self, product: str) -> str:
+        """The resource a whole GPU of ``product`` is advertised as (what its sharing entry names)."""
+        return self.renames.gpu_resource(product)
+
+    def mig_resource(self, profile: str) -> str | None:
+        """The resource a MIG device of ``profile`` is advertised as under this MIG strategy."""
+        return self.renames.mig_resource(profile, self.mig_strategy.value)
 
     @property
     def slices(self) -> tuple[MpsEntry, ...]:
@@ -113,14 +123,14 @@ def settings_from_plugin_config(config: PluginConfig) -> LabelSettings:
         entries = tuple(MpsEntry(r.name, r.replicas, r.devices) for r in sharing.mps.resources) + tuple(
             MpsEntry(s.name, s.count, s.devices, slice=True, memory_mib=s.memory_mib) for s in sharing.mps.slices
         )
-        return LabelSettings(mig, SharingStrategy.MPS, resources, entries)
+        return LabelSettings(mig, SharingStrategy.MPS, resources, entries, config.resources)
     if sharing.time_slicing is not None and sharing.time_slicing.resources:
         sliced = tuple(
             ReplicatedResource(r.name, r.replicas, renamed=bool(r.rename) and r.rename != r.name)
             for r in sharing.time_slicing.resources
         )
-        return LabelSettings(mig, SharingStrategy.TIME_SLICING, sliced)
-    return LabelSettings(mig)
+        return LabelSettings(mig, SharingStrategy.TIME_SLICING, sliced, renames=config.resources)
+    return LabelSettings(mig, renames=config.resources)
 
 
 __all__ = [

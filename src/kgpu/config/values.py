@@ -146,10 +146,39 @@ class ResourcePattern:
         return wildcard_regex(self.pattern).match(text) is not None
 
 
+def mig_resource_name(profile: str) -> str:
+    """``1g.10gb`` → ``nvidia.com/mig-1g.10gb``; ``1g.10gb+me`` → ``nvidia.com/mig-1g.10gb.me`` (NVIDIA's form)."""
+    return f"{RESOURCE_NAME_PREFIX}/mig-{profile.replace('+', '.')}"
+
+
+def is_full_profile(profile: str) -> bool:
+    """NVIDIA only makes default mixed-strategy resources for profiles whose compute instance is the
+    whole GPU instance (``1g.10gb``), not for compute-instance sub-profiles (``1c.2g.20gb``)."""
+    return not profile.split(".", 1)[0].endswith("c")
+
+
 @dataclass(frozen=True, slots=True)
 class Resources:
+    """``resources``: which resource name each device is advertised under (kgpu honours the renames)."""
+
     gpus: tuple[ResourcePattern, ...] = ()
     mig: tuple[ResourcePattern, ...] = ()
+
+    def gpu_resource(self, product: str) -> str:
+        """The resource a whole GPU of this product is advertised as: the first ``resources.gpus`` pattern
+        that matches its name, else ``nvidia.com/gpu``."""
+        return next((p.name for p in self.gpus if p.matches(product)), DEFAULT_GPU_RESOURCE)
+
+    def mig_resource(self, profile: str, strategy: str) -> str | None:
+        """The resource a MIG device of ``profile`` is advertised as under ``strategy``: a ``resources.mig``
+        rename, else ``nvidia.com/gpu`` (single) or ``nvidia.com/mig-<profile>`` (mixed); None for a
+        compute-instance sub-profile that mixed has no default name for."""
+        renamed = next((p.name for p in self.mig if p.matches(profile)), None)
+        if renamed is not None:
+            return renamed
+        if strategy == "single":
+            return DEFAULT_GPU_RESOURCE
+        return mig_resource_name(profile) if is_full_profile(profile) else None
 
 
 @dataclass(frozen=True, slots=True)

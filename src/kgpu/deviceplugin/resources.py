@@ -30,12 +30,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
+from kgpu.config.names import check_sharing_names
 from kgpu.config.values import (
-    RESOURCE_NAME_PREFIX,
     PluginConfig,
     ReplicatedResource,
     ReplicatedResources,
-    ResourcePattern,
 )
 from kgpu.deviceplugin.plan import AdvertisedDevice, AdvertisedResource, ContainerAllocation, Mount
 from kgpu.errors import ConfigError
@@ -45,7 +44,6 @@ if TYPE_CHECKING:
     from kgpu.deviceplugin.logic import GPUResources
     from kgpu.sharing.layout import MpsSlice
 
-DEFAULT_GPU_RESOURCE = f"{RESOURCE_NAME_PREFIX}/gpu"
 CONTROL_DEVICE_NODES = ("/dev/nvidiactl", "/dev/nvidia-uvm", "/dev/nvidia-uvm-tools", "/dev/nvidia-modeset")
 """Device nodes every container with a GPU needs, added when they exist (NVIDIA's GetDevicePaths)."""
 
@@ -142,11 +140,6 @@ def socket_name(resource_name: str) -> str:
     return f"nvidia-{resource_name.split('/', 1)[-1]}.sock"
 
 
-def mig_resource_name(profile: str) -> str:
-    """``1g.10gb`` → ``nvidia.com/mig-1g.10gb``; ``1g.10gb+me`` → ``nvidia.com/mig-1g.10gb.me`` (NVIDIA's form)."""
-    return f"{RESOURCE_NAME_PREFIX}/mig-{profile.replace('+', '.')}"
-
-
 # --------------------------------------------------------------------------------------------------
 # Host facts (the only I/O: read once, when the logic is built)
 # --------------------------------------------------------------------------------------------------
@@ -241,17 +234,6 @@ def _mig_device(gpu: GPU, mig: MigDevice, numa: int | None, minors: MigMinors, w
     )
 
 
-def _first_match(patterns: Sequence[ResourcePattern], text: str) -> str | None:
-    return next((p.name for p in patterns if p.matches(text)), None)
-
-
-def _is_full_profile(profile: str) -> bool:
-    """NVIDIA only makes default mixed-strategy resources for profiles whose compute instance is the
-    whole GPU instance (``1g.10gb``), not for compute-instance sub-profiles (``1c.2g.20gb``)."""
-    first = profile.split(".", 1)[0]
-    return not first.endswith("c")
-
-
 def base_devices(
     inventory: Inventory,
     config: PluginConfig,
@@ -261,7 +243,6 @@ def base_devices(
     """Unshared devices per resource name, in GPU index then MIG index order."""
     warnings = [] if warnings is None else warnings
     strategy = config.flags.mig_strategy
-    gpu_patterns = (*config.resources.gpus, ResourcePattern("*", DEFAULT_GPU_RESOURCE))
     minors = read_mig_minors(host_root) if strategy != "none" else {}
     whole: dict[str, list[Device]] = {}
     migs: dict[str, list[Device]] = {}
@@ -284,8 +265,7 @@ def base_devices(
                 name = _mig_resource(config, mig.profile)
                 migs.setdefault(name, []).append(_mig_device(gpu, mig, numa, minors, warnings))
             continue
-        gpu_resource = _first_match(gpu_patterns, gpu.name) or DEFAULT_GPU_RESOURCE
-        whole.setdefault(gpu_resource, []).append(_gpu_device(gpu, numa))
+        whole.setdefault(config.resources.gpu_resource(gpu.name), []).append(_gpu_device(gpu, numa))
 
     if strategy == "single" and migs:
         profiles: dict[str, list[str]] = {}
@@ -312,19 +292,14 @@ def base_devices(
 
 
 def _mig_resource(config: PluginConfig, profile: str) -> str:
-    if config.flags.mig_strategy == "single":
-        # NVIDIA: resources.mig patterns first, then '*' → nvidia.com/gpu.
-        return _first_match(config.resources.mig, profile) or DEFAULT_GPU_RESOURCE
-    name = _first_match(config.resources.mig, profile)
-    if name is not None:
-        return name
-    if not _is_full_profile(profile):
+    name = config.resources.mig_resource(profile, config.flags.mig_strategy)
+    if name is None:
         raise ConfigError(
             f"MIG profile {profile!r} is a compute-instance sub-profile, which mig-strategy mixed has no "
             "default resource for; add a resources.mig entry with pattern "
             f"{profile!r} and a name, or repartition without sub-profiles"
         )
-    return mig_resource_name(profile)
+    return name
 
 
 # --------------------------------------------------------------------------------------------------
@@ -437,6 +412,7 @@ def build_resources(
 ) -> tuple[ResourceSet, ...]:
     """Every resource this node advertises, sorted by name; resources without devices are dropped."""
     base = base_devices(inventory, config, host_root, warnings)
+    check_sharing_names(config, inventory)  # the same rule the labels apply (kgpu.config.names)
     resources: dict[str, ResourceSet] = {
         name: ResourceSet(name=name, grants=tuple(_grant(d, d.uuid) for d in devices))
         for name, devices in base.items()

@@ -14,10 +14,19 @@ from pathlib import Path
 from kgpu.config import GFD, PluginConfig
 from kgpu.config.file import parse_config_document
 from kgpu.config.labels import LabelSettings, settings_from_plugin_config
+from kgpu.config.names import check_sharing_names
 from kgpu.config.resolve import build_config, resolve_config
 from kgpu.config.resolve import resolve_settings as resolve_flag_settings
+from kgpu.gpu.model import Inventory
 
-__all__ = ["label_config", "resolve_settings", "settings_from_document"]
+__all__ = ["label_config", "node_settings", "resolve_settings", "settings_from_document"]
+
+
+def node_settings(config: PluginConfig, inventory: Inventory) -> LabelSettings:
+    """:class:`LabelSettings` for this node, refusing (as the device plugin does) a sharing entry that
+    names no resource the node advertises: labels never describe sharing the plugin does not do."""
+    check_sharing_names(config, inventory)
+    return settings_from_plugin_config(config)
 
 
 def label_config(

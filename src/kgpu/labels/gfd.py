@@ -19,7 +19,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from kgpu.config.labels import LabelSettings, MigStrategy, MpsEntry, SharingStrategy
+from kgpu.config.labels import LabelSettings, MigStrategy, MpsEntry, ReplicatedResource, SharingStrategy
 from kgpu.gpu.model import GPU, Inventory, MigDevice
 from kgpu.labels.host import HostFacts
 
@@ -72,22 +72,30 @@ class _Resource:
 
     name: str
     settings: LabelSettings | None
+    advertised: str | None = None
+    """The resource these devices are advertised as, when ``resources`` renames them (``nvidia.com/h100``):
+    the name a sharing entry refers to them by. The label keys keep GFD's ``name``."""
 
     def key(self, suffix: str) -> str:
         return f"{self.name}.{suffix}"
 
+    def _entry(self) -> ReplicatedResource | None:
+        if self.settings is None:
+            return None
+        return self.settings.replicated(self.advertised or self.name)
+
     def replicas(self) -> int:
         if self.settings is None:
             return 0
-        entry = self.settings.replicated(self.name)
+        entry = self._entry()
         return entry.replicas if entry is not None and entry.replicas > 0 else 1
 
     def _shared(self) -> bool:
-        entry = self.settings.replicated(self.name) if self.settings is not None else None
+        entry = self._entry()
         return entry is not None and entry.replicas > 1
 
     def _renamed(self) -> bool:
-        entry = self.settings.replicated(self.name) if self.settings is not None else None
+        entry = self._entry()
         return entry is not None and entry.renamed
 
     def product(self, *parts: str) -> str:
@@ -125,7 +133,7 @@ class _Resource:
 
 
 def _full_gpu_labels(gpu: GPU, count: int, settings: LabelSettings | None) -> Labels:
-    res = _Resource(GPU_RESOURCE, settings)
+    res = _Resource(GPU_RESOURCE, settings, settings.gpu_resource(gpu.name) if settings is not None else None)
     labels = res.base(count, gpu.name)
     if gpu.memory_total_mib:
         labels[res.key("memory")] = str(gpu.memory_total_mib)
@@ -279,7 +287,7 @@ def _mig_resource_labels(resource: str, migs: list[MigDevice], gpus: Sequence[GP
                          settings: LabelSettings) -> Labels:
     first = migs[0]
     parent = next(g for g in gpus if g.uuid == first.parent_uuid)
-    res = _Resource(resource, settings)
+    res = _Resource(resource, settings, settings.mig_resource(first.profile))
     return res.base(len(migs), parent.name, "MIG", mig_name(first)) | res.mig_attributes(first)
 
 

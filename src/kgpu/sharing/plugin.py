@@ -47,15 +47,27 @@ class MpsSharingLayout:
         layout = build_layout(node, self.config)
         shared = layout.shared_uuids
         whole: dict[str, Grant] = {}
+        advertised_as: dict[str, str] = {}
         for r in resources.values():
             for g in r.grants:
                 if g.device.uuid in shared and not g.device.is_mig and not g.is_replica:
                     whole[g.device.uuid] = g
+                    advertised_as[g.device.uuid] = r.name
         missing = [g for g in layout.gpus if g.uuid not in whole]
         if missing:
             names = ", ".join(f"GPU {g.index} ({g.uuid})" for g in missing)
             raise ConfigError(f"{self.config.source}: sharing.mps selects {names}, which this node does not "
                               "advertise as a whole GPU, so it cannot be shared through MPS")
+        # NVIDIA's equal replicas share the GPUs of the resource they name (after a resources.gpus rename).
+        sources = {r.name: r.source for r in self.config.resources}
+        for gpu in layout.gpus:
+            wrong = {sources[s.resource] for s in gpu.slices if s.resource in sources} - {advertised_as[gpu.uuid]}
+            if wrong:
+                raise ConfigError(
+                    f"{self.config.source}: sharing.mps shares GPU {gpu.index} ({gpu.uuid}) as {', '.join(wrong)}, "
+                    f"but this node advertises it as {advertised_as[gpu.uuid]}; select it with devices, or name "
+                    f"{advertised_as[gpu.uuid]}"
+                )
         out: dict[str, ResourceSet] = {}
         for name, r in resources.items():
             kept = tuple(g for g in r.grants if g.device.uuid not in shared)

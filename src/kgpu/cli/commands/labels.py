@@ -58,7 +58,7 @@ def _config(opts: GlobalOptions, given: Given, root: Path) -> PluginConfig:
 
 
 def _computer(opts: GlobalOptions, given: Given, root: Path) -> Any:
-    from kgpu.config.labels import settings_from_plugin_config
+    from kgpu.labels.config import node_settings
     from kgpu.labels.gfd import node_labels
     from kgpu.labels.host import read_host_facts
 
@@ -66,12 +66,12 @@ def _computer(opts: GlobalOptions, given: Given, root: Path) -> Any:
 
     def compute() -> Labels:
         config = _config(opts, given, root)
-        settings = settings_from_plugin_config(config)
         backend = opts.open_backend(config.driver_root)
         try:
             inventory = backend.inventory()
         finally:
             backend.close()
+        settings = node_settings(config, inventory)
         machine = Path(config.flags.gfd.machine_type_file)
         machine_file = machine if "machine-type-file" in given else root / str(machine).lstrip("/")
         host = read_host_facts(root, [g.pci_bus_id for g in inventory.gpus], machine_file)
