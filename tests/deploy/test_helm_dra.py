@@ -75,7 +75,8 @@ def test_the_plugin_runs_a_command_line_kgpu_accepts_with_the_charts_settings(mo
     params = parse_kgpu_command(c["args"])
     assert (params["consumable_shares"], params["unhealthy_devices"], params["driver_name"]) == (
         "4", "taint", "gpu.nvidia.com")
-    assert params["nvidia_driver_root"] == "/run/nvidia/driver" and str(params["host_root"]) == "/host-root"
+    assert literal_env(c)["NVIDIA_DRIVER_ROOT"] == "/run/nvidia/driver"  # kgpu's one --driver-root (host path)
+    assert str(params["host_root"]) == "/host-root"
     mounts = {m["mountPath"]: m for m in c["volumeMounts"]}
     for path in ("/var/lib/kubelet/plugins_registry", "/var/lib/kubelet/plugins", "/var/run/cdi", "/run/kgpu",
                  "/dev/shm", "/host-root"):

@@ -5,9 +5,10 @@ ResourceSlice read by the real scheduler, its CDI specs applied by the lab's con
 
 1. a pod whose ResourceClaimTemplate selects ``productName`` runs, its container seeing the claimed GPU's
    NVIDIA_VISIBLE_DEVICES through CDI;
-2. two pods with memory shares of one GPU (30Gi with 25 % of the SMs, 60Gi with 50 %, in NVIDIA's
+2. two pods with memory shares of one H100 80GB (30Gi with 25 % of the SMs, 40Gi with 50 %, in NVIDIA's
    GpuConfig) run side by side, each with its MPS limits in its environment;
-3. a third share that does not fit stays Pending with the scheduler's reason;
+3. a third share of 20Gi, which does not fit in what is left (79.6 GiB in all), stays Pending with the
+   scheduler's reason;
 4. the plugin restarted between prepare and unprepare: the pods run on, their deletion unprepares the
    claims, and no CDI spec, checkpoint entry or MPS daemon is left;
 5. a fatal XID takes the GPU out of the ResourceSlice.
@@ -92,7 +93,7 @@ class Plugin:
     def start(self) -> None:
         cmd = [sys.executable, "-m", "kgpu", "--simulate", "h100x8", "--simulate-events", str(self.events),
                "dra-plugin", "--node-name", NODE, "--kubeconfig", ENV["KUBECONFIG"], "--cdi-root", str(CDI_ROOT),
-               "--mps-root", str(self.mps_root), "--mps-control-binary", str(FAKE_MPS),
+               "--mps-root", str(self.mps_root), "--mps-shm-dir", "/dev/shm", "--mps-control-binary", str(FAKE_MPS),
                "--device-plugin-state-file", str(self.work / "no-device-plugin.json")]
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=ENV)
@@ -214,14 +215,14 @@ def test_a_pod_selecting_the_product_name_runs_with_its_gpu_through_cdi(plugin: 
 def test_two_memory_shares_of_one_gpu_run_side_by_side_each_with_its_mps_limits(plugin: Plugin) -> None:
     gpu7 = slice_devices()["gpu-7"]["attributes"]["uuid"]["string"]
     on_gpu7 = f"device.attributes['{DRIVER}'].uuid == '{gpu7}'"
-    apply([template("share-30", on_gpu7, "30Gi", 25), template("share-60", on_gpu7, "60Gi", 50),
-           pod("small", "share-30"), pod("large", "share-60")])
+    apply([template("share-30", on_gpu7, "30Gi", 25), template("share-40", on_gpu7, "40Gi", 50),
+           pod("small", "share-30"), pod("large", "share-40")])
     wait_for("both shares running", lambda: running("small") and running("large"))
     assert allocated_device("small")["device"] == allocated_device("large")["device"] == "gpu-7"
     assert allocated_device("small")["consumedCapacity"] == {"memory": "30Gi"}
     small, large = logs_env("small"), logs_env("large")
     assert (small["CUDA_MPS_PINNED_DEVICE_MEM_LIMIT"], small["CUDA_MPS_ACTIVE_THREAD_PERCENTAGE"]) == ("0=30720M", "25")
-    assert (large["CUDA_MPS_PINNED_DEVICE_MEM_LIMIT"], large["CUDA_MPS_ACTIVE_THREAD_PERCENTAGE"]) == ("0=61440M", "50")
+    assert (large["CUDA_MPS_PINNED_DEVICE_MEM_LIMIT"], large["CUDA_MPS_ACTIVE_THREAD_PERCENTAGE"]) == ("0=40960M", "50")
     assert small["CUDA_MPS_PIPE_DIRECTORY"] == large["CUDA_MPS_PIPE_DIRECTORY"] == str(plugin.mps_root / gpu7 / "pipe")
     assert small["NVIDIA_VISIBLE_DEVICES"] == gpu7
     # one MPS control daemon serves the GPU's clients
@@ -230,8 +231,8 @@ def test_two_memory_shares_of_one_gpu_run_side_by_side_each_with_its_mps_limits(
 
 def test_a_share_that_does_not_fit_stays_pending_with_the_schedulers_reason(plugin: Plugin) -> None:
     gpu7 = slice_devices()["gpu-7"]["attributes"]["uuid"]["string"]
-    apply([template("share-40", f"device.attributes['{DRIVER}'].uuid == '{gpu7}'", "40Gi"),
-           pod("toolarge", "share-40")])
+    apply([template("share-20", f"device.attributes['{DRIVER}'].uuid == '{gpu7}'", "20Gi"),
+           pod("toolarge", "share-20")])
 
     def unschedulable() -> str | None:
         for c in get("pod", "toolarge")["status"].get("conditions", []):

@@ -55,8 +55,8 @@ class DraPluginSettings:
     device_plugins_dir: Path = Path("/var/lib/kubelet/device-plugins")
     device_plugin_state_file: Path | None = Path("/run/kgpu/device-plugin/state.json")
     host_root: Path = Path("/")
-    nvidia_driver_root: str = "/"
     nvidia_dev_root: str | None = None
+    """Root of the /dev/nvidia* nodes on the host; default the driver root (kgpu's one ``--driver-root``)."""
     nvidia_cdi_hook_path: str = "/usr/bin/nvidia-cdi-hook"
     healthz: str = ""
     """HOST:PORT of the /healthz endpoint; empty: none."""
@@ -173,9 +173,10 @@ def serve(settings: DraPluginSettings) -> None:
         roots = [driver_root.view] if driver_root.explicit else list(WELL_KNOWN_DRIVER_ROOTS)
         if backend.name != "simulated":
             try:
+                # Host paths, read under --host-root: what the container runtime will mount.
                 spec = generate_spec(inventory, CdiOptions(
-                    root=settings.host_root, driver_root=settings.nvidia_driver_root,
-                    dev_root=settings.nvidia_dev_root or settings.nvidia_driver_root, strategies=("uuid",),
+                    root=settings.host_root, driver_root=driver_root.host,
+                    dev_root=settings.nvidia_dev_root or driver_root.host, strategies=("uuid",),
                     hook_path=settings.nvidia_cdi_hook_path,
                 )).spec
             except CdiError as exc:

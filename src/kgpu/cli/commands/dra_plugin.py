@@ -97,12 +97,8 @@ def dra_plugin(
         Path, _opt("Where the host's / is seen by this process (the driver's files and /sys are read under it).",
                    "HOST_ROOT", "DIR", _PANEL_HOST)
     ] = Path("/"),
-    nvidia_driver_root: Annotated[
-        str, _opt("The NVIDIA driver's root on the host, as CDI specs name its files: / or /run/nvidia/driver.",
-                  ["NVIDIA_DRIVER_ROOT", "HOST_DRIVER_ROOT"], "DIR", _PANEL_HOST)
-    ] = "/",
     nvidia_dev_root: Annotated[
-        str | None, _opt("Root of the /dev/nvidia* nodes on the host (default: the driver root).",
+        str | None, _opt("Root of the /dev/nvidia* nodes on the host (default: the driver root, kgpu --driver-root).",
                          "NVIDIA_DEV_ROOT", "DIR", _PANEL_HOST, show_default=False)
     ] = None,
     healthz: Annotated[
@@ -159,7 +155,6 @@ def dra_plugin(
         device_plugins_dir=kubelet_device_plugins_dir,
         device_plugin_state_file=device_plugin_state_file,
         host_root=host_root,
-        nvidia_driver_root=nvidia_driver_root,
         nvidia_dev_root=nvidia_dev_root,
         nvidia_cdi_hook_path=nvidia_cdi_hook_path,
         healthz=healthz,
