@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -289,3 +290,21 @@ def test_mig_devices_are_published_and_prepared_by_their_own_uuid(root: Path) ->
         answer = plugin.prepare([ref(c)]).claims[c["metadata"]["uid"]]
         assert answer.error == ""
         assert env_of(spec_of(rig.cdi_root, c["metadata"]["uid"]))["NVIDIA_VISIBLE_DEVICES"] == mig.uuid
+
+
+def test_a_new_mig_layout_found_by_a_rescan_reaches_the_slice(root: Path) -> None:
+    # Given GPU 0 of the A100 node in MIG mode, published as its MIG devices
+    rig = make_driver(root, simulate="a100-mig")
+    gpus = rig.inventory.gpus
+    whole = dataclasses.replace(rig.inventory, gpus=(dataclasses.replace(gpus[0], mig_enabled=False, mig_devices=()),
+                                                     gpus[1]))
+    reconfigured = threading.Event()
+    rig.driver.rescan = lambda: whole if reconfigured.is_set() else rig.inventory
+    rig.driver.settings = dataclasses.replace(rig.driver.settings, rescan_interval=0.05)
+    with DraKubelet(rig.registry), Running(rig):
+        rig.publisher.wait_for(lambda devices: len(devices) == 5)
+        generation = rig.publisher.applied[-1][0]["spec"]["pool"]["generation"]
+        # when MIG is turned off on it, then the next rescan publishes the whole GPU in a newer generation
+        reconfigured.set()
+        slices = rig.publisher.wait_for(lambda devices: sorted(devices) == ["gpu-0", "gpu-1"])
+        assert slices[0]["spec"]["pool"]["generation"] > generation
