@@ -355,3 +355,76 @@ def test_the_documented_fixture_node_validates() -> None:
     assert lines[1].startswith("[2/7] nvml           PASSED   8 GPU(s) via simulated, driver 580.95.05")
     assert lines[2] == "      0: NVIDIA H100 80GB HBM3 GPU-04af0a9b-6df0-595a-bd74-7498840294e2"
     assert lines[-1] == "validation PASSED: 5 of 5 step(s) that ran passed"
+
+
+def _toolkit_free(node: Any, driver_root: str = "usr/local/nvidia") -> None:
+    """The node as kgpu's driver-mounts strategy sets it up: plain containerd (runc), no NVIDIA runtime or
+    toolkit, the driver installed under ``driver_root`` (as on GKE or the H200 machine)."""
+    node.write("etc/containerd/config.toml", 'version = 2\n[plugins."io.containerd.grpc.v1.cri".containerd]\n'
+               '  default_runtime_name = "runc"\n')
+    for binary in ("nvidia-container-runtime", "nvidia-ctk", "nvidia-container-runtime-hook"):
+        node.remove(f"usr/bin/{binary}")
+    lib = node.root / driver_root / "lib64"
+    for name in ("libcuda.so.570.172.08", "libnvidia-ml.so.570.172.08", "libnvidia-ptxjitcompiler.so.570.172.08"):
+        node.write(f"{driver_root}/lib64/{name}", "")
+    (lib / "libcuda.so.1").symlink_to("libcuda.so.570.172.08")
+    (lib / "libnvidia-ml.so.1").symlink_to("libnvidia-ml.so.570.172.08")
+    node.write(f"{driver_root}/bin/nvidia-smi", "#!/bin/sh\n")
+
+
+def _plugin_state(node: Any, strategy: list[str], driver_root: str) -> None:
+    node.write("run/kgpu/device-plugin/state.json", json.dumps({
+        "version": 1, "pid": 1, "updated": "", "kubelet_dir": "/var/lib/kubelet/device-plugins",
+        "device_list_strategy": strategy, "nvidia_driver_root": driver_root, "resources": [],
+    }))
+
+
+def test_a_node_set_up_for_driver_mounts_passes_step_5_without_a_toolkit(node: Any) -> None:
+    """Given the device plugin runs with driver-mounts (its state file says so), step 5 asks for what that
+    strategy needs — a runtime that runs plain containers and the driver's files — not the NVIDIA runtime."""
+    _toolkit_free(node)
+    _plugin_state(node, ["driver-mounts"], "/usr/local/nvidia")
+    code, results = run("--simulate", "t4", "validate", "--root", str(node.root))
+    rt = step(results, "runtime")
+    assert rt["status"] == "passed", rt
+    assert rt["detail"].startswith("device list strategy driver-mounts (the device plugin's state file "
+                                   "/run/kgpu/device-plugin/state.json): no NVIDIA runtime or container toolkit")
+    assert "containerd (/etc/containerd/config.toml) runs the containers" in rt["detail"]
+    assert "from /usr/local/nvidia read-only (libcuda.so.1, libnvidia-ml.so.1, nvidia-smi" in rt["detail"]
+    assert code == 0
+
+
+def test_the_same_node_without_the_strategy_known_still_asks_for_the_nvidia_runtime(node: Any) -> None:
+    _toolkit_free(node)
+    _, results = run("--simulate", "t4", "validate", "--root", str(node.root))
+    assert step(results, "runtime")["status"] == "failed"
+    _, results = run("--simulate", "t4", "validate", "--root", str(node.root), "--device-list-strategy",
+                     "driver-mounts", "--skip", "device-plugin", env={"NVIDIA_DRIVER_ROOT": "/usr/local/nvidia"})
+    assert step(results, "runtime")["status"] == "passed"
+    assert "(--device-list-strategy)" in step(results, "runtime")["detail"]
+
+
+def test_driver_mounts_with_the_driver_root_wrong_names_it(node: Any) -> None:
+    _toolkit_free(node)
+    _plugin_state(node, ["driver-mounts"], "/")
+    _, results = run("--simulate", "t4", "validate", "--root", str(node.root))
+    rt = step(results, "runtime")
+    assert rt["status"] == "failed"
+    assert "the driver root / has no libcuda.so.1 or libnvidia-ml.so.1 to mount" in rt["detail"]
+    assert "nvidiaDriverRoot" in rt["fix"]
+
+
+def test_driver_mounts_still_needs_a_container_runtime(node: Any) -> None:
+    _toolkit_free(node)
+    _plugin_state(node, ["driver-mounts"], "/usr/local/nvidia")
+    node.remove("etc/containerd/config.toml")
+    node.remove("usr/bin/containerd")
+    _, results = run("--simulate", "t4", "validate", "--root", str(node.root))
+    assert "no container runtime is installed" in step(results, "runtime")["detail"]
+
+
+def test_envvar_beside_driver_mounts_still_needs_the_nvidia_runtime(node: Any) -> None:
+    _toolkit_free(node)
+    _plugin_state(node, ["envvar", "driver-mounts"], "/usr/local/nvidia")
+    _, results = run("--simulate", "t4", "validate", "--root", str(node.root))
+    assert step(results, "runtime")["detail"].startswith("runtime.")

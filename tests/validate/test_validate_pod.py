@@ -36,7 +36,11 @@ class Cluster:
     exit_code: int = 0
     log: str = IN_POD_PASSED
     scheduled: bool = True
+    waiting: dict[str, str] | None = None
+    """The container's waiting state while the pod is Pending: {"reason": …, "message": …}."""
     allocatable: str | None = "8"
+    nodes: list[dict[str, Any]] = field(default_factory=list)
+    """What GET /api/v1/nodes lists."""
     created: list[dict[str, Any]] = field(default_factory=list)
     deleted: list[str] = field(default_factory=list)
     requests: list[str] = field(default_factory=list)
@@ -49,6 +53,11 @@ class Cluster:
         if not self.scheduled:
             status["conditions"] = [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
                                      "message": "0/3 nodes are available: 3 Insufficient nvidia.com/gpu."}]
+        if self.waiting is not None and phase == "Pending":
+            status["containerStatuses"] = [{
+                "name": "cuda-vectoradd", "ready": False, "restartCount": 0, "image": "kgpu", "imageID": "",
+                "state": {"waiting": dict(self.waiting)},
+            }]
         if phase in ("Succeeded", "Failed"):
             status["containerStatuses"] = [{
                 "name": "cuda-vectoradd", "ready": False, "restartCount": 0, "image": "kgpu", "imageID": "",
@@ -93,7 +102,9 @@ def _handler(cluster: Cluster) -> type[BaseHTTPRequestHandler]:
             path = urlparse(self.path).path
             cluster.requests.append(f"GET {path}")
             parts = path.strip("/").split("/")
-            if parts[:3] == ["api", "v1", "nodes"] and len(parts) == 4:
+            if parts == ["api", "v1", "nodes"]:
+                self._send(200, {"apiVersion": "v1", "kind": "NodeList", "metadata": {}, "items": cluster.nodes})
+            elif parts[:3] == ["api", "v1", "nodes"] and len(parts) == 4:
                 alloc = {"cpu": "64", "memory": "512Gi"}
                 if cluster.allocatable is not None:
                     alloc["nvidia.com/gpu"] = cluster.allocatable
@@ -243,7 +254,7 @@ def test_device_plugin_step_reads_the_nodes_allocatable(cluster: tuple[Cluster, 
     result = CliRunner().invoke(app, args, env={})
     dp = {r["name"]: r for r in json.loads(result.stdout)}["device-plugin"]
     assert dp["status"] == "passed"
-    assert dp["detail"].endswith("node allocatable nvidia.com/gpu: 8")
+    assert dp["detail"].endswith("node allocatable nvidia.com/gpu: 8 (node gpu-node-1: --node)")
     assert "GET /api/v1/nodes/gpu-node-1" in state.requests
 
     state.allocatable = None
@@ -268,3 +279,90 @@ def test_on_a_simulated_node_the_pod_skips_cuda_and_step_7_is_skipped_not_passed
     assert result.exit_code == 0
     (created,) = state.created
     assert {"name": "KGPU_SIMULATE", "value": "h100x8"} in created["spec"]["containers"][0]["env"]
+
+
+def test_an_image_that_runs_as_root_is_named_at_once_not_after_the_timeout(cluster: tuple[Cluster, Path]) -> None:
+    """The kubelet refuses to start a runAsNonRoot container whose image runs as root
+    (CreateContainerConfigError): validate says that, with the fix for it, without waiting out --timeout."""
+    state, kubeconfig = cluster
+    state.phases = ["Pending"]
+    state.waiting = {"reason": "CreateContainerConfigError",
+                     "message": "container has runAsNonRoot and image will run as root (pod: "
+                                "\"kgpu-validate-x7k2p_gpu-test(u-1)\", container: cuda-vectoradd)"}
+    code, results = validate_pod(kubeconfig, "--timeout", "10m")
+    pod = results["pod"]
+    assert pod["status"] == "failed"
+    assert pod["detail"] == ("pod kgpu-validate-x7k2p cannot start its container: CreateContainerConfigError: "
+                             "container has runAsNonRoot and image will run as root (pod: "
+                             "\"kgpu-validate-x7k2p_gpu-test(u-1)\", container: cuda-vectoradd)")
+    assert pod["fix"].startswith("the image runs as root (no USER, or USER 0) and the validation pod requires "
+                                 "runAsNonRoot")
+    assert "cannot be pulled" not in pod["fix"]
+    assert state.gets == 1 and state.deleted == ["kgpu-validate-x7k2p"]
+    assert code == 1
+
+
+def test_an_image_user_by_name_gets_its_own_fix(cluster: tuple[Cluster, Path]) -> None:
+    state, kubeconfig = cluster
+    state.phases = ["Pending"]
+    state.waiting = {"reason": "CreateContainerConfigError",
+                     "message": "container has runAsNonRoot and image has non-numeric user (kgpu), cannot verify "
+                                "user is non-root (pod: \"kgpu-validate-x7k2p_gpu-test(u-1)\", container: c)"}
+    _, results = validate_pod(kubeconfig)
+    assert results["pod"]["fix"].startswith("the image's USER is a name")
+
+
+def test_an_image_that_cannot_be_pulled_is_named_after_the_timeout(cluster: tuple[Cluster, Path]) -> None:
+    state, kubeconfig = cluster
+    state.phases = ["Pending"]
+    state.waiting = {"reason": "ImagePullBackOff", "message": 'Back-off pulling image "reg.example/kgpu:0.1.0"'}
+    _, results = validate_pod(kubeconfig, "--timeout", "1s")
+    pod = results["pod"]
+    assert "still Pending after 1s (ImagePullBackOff: Back-off pulling image" in pod["detail"]
+    assert pod["fix"].startswith("the image cannot be pulled: pass --image")
+
+
+def test_without_node_the_allocatable_is_read_from_the_node_this_machine_is(
+    cluster: tuple[Cluster, Path], node: Any
+) -> None:
+    """The Node's name is what the kubelet registered (lab-node), not the host name: validate finds the Node
+    whose addresses are this machine's, instead of failing with nodes "<hostname>" not found."""
+    from kgpu.validate.kube import local_addresses
+
+    mine = sorted(local_addresses())
+    if not mine:
+        pytest.skip("this machine has no address but loopback")
+    state, kubeconfig = cluster
+    state.nodes = [_node("other-node", ("InternalIP", "203.0.113.9")),
+                   _node("lab-node", ("InternalIP", mine[0]), ("Hostname", "lab-node"))]
+    args = ["--simulate", "t4", "validate", "--json", "--root", str(node.root), "--kubeconfig", str(kubeconfig)]
+    result = CliRunner().invoke(app, args, env={"NODE_NAME": ""})
+    dp = {r["name"]: r for r in json.loads(result.stdout)}["device-plugin"]
+    assert dp["status"] == "passed", dp
+    assert dp["detail"].endswith("nvidia.com/gpu: 8 (node lab-node: its addresses are this machine's)")
+    assert "GET /api/v1/nodes/lab-node" in state.requests
+
+    state.nodes = state.nodes[:1] * 2  # two Nodes, neither this machine: say so, and how to name it
+    result = CliRunner().invoke(app, args, env={"NODE_NAME": ""})
+    dp = {r["name"]: r for r in json.loads(result.stdout)}["device-plugin"]
+    assert dp["status"] == "failed"
+    assert dp["detail"].startswith("which Node is this machine? no Node is named")
+    assert dp["fix"] == "pass --node NAME (or set NODE_NAME)"
+
+
+def _node(name: str, *addresses: tuple[str, str]) -> dict[str, Any]:
+    return {"metadata": {"name": name}, "status": {"addresses": [{"type": t, "address": a} for t, a in addresses]}}
+
+
+def test_which_node_this_machine_is() -> None:
+    from kgpu.validate.kube import pick_node
+
+    ips = frozenset({"192.0.2.2"})
+    nodes = [_node("gpu-1", ("InternalIP", "192.0.2.7")), _node("gpu-2", ("InternalIP", "192.0.2.2"))]
+    assert pick_node(nodes, "vm", ips) == ("gpu-2", "its addresses are this machine's")
+    assert pick_node([*nodes, _node("vm")], "vm", ips) == ("vm", "named like this host")
+    assert pick_node([_node("gpu-1", ("Hostname", "vm"))], "vm", frozenset()) == ("gpu-1",
+                                                                                  "its addresses are this machine's")
+    assert pick_node([_node("lab-node")], "vm", frozenset()) == ("lab-node", "the cluster's only node")
+    name, why = pick_node(nodes[:1] * 2, "vm", ips)
+    assert name is None and why == "no Node is named 'vm' or has one of this machine's addresses (Nodes: gpu-1, gpu-1)"

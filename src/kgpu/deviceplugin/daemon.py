@@ -81,6 +81,11 @@ class DaemonSettings:
     register_timeout: float = 5.0
     retry_max: float = 10.0
     """Longest wait between two attempts to register with a kubelet that refuses."""
+    device_list_strategy: tuple[str, ...] = ()
+    """How allocated devices reach the runtime (recorded in the state file: ``kgpu validate`` judges the
+    container runtime by it — ``driver-mounts`` needs no NVIDIA runtime)."""
+    nvidia_driver_root: str = "/"
+    """The driver root on the host (recorded in the state file beside the strategy)."""
 
 
 @dataclass(slots=True)
@@ -384,6 +389,8 @@ class DevicePluginDaemon:
             "pid": os.getpid(),
             "updated": _timestamp(),
             "kubelet_dir": str(self.settings.kubelet_dir),
+            "device_list_strategy": list(self.settings.device_list_strategy),
+            "nvidia_driver_root": self.settings.nvidia_driver_root,
             "health_policy": self.tracker.policy.describe(),
             "resources": resources,
         }

@@ -186,7 +186,11 @@ def _serve(settings: DevicePluginSettings, config: PluginConfig, policy: XidPoli
             # Slices of a GPU are Unhealthy while its MPS daemon (kgpu mps-daemon) is not running.
             start_health_feed(layout_for(inventory, config.sharing.mps), MpsPaths(Path(config.flags.mps_root)),
                               tracker, stop)
-        daemon_settings = DaemonSettings(kubelet_dir=kubelet_dir, state_file=state_file)
+        daemon_settings = DaemonSettings(
+            kubelet_dir=kubelet_dir, state_file=state_file,
+            device_list_strategy=tuple(config.flags.plugin.device_list_strategy),
+            nvidia_driver_root=config.flags.nvidia_driver_root or "/",
+        )
         daemon = DevicePluginDaemon(logic, tracker, backend, daemon_settings)
         settle_heap()  # start-up objects out of the collector's reach: no full-collection pause in an Allocate
         log_memory(log, "serving")

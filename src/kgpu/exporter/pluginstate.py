@@ -60,6 +60,9 @@ class PluginResource:
 class PluginState:
     resources: tuple[PluginResource, ...]
     updated: str = ""
+    device_list_strategy: tuple[str, ...] = ()
+    """How the plugin hands devices to the runtime (``envvar``, ``driver-mounts``, …); empty when unknown."""
+    nvidia_driver_root: str | None = None
 
     @property
     def resource_names(self) -> tuple[str, ...]:
@@ -96,7 +99,13 @@ def parse_plugin_state(text: str, source: str) -> PluginState:
             resources.append(PluginResource(str(r["name"]), bool(r.get("registered", False)), tuple(devices)))
     except (KeyError, TypeError, ValueError) as exc:
         raise PluginStateError(f"{source}: resources: missing or malformed field ({exc!r})") from exc
-    return PluginState(tuple(resources), str(raw.get("updated", "")))
+    strategy = raw.get("device_list_strategy")
+    driver_root = raw.get("nvidia_driver_root")
+    return PluginState(
+        tuple(resources), str(raw.get("updated", "")),
+        device_list_strategy=tuple(str(s) for s in strategy) if isinstance(strategy, list) else (),
+        nvidia_driver_root=driver_root if isinstance(driver_root, str) else None,
+    )
 
 
 class PluginStateFile:

@@ -174,6 +174,89 @@ def judge_runtime(findings: list[Finding]) -> StepResult:
     return passed("runtime", "; ".join(parts))
 
 
+# kgpu's driver-mounts strategy hands a container its GPU's device nodes and the driver's files as plain
+# mounts: the runtime only has to run an ordinary container, with no NVIDIA runtime, hook or toolkit.
+TOOLKIT_FREE = frozenset({"driver-mounts"})
+
+
+def needs_nvidia_runtime(device_list_strategy: tuple[str, ...]) -> bool:
+    """Whether the device plugin's strategies rely on the NVIDIA runtime (every strategy but driver-mounts)."""
+    return not device_list_strategy or not set(device_list_strategy) <= TOOLKIT_FREE
+
+
+@dataclass(frozen=True, slots=True)
+class RuntimeInstall:
+    """A container runtime on the node, and what would stop it from running any container for the kubelet."""
+
+    name: str
+    config: str
+    problem: str | None = None
+    fix: str = ""
+
+
+def read_runtime_installs(root: Path) -> list[RuntimeInstall]:
+    from kgpu.host.containerd import read_containerd
+    from kgpu.host.crio import read_crio
+    from kgpu.host.docker import read_docker
+
+    out = []
+    containerd = read_containerd(root)
+    if containerd.installed and containerd.config is not None:
+        cfg = containerd.config
+        if cfg.error:
+            out.append(RuntimeInstall("containerd", cfg.path, f"{cfg.path} does not parse: {cfg.error}",
+                                      f"fix the TOML in {cfg.path}, then systemctl restart containerd"))
+        elif cfg.cri_disabled:
+            out.append(RuntimeInstall("containerd", cfg.path, f"{cfg.path} disables the CRI plugin",
+                                      f'remove "cri" from disabled_plugins in {cfg.path}, then systemctl '
+                                      "restart containerd"))
+        else:
+            out.append(RuntimeInstall(cfg.flavour, cfg.path if cfg.exists else f"{cfg.path} (built-in defaults)"))
+    crio = read_crio(root)
+    if crio.installed:
+        files = ", ".join(crio.config.files) or "/etc/crio/crio.conf (built-in defaults)"
+        problem = f"{files} does not parse: {crio.config.error}" if crio.config.error else None
+        fix = "fix the TOML, then systemctl restart crio" if problem else ""
+        out.append(RuntimeInstall("crio", files, problem, fix))
+    docker = read_docker(root)
+    if docker.installed:
+        problem = f"{docker.config.path}: {docker.config.error}" if docker.config.error else None
+        out.append(RuntimeInstall("docker", docker.config.path, problem,
+                                  f"fix {docker.config.path}, then systemctl restart docker" if problem else ""))
+    return out
+
+
+def judge_driver_mounts(installs: list[RuntimeInstall], mounted: tuple[str, ...], driver_root: str,
+                        source: str) -> StepResult:
+    """Step 5 for kgpu's driver-mounts strategy: a working runtime and the driver files to mount, no toolkit.
+
+    ``mounted``: the container paths the device plugin mounts (``/usr/local/nvidia/lib64/libcuda.so.1``, …).
+    """
+    strategy = f"device list strategy driver-mounts ({source})"
+    if not installs:
+        return failed("runtime", f"{strategy}, but no container runtime is installed (no containerd, crio or "
+                      "dockerd binary or config)", "install containerd (or CRI-O) for the kubelet")
+    broken = [i for i in installs if i.problem]
+    if len(broken) == len(installs):
+        return failed("runtime", f"{strategy}: {broken[0].problem}", broken[0].fix)
+    names = {Path(p).name for p in mounted}
+    missing = [lib for lib in ("libcuda.so.1", "libnvidia-ml.so.1") if lib not in names]
+    if missing:
+        return failed(
+            "runtime",
+            f"{strategy}: the driver root {driver_root} has no {' or '.join(missing)} to mount into GPU containers",
+            "set the device plugin's nvidiaDriverRoot (NVIDIA_DRIVER_ROOT) to where the driver is installed on "
+            "the host (/, /usr/local/nvidia, /run/nvidia/driver, /home/kubernetes/bin/nvidia)",
+        )
+    working = ", ".join(f"{i.name} ({i.config})" for i in installs if not i.problem)
+    shown = ", ".join(n for n in ("libcuda.so.1", "libnvidia-ml.so.1", "nvidia-smi") if n in names)
+    return passed(
+        "runtime",
+        f"{strategy}: no NVIDIA runtime or container toolkit needed; {working} runs the containers; the device "
+        f"plugin mounts {len(mounted)} driver files from {driver_root} read-only ({shown}, ...)",
+    )
+
+
 def read_runtime_findings(root: Path) -> list[Finding]:
     """Run the doctor's runtime checks on the node under ``root`` (host facts only: no GPU is opened)."""
     from kgpu.doctor import GpuFacts, NodeFacts, run_checks, select

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from kgpu.validate.cuda import CudaDevice
 
 IN_POD_STEPS = frozenset({"cuda"})
+SERVICE_ACCOUNT_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
 
 
 def parse_skip(text: str | None) -> frozenset[str]:
@@ -78,6 +79,13 @@ class ValidateOptions:
     """The GPU backend is a fixture: there is no GPU to run CUDA on."""
     simulate: str | None = None
     """The fixture's name or path (``--simulate``), handed to the ``--pod`` pod so it skips CUDA too."""
+    device_list_strategy: str | None = None
+    """The device plugin's ``--device-list-strategy`` as given to validate (None: env, config file, or the
+    plugin's state file say)."""
+    config_file: Path | None = None
+    """The device plugin's config file, for its device list strategy and driver root."""
+    plugin_state_file: Path = Path("/run/kgpu/device-plugin/state.json")
+    """The running device plugin's state file, as a path on the node (read under ``root``)."""
     env: dict[str, str] = field(default_factory=lambda: dict(os.environ))
 
     @property
@@ -85,8 +93,20 @@ class ValidateOptions:
         return self.kubeconfig is not None or "KUBERNETES_SERVICE_HOST" in self.env
 
     @property
-    def node_name(self) -> str:
-        return self.node or self.env.get("NODE_NAME") or socket.gethostname()
+    def node_name(self) -> str | None:
+        """The Node's name when given (--node, $NODE_NAME); None: ask the cluster which Node this is."""
+        return self.node or self.env.get("NODE_NAME") or None
+
+    @property
+    def own_pod(self) -> tuple[str, str] | None:
+        """(namespace, name) when running in a pod: its ServiceAccount namespace and $HOSTNAME."""
+        if "KUBERNETES_SERVICE_HOST" not in self.env or not self.env.get("HOSTNAME"):
+            return None
+        try:
+            namespace = Path(SERVICE_ACCOUNT_NAMESPACE).read_text().strip()
+        except OSError:
+            return None
+        return (namespace, self.env["HOSTNAME"]) if namespace else None
 
 
 class _Run:
@@ -223,7 +243,43 @@ class _Run:
         return [d for d in devices if d.ordinal == index]
 
     def runtime(self) -> StepResult:
-        return host.judge_runtime(host.read_runtime_findings(self.opts.root))
+        strategy, source, driver_root = self._plugin_strategy()
+        if host.needs_nvidia_runtime(strategy):
+            return host.judge_runtime(host.read_runtime_findings(self.opts.root))
+        from kgpu.deviceplugin.allocate import driver_file_mounts
+        from kgpu.deviceplugin.config import resolve_config
+
+        config = resolve_config({"device-list-strategy": ",".join(strategy), "nvidia-driver-root": driver_root})
+        mounts = tuple(m.container_path for m in driver_file_mounts(config, self.opts.root))
+        return host.judge_driver_mounts(host.read_runtime_installs(self.opts.root), mounts, driver_root, source)
+
+    def _plugin_strategy(self) -> tuple[tuple[str, ...], str, str]:
+        """How the device plugin hands GPUs to containers, where that was learnt, and its driver root.
+
+        Given to validate (flag, DEVICE_LIST_STRATEGY, a config file) it is resolved as the plugin resolves
+        it; otherwise the running plugin's state file records it; otherwise NVIDIA's default, envvar.
+        """
+        from kgpu.deviceplugin.config import resolve_config
+
+        env = self.opts.env
+        config_file = self.opts.config_file or (Path(env["CONFIG_FILE"]) if env.get("CONFIG_FILE") else None)
+        if self.opts.device_list_strategy or env.get("DEVICE_LIST_STRATEGY") or config_file:
+            config = resolve_config({"device-list-strategy": self.opts.device_list_strategy}, env, config_file)
+            source = ("--device-list-strategy" if self.opts.device_list_strategy
+                      else "DEVICE_LIST_STRATEGY" if env.get("DEVICE_LIST_STRATEGY") else f"config file {config_file}")
+            return tuple(config.flags.plugin.device_list_strategy), source, config.flags.nvidia_driver_root or "/"
+        from kgpu.exporter.pluginstate import PluginStateError, parse_plugin_state
+        from kgpu.fsio import read_text
+
+        path = self.opts.root / str(self.opts.plugin_state_file).lstrip("/")
+        try:
+            state = parse_plugin_state(read_text(path), str(self.opts.plugin_state_file))
+        except (OSError, KgpuError, PluginStateError):
+            state = None
+        if state is not None and state.device_list_strategy:
+            return (state.device_list_strategy, f"the device plugin's state file {self.opts.plugin_state_file}",
+                    state.nvidia_driver_root or "/")
+        return ("envvar",), "NVIDIA's default", "/"
 
     def device_plugin(self) -> StepResult:
         facts = host.read_plugin_facts(self.opts.root)
@@ -233,17 +289,24 @@ class _Run:
             return host.judge_plugin(
                 facts, None, "allocatable not checked (no API access; pass --kubeconfig)"
             )
-        try:
-            from kgpu.validate.kube import node_allocatable, open_client
+        from kgpu.validate.kube import _api_error, local_addresses, node_allocatable, open_client, this_node
 
-            allocatable = node_allocatable(open_client(self.opts.kubeconfig), self.opts.node_name)
+        name, how = self.opts.node_name, "--node" if self.opts.node else "$NODE_NAME"
+        try:
+            client = open_client(self.opts.kubeconfig)
+            if name is None:
+                name, how = this_node(client, socket.gethostname(), local_addresses(), self.opts.own_pod)
+            allocatable = node_allocatable(client, name)
+        except LookupError as exc:
+            return failed("device-plugin", f"which Node is this machine? {exc}", "pass --node NAME (or set NODE_NAME)")
         except Exception as exc:  # any API or config failure is this step's finding, not a crash
             return failed(
                 "device-plugin",
-                f"reading node {self.opts.node_name}: {exc}",
-                "pass --node NAME (or set NODE_NAME) and check --kubeconfig / RBAC get on nodes",
+                f"reading node {name or '(this machine)'}: {_api_error(exc)}",
+                "pass --node NAME (or set NODE_NAME) and check --kubeconfig / RBAC get and list on nodes",
             )
-        return host.judge_plugin(facts, allocatable, "")
+        result = host.judge_plugin(facts, allocatable, "")
+        return replace(result, detail=f"{result.detail} (node {name}: {how})")
 
     def pod(self) -> StepResult:
         from kgpu.validate.kube import PodSpec, judge_pod, open_client, run_pod

@@ -105,14 +105,29 @@ def validate(
             metavar="NAME",
         ),
     ] = None,
+    device_list_strategy: Annotated[
+        str | None,
+        typer.Option(
+            help="The device plugin's device list strategy, which decides what step 5 checks: kgpu's "
+            "driver-mounts needs no NVIDIA runtime or toolkit, the others do. Env: DEVICE_LIST_STRATEGY. Default: "
+            "from --config-file, else the running plugin's state file, else envvar.",
+            metavar="LIST",
+        ),
+    ] = None,
+    config_file: Annotated[
+        Path | None,
+        typer.Option(help="The device plugin's config file (its deviceListStrategy and nvidiaDriverRoot). "
+                     "Env: CONFIG_FILE.", metavar="FILE"),
+    ] = None,
 ) -> None:
     """Validate the GPU stack of this node, link by link, and say which link broke and how to fix it.
 
     Steps: 1 driver (kernel module, /proc/driver/nvidia/version) · 2 nvml (inventory, every GPU answers)
     · 3 device-nodes (/dev/nvidiactl, /dev/nvidia-uvm, /dev/nvidiaN openable) · 4 cuda (vectorAdd of
     50 000 floats through libcuda's driver API, checked element by element: "Test PASSED" per GPU)
-    · 5 runtime (containerd/docker/CRI-O has the NVIDIA runtime) · 6 device-plugin (socket next to
-    kubelet.sock; with API access, the node's allocatable nvidia.com/gpu) · 7 pod (--pod only).
+    · 5 runtime (containerd/docker/CRI-O has the NVIDIA runtime; with kgpu's driver-mounts strategy, a
+    working runtime and the driver files to mount, no toolkit) · 6 device-plugin (socket next to
+    kubelet.sock; with API access, this machine's Node's allocatable nvidia.com/gpu) · 7 pod (--pod only).
 
     Exit code 0 only when every step that ran passed. On a simulated node the CUDA step is skipped.
 
@@ -148,6 +163,8 @@ def validate(
         image=image,
         namespace=namespace,
         runtime_class=runtime_class,
+        device_list_strategy=device_list_strategy,
+        config_file=config_file,
         simulated=g.backend == "simulated" or (g.backend == "auto" and bool(g.simulate)),
         simulate=g.simulate,
     )
