@@ -1,0 +1,334 @@
+"""Every command the README shows runs as a newcomer would run it, from a checkout after `make demo`.
+
+Given the README, when each of its shell blocks is run in order — as written, with `kgpu` on the PATH as
+the Quick start's `. .venv/bin/activate` puts it — then each command does what the README says. A few
+commands need what a test machine lacks; each says so below, and how it runs here instead:
+
+* on a GPU node: the same command line on the simulated backend (``KGPU_SIMULATE``), the way
+  ``--simulate`` would (the GPU machine runs them on the real driver: ``scripts/device/``);
+* writing the node's files (``/etc/...``): the same command with ``--root`` on a copy of a fixture node;
+* against a cluster (``kubectl``, ``helm``, ``--node``): skipped here; the real-cluster suite
+  (``tests/e2e``, ``make e2e``) runs them on the lab's Kubernetes.
+
+A command the table does not know fails the test: a new README example must say how it is checked.
+Paths under ``/tmp/`` are a private directory per test; daemons are stopped with SIGTERM and must exit 0.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+VENV_BIN = Path(sys.executable).parent
+FIXTURE_NODE = ROOT / "tests/fixtures/nodes/ubuntu-h100"
+
+GPU_NODE = {"KGPU_SIMULATE": "h100x8"}
+"""A GPU node's commands run on the simulated backend (the GPU machine runs them for real)."""
+CLUSTER = "needs a Kubernetes cluster: the real-cluster suite (tests/e2e, make e2e) runs it on the lab"
+
+
+@dataclass(frozen=True)
+class Run:
+    """Run the command; it must exit with one of ``rc`` and print every ``expect``."""
+
+    env: dict[str, str] = field(default_factory=dict)
+    rc: tuple[int, ...] = (0,)
+    expect: tuple[str, ...] = ()
+    root: bool = False
+    """Append ``--root NODE`` (a copy of a fixture node) so the node's files it writes are the copy's."""
+    etc: bool = False
+    """Absolute /etc/ paths in the command point into the private directory."""
+
+
+@dataclass(frozen=True)
+class Daemon:
+    """Start the command, wait for ``ready`` in its output, send SIGTERM: it must exit 0."""
+
+    ready: str
+    env: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Skip:
+    reason: str
+
+
+@dataclass(frozen=True)
+class Script:
+    """Run the whole block as one bash script (its commands depend on each other), less its skipped lines."""
+
+    expect: tuple[str, ...] = ()
+
+
+Plan = Run | Daemon | Skip | Script
+
+EXPORTER_ENV = {**GPU_NODE, "KGPU_EXPORTER_LISTEN": "127.0.0.1:0", "KGPU_KUBELET_POD_RESOURCES": "none",
+                "KGPU_DEVICE_PLUGIN_STATE": "none"}
+"""The exporter on a free port, without this machine's kubelet (the lab's, under its lock) or plugin state."""
+
+# Each README command (trailing comment removed) → how it is checked. A block with a Script command runs as
+# one script (commands without a plan of their own run as part of it).
+PLANS: dict[str, Plan] = {
+    # Quick start
+    "make demo": Skip("run and timed in a fresh clone by bench/newcomer.sh"),
+    ". .venv/bin/activate": Script(expect=("8 GPU(s)", "NVIDIA H100 80GB HBM3")),
+    "make test": Skip("this suite is make test"),
+    "kgpu gpus": Run(GPU_NODE, expect=("8 GPU(s)",)),
+    "kgpu --driver-root /usr/local/nvidia gpus": Run(GPU_NODE, expect=("8 GPU(s)",)),
+    # The inventory
+    "kgpu --simulate h100x8 gpus": Run(expect=("8 GPU(s)",)),
+    "kgpu --simulate a100-mig gpus --json": Run(expect=('"mig_devices"',)),
+    "kgpu --simulate t4 gpus --readings": Run(expect=("Tesla T4",)),
+    "kgpu gpus --watch-health": Daemon("watching health", GPU_NODE),
+    "kgpu --simulate t4 --simulate-events /tmp/events.jsonl gpus --watch-health &": Script(
+        expect=("GPU 0 GPU-c707cd42-1dcd-5307-b9cd-750818912a76: XID 79",)),
+    # The device plugin
+    "kgpu device-plugin --config-file /etc/kgpu/dp.yaml": Skip(
+        "a GPU node's kubelet and /etc/kgpu/dp.yaml; the next block runs the plugin against a kubelet stand-in"),
+    "python -m kgpu.deviceplugin.harness --kubelet-dir /tmp/dp --allocate 2 &": Script(
+        expect=("registered: nvidia.com/gpu", "ListAndWatch: 8 device(s)", "Allocate")),
+    # Fractional GPUs
+    "kgpu --simulate h100x8 mps-layout --config-file examples/mps.yaml": Run(expect=("nvidia.com/gpu-20gb",)),
+    "kgpu mps-daemon --config-file examples/mps.yaml": Skip(
+        "runs nvidia-cuda-mps-control on a GPU (scripts/device/mps.sh); tests/test_mps_daemon.py runs it with a fake"),
+    "kgpu lint examples/gpu-workloads.yaml": Run(rc=(1,), expect=("error fractional-gpu", "requests-without-limits",
+                                                                  "missing-gpu-toleration")),
+    "kgpu scheduler-extender --node-scheduler-policy binpack --gpu-scheduler-policy spread": Skip(CLUSTER),
+    "kubectl describe pod big": Skip(CLUSTER),
+    # Node labels
+    "kgpu --simulate a100-mig labels --mig-strategy mixed": Run(expect=("nvidia.com/mig.strategy=mixed",)),
+    "kgpu labels --config-file examples/plugin.yaml -o /etc/kubernetes/node-feature-discovery/features.d/kgpu": Run(
+        GPU_NODE, etc=True, expect=("nvidia.com/gpu.replicas",)),
+    'kgpu labels --node "$(hostname)"': Skip(CLUSTER),
+    'kgpu labeler --node "$NODE_NAME" --interval 60': Skip(CLUSTER),
+    "kgpu node label && kgpu node taint": Skip(CLUSTER),
+    # GPU metrics
+    "kgpu exporter": Daemon("serving GPU metrics on http://", EXPORTER_ENV),
+    "kgpu --simulate h100x8 exporter --once": Run(EXPORTER_ENV, expect=("DCGM_FI_DEV_GPU_TEMP",)),
+    "kgpu exporter --print-default-counters > my.csv": Run(),
+    "kgpu exporter --collect my.csv --hostname-label hostname": Daemon("serving GPU metrics on http://", EXPORTER_ENV),
+    # Doctor and node prepare: this machine is no GPU node, so checks may fail (exit 1); they must run and report
+    "kgpu doctor": Run(GPU_NODE, rc=(0, 1), expect=("driver",)),
+    "kgpu doctor --json --only driver.nouveau,k8s.swap": Run(GPU_NODE, rc=(0, 1), expect=('"driver.nouveau"',)),
+    "kgpu --driver-root /usr/local/nvidia doctor": Run(GPU_NODE, rc=(0, 1), expect=("driver",)),
+    "kgpu --simulate h100x8 doctor --root tests/fixtures/nodes/ubuntu-h100": Run(rc=(0, 1), expect=("nouveau",)),
+    "kgpu node prepare": Run(root=True),
+    "kgpu node prepare --apply": Run(root=True),
+    # Validate: on this machine (no driver) the chain stops at step 1, saying so; the fixture node passes
+    "kgpu validate": Run(GPU_NODE, rc=(1,), expect=("[1/7] driver", "validation FAILED at step 1")),
+    "kgpu --driver-root /usr/local/nvidia validate --json": Run(GPU_NODE, rc=(1,), expect=('"step": 1',)),
+    "kgpu validate --gpu 0 --skip runtime,device-plugin": Run(GPU_NODE, rc=(1,), expect=("[5/7] runtime",)),
+    "kgpu --simulate h100x8 validate --root tests/fixtures/validate/h100x8-node": Run(expect=("validation PASSED",)),
+    # Install on a cluster
+    "helm install kgpu deploy/helm/kgpu -n kube-system --set image.repository=registry.example.com/kgpu": Skip(CLUSTER),
+    "cat > sharing.yaml <<'YAML'": Skip(CLUSTER),
+    "helm upgrade kgpu deploy/helm/kgpu -n kube-system --reuse-values -f sharing.yaml": Skip(CLUSTER),
+    "kubectl -n kube-system get pods -l app.kubernetes.io/part-of=kgpu": Skip(CLUSTER),
+    "kubectl describe node GPU-NODE | grep -A8 Allocatable": Skip(CLUSTER),
+    ("kgpu validate --pod --kubeconfig ~/.kube/config --namespace kube-system "
+     "--image registry.example.com/kgpu:0.1.0"): Skip(CLUSTER),
+    # Container runtime and CDI: on a copy of a fixture node
+    "kgpu runtime configure --runtime containerd --dry-run": Run(root=True, expect=("99-nvidia.toml",)),
+    "kgpu runtime configure --runtime containerd --set-as-default --cdi": Run(root=True),
+    "kgpu runtime configure --runtime containerd --no-drop-in": Run(root=True),
+    "kgpu runtime configure --runtime docker --set-as-default": Run(root=True),
+    "kgpu runtime configure --runtime crio": Run(root=True),
+    "kgpu runtime unconfigure --runtime containerd": Run(root=True),
+    "kgpu cdi generate --output /etc/cdi/nvidia.yaml": Run(GPU_NODE, root=True),
+    "kgpu --driver-root /usr/local/nvidia cdi generate --device-name-strategy both --format json": Skip(
+        "a driver installed under /usr/local/nvidia (scripts/device/cdi.sh on the GPU machine)"),
+    "kgpu cdi validate /etc/cdi/nvidia.yaml": Run(root=True),
+}
+
+
+@dataclass(frozen=True)
+class Block:
+    section: str
+    line: int
+    lang: str
+    text: str
+
+    @property
+    def id(self) -> str:
+        return f"L{self.line}-{re.sub(r'[^a-z0-9]+', '-', self.section.lower()).strip('-')[:30]}"
+
+
+def readme_blocks() -> list[Block]:
+    text = README.read_text()
+    blocks, section = [], ""
+    for match in re.finditer(r"^(#{2,3} [^\n]*)$|^```(\w*)\n(.*?)^```", text, re.M | re.S):
+        if match.group(1):
+            section = match.group(1).lstrip("# ")
+        else:
+            line = text[: match.start()].count("\n") + 1
+            blocks.append(Block(section, line, match.group(2), match.group(3)))
+    return blocks
+
+
+def commands(block: Block) -> list[str]:
+    """The block's commands: comment lines dropped, a trailing ``  # comment`` cut, heredocs kept whole."""
+    out: list[str] = []
+    lines = block.text.splitlines()
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        i += 1
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        command = re.sub(r"\s{2,}#.*$", "", line).rstrip()
+        heredoc = re.search(r"<<'(\w+)'$", command)
+        if heredoc:
+            while i < len(lines) and lines[i] != heredoc.group(1):
+                i += 1
+            i += 1
+        out.append(command)
+    return out
+
+
+SHELL_BLOCKS = [b for b in readme_blocks() if b.lang == "sh"]
+
+
+def test_the_readme_has_its_examples() -> None:
+    assert len(SHELL_BLOCKS) >= 15
+    assert commands(SHELL_BLOCKS[0])[:2] == ["make demo", ". .venv/bin/activate"]
+
+
+def script_plan(block: Block) -> Script | None:
+    return next((p for c in commands(block) if isinstance(p := PLANS.get(c), Script)), None)
+
+
+def test_every_readme_command_says_how_it_is_checked() -> None:
+    unknown = []
+    for block in SHELL_BLOCKS:
+        if script_plan(block) is None:
+            unknown += [f"README line {block.line}: {c}" for c in commands(block) if c not in PLANS]
+    assert not unknown, "add these README commands to tests/test_readme.py's PLANS:\n" + "\n".join(unknown)
+    used = {c for b in SHELL_BLOCKS for c in commands(b)}
+    assert not set(PLANS) - used, f"PLANS lists commands the README no longer has: {sorted(set(PLANS) - used)}"
+
+
+def test_readme_yaml_examples_are_the_files_in_examples() -> None:
+    """A YAML block headed ``# examples/NAME`` is that file (less the file's own header comments)."""
+    shown = [b for b in readme_blocks() if b.lang == "yaml" and b.text.startswith("# examples/")]
+    assert {b.text.splitlines()[0] for b in shown} >= {"# examples/plugin.yaml", "# examples/mps.yaml"}
+    for block in shown:
+        name, *body = block.text.splitlines()
+        lines = (ROOT / name.removeprefix("# ")).read_text().splitlines()
+        while lines and lines[0].startswith("#"):
+            lines.pop(0)
+        assert lines == body, f"README line {block.line} differs from {name.removeprefix('# ')}"
+
+
+@pytest.fixture
+def sandbox(tmp_path: Path) -> Path:
+    """A working directory like the checkout's (examples/, tests/ beside it) with a private /tmp."""
+    work = tmp_path / "work"
+    work.mkdir()
+    for name in ("examples", "tests", "deploy", ".venv"):
+        if (ROOT / name).exists():
+            (work / name).symlink_to(ROOT / name)
+    (tmp_path / "tmp").mkdir()
+    (tmp_path / "home").mkdir()
+    return work
+
+
+def _env(sandbox: Path, extra: dict[str, str], activated: bool = True) -> dict[str, str]:
+    """A login shell's environment; ``activated``: the virtual environment's bin first, as after activate."""
+    keep = {k: v for k, v in os.environ.items() if k in ("LANG", "LC_ALL", "SYSTEMROOT")}
+    path = f"{VENV_BIN}:/usr/bin:/bin" if activated else "/usr/local/bin:/usr/bin:/bin"
+    return {**keep, "PATH": path, "HOME": str(sandbox.parent / "home"), "COLUMNS": "120",
+            "TMPDIR": str(sandbox.parent / "tmp"), **extra}
+
+
+def _private_tmp(command: str, sandbox: Path) -> str:
+    return re.sub(r"(?<![\w.])/tmp/", f"{sandbox.parent / 'tmp'}/", command)
+
+
+def _run(command: str, plan: Run, sandbox: Path) -> None:
+    line = _private_tmp(command, sandbox)
+    if plan.etc:
+        line = re.sub(r"(?<![\w.])/etc/", f"{sandbox.parent / 'etc'}/", line)
+    if plan.root:
+        node = sandbox.parent / "node"
+        if not node.exists():
+            shutil.copytree(FIXTURE_NODE, node, symlinks=True)
+        line += f" --root {node}"
+    done = subprocess.run(["bash", "-c", line], cwd=sandbox, env=_env(sandbox, plan.env), capture_output=True,
+                          text=True, timeout=120)
+    output = done.stdout + done.stderr
+    assert done.returncode in plan.rc, f"{command!r} exited {done.returncode}:\n{output}"
+    assert "Traceback" not in output, output
+    for text in plan.expect:
+        assert text in output, f"{command!r} did not print {text!r}:\n{output}"
+
+
+def _daemon(command: str, plan: Daemon, sandbox: Path) -> None:
+    out = sandbox.parent / "daemon.out"
+    with out.open("w") as sink:
+        proc = subprocess.Popen(["bash", "-c", f"exec {_private_tmp(command, sandbox)}"], cwd=sandbox,
+                                env=_env(sandbox, plan.env), stdout=sink, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while plan.ready not in out.read_text():
+            assert proc.poll() is None, f"{command!r} exited {proc.returncode}:\n{out.read_text()}"
+            assert time.monotonic() < deadline, f"{command!r} never said {plan.ready!r}:\n{out.read_text()}"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0, out.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def _script(block: Block, plan: Script, sandbox: Path) -> None:
+    if ".venv/bin/activate" in block.text and not (ROOT / ".venv/bin/activate").exists():
+        pytest.skip("the tests run from a virtual environment other than the checkout's .venv")
+    lines = [line for line in block.text.splitlines()
+             if not isinstance(PLANS.get(re.sub(r"\s{2,}#.*$", "", line).rstrip()), Skip)]
+    if commands(block)[-1].startswith("kgpu --simulate h100x8 device-plugin"):
+        # The README says: the plugin stays in the foreground until stopped. Stop it as a reader would, once
+        # the stand-in has exited (it is the first background job).
+        *lines, last = lines
+        lines += [f"{last} &", "wait %1", "kill -TERM %2", "wait %2"]
+    script = "set -e\n" + _private_tmp("\n".join(lines) + "\n", sandbox)
+    # The Quick start's block starts from a plain shell: only its own `. .venv/bin/activate` puts kgpu on PATH.
+    env = _env(sandbox, {}, activated=".venv/bin/activate" not in block.text)
+    done = subprocess.run(["bash", "-c", script], cwd=sandbox, env=env, capture_output=True, text=True, timeout=120)
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, f"README line {block.line} exited {done.returncode}:\n{output}"
+    assert "Traceback" not in output, output
+    for expected in plan.expect:
+        assert expected in output, f"README line {block.line} did not print {expected!r}:\n{output}"
+
+
+@pytest.mark.parametrize("block", SHELL_BLOCKS, ids=[b.id for b in SHELL_BLOCKS])
+def test_readme_block_runs_as_written(block: Block, sandbox: Path) -> None:
+    cmds = commands(block)
+    script = script_plan(block)
+    if script is not None:
+        _script(block, script, sandbox)
+        return
+    ran = 0
+    for command in cmds:
+        plan = PLANS[command]
+        if isinstance(plan, Run):
+            _run(command, plan, sandbox)
+        elif isinstance(plan, Daemon):
+            _daemon(command, plan, sandbox)
+        else:
+            continue
+        ran += 1
+    if not ran:
+        pytest.skip("; ".join(sorted({p.reason for c in cmds if isinstance(p := PLANS[c], Skip)})))
