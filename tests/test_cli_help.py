@@ -141,3 +141,32 @@ def test_a_missing_argument_names_it_as_help_does() -> None:
     result = CliRunner().invoke(app, ["lint"], env={"COLUMNS": str(WIDTH)})
     assert result.exit_code == 2
     assert "FILE…" in result.output and not PYTHON_TYPE.search(result.output)
+
+
+def test_every_command_module_is_listed_with_the_commands_it_registers() -> None:
+    """kgpu.cli.COMMANDS is the list of commands: a module nobody lists would never run."""
+    import importlib
+    import pkgutil
+
+    import typer
+
+    from kgpu.cli import COMMANDS, commands
+
+    modules = {m.name for m in pkgutil.iter_modules(commands.__path__)}
+    assert modules == {m for names in COMMANDS.values() for m in names}
+    for name, owners in COMMANDS.items():
+        holder = typer.Typer()
+        for module in owners:
+            importlib.import_module(f"kgpu.cli.commands.{module}").register(holder)
+        registered = {c.name for c in holder.registered_commands} | {
+            g.typer_instance.info.name for g in holder.registered_groups if g.typer_instance is not None}
+        assert name in registered, f"{owners} do not register {name!r}: {registered}"
+
+
+def test_running_one_command_builds_no_other() -> None:
+    """`kgpu gpus` imports only its own command module: building every command cost a third of its start-up."""
+    code = ("import sys; sys.argv = ['kgpu', '--simulate', 't4', 'gpus', '--json']\n"
+            "import kgpu.cli\ntry:\n    kgpu.cli.main()\nexcept SystemExit:\n    pass\n"
+            "print(sorted(m for m in sys.modules if m.startswith('kgpu.cli.commands.')), file=sys.stderr)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stderr.strip().splitlines()[-1] == "['kgpu.cli.commands.gpus']"

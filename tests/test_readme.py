@@ -130,7 +130,12 @@ PLANS: dict[str, Plan] = {
     "kgpu --driver-root /usr/local/nvidia validate --json": Run(GPU_NODE, rc=(1,), expect=('"step": 1',)),
     "kgpu validate --gpu 0 --skip runtime,device-plugin": Run(GPU_NODE, rc=(1,), expect=("[5/7] runtime",)),
     "kgpu --simulate h100x8 validate --root tests/fixtures/validate/h100x8-node": Run(expect=("validation PASSED",)),
-    # Install on a cluster
+    # Install on a cluster: what make e2e does on the lab
+    "make image": Skip("builds kgpu's image (mmdebstrap, minutes); make e2e builds it and installs the chart with it"),
+    '../shared/lab/lab up && eval "$(../shared/lab/lab env)"': Skip(CLUSTER),
+    "../shared/lab/lab import build/kgpu-image.tar": Skip(CLUSTER),
+    "kubectl label node lab-node nvidia.com/gpu.present=true": Skip(CLUSTER),
+    "helm install kgpu deploy/helm/kgpu -n kube-system -f deploy/helm/kgpu/ci/lab-values.yaml": Skip(CLUSTER),
     "helm install kgpu deploy/helm/kgpu -n kube-system --set image.repository=registry.example.com/kgpu": Skip(CLUSTER),
     "cat > sharing.yaml <<'YAML'": Skip(CLUSTER),
     "helm upgrade kgpu deploy/helm/kgpu -n kube-system --reuse-values -f sharing.yaml": Skip(CLUSTER),
@@ -138,6 +143,15 @@ PLANS: dict[str, Plan] = {
     "kubectl describe node GPU-NODE | grep -A8 Allocatable": Skip(CLUSTER),
     ("kgpu validate --pod --kubeconfig ~/.kube/config --namespace kube-system "
      "--image registry.example.com/kgpu:0.1.0"): Skip(CLUSTER),
+    # The operator and MIG layouts
+    "helm install kgpu deploy/helm/kgpu -n kube-system --set operator.enabled=true": Skip(CLUSTER),
+    "kubectl get clusterpolicies.kgpu.io": Skip(CLUSTER),
+    ("kubectl patch clusterpolicies.kgpu.io cluster-policy --type merge -p '{\"spec\":{\"devicePlugin\":{\"config\":"
+     "{\"version\":\"v1\",\"sharing\":{\"timeSlicing\":{\"resources\":[{\"name\":\"nvidia.com/gpu\",\"replicas\":4}]}}}}}}'"):
+        Skip(CLUSTER),
+    "kgpu status": Skip(CLUSTER),
+    "kubectl label node gpu-1 nvidia.com/mig.config=all-balanced --overwrite": Skip(CLUSTER),
+    "kubectl get node gpu-1 -L nvidia.com/mig.config.state": Skip(CLUSTER),
     # Container runtime and CDI: on a copy of a fixture node
     "kgpu runtime configure --runtime containerd --dry-run": Run(root=True, expect=("99-nvidia.toml",)),
     "kgpu runtime configure --runtime containerd --set-as-default --cdi": Run(root=True),
@@ -176,8 +190,13 @@ def readme_blocks() -> list[Block]:
     return blocks
 
 
+def _uncomment(line: str) -> str:
+    return re.sub(r"\s+#\s.*$", "", line).rstrip()
+
+
 def commands(block: Block) -> list[str]:
-    """The block's commands: comment lines dropped, a trailing ``  # comment`` cut, heredocs kept whole."""
+    """The block's commands: comment lines dropped, a trailing `` # comment`` cut, continued lines joined,
+    heredocs kept whole."""
     out: list[str] = []
     lines = block.text.splitlines()
     i = 0
@@ -186,7 +205,10 @@ def commands(block: Block) -> list[str]:
         i += 1
         if not line.strip() or line.lstrip().startswith("#"):
             continue
-        command = re.sub(r"\s{2,}#.*$", "", line).rstrip()
+        while line.endswith("\\") and i < len(lines):
+            line = line[:-1] + lines[i].strip()
+            i += 1
+        command = _uncomment(line)
         heredoc = re.search(r"<<'(\w+)'$", command)
         if heredoc:
             while i < len(lines) and lines[i] != heredoc.group(1):
@@ -296,7 +318,7 @@ def _script(block: Block, plan: Script, sandbox: Path) -> None:
     if ".venv/bin/activate" in block.text and not (ROOT / ".venv/bin/activate").exists():
         pytest.skip("the tests run from a virtual environment other than the checkout's .venv")
     lines = [line for line in block.text.splitlines()
-             if not isinstance(PLANS.get(re.sub(r"\s{2,}#.*$", "", line).rstrip()), Skip)]
+             if not isinstance(PLANS.get(_uncomment(line)), Skip)]
     if commands(block)[-1].startswith("kgpu --simulate h100x8 device-plugin"):
         # The README says: the plugin stays in the foreground until stopped. Stop it as a reader would, once
         # the stand-in has exited (it is the first background job).

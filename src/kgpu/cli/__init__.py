@@ -1,18 +1,20 @@
 """The ``kgpu`` command line: one Typer app whose subcommands live in ``kgpu.cli.commands``.
 
-Each module there exposes ``register(app)``; modules import their heavy dependencies
-(grpc, prometheus, Kubernetes clients) inside the command function so that quick
-commands such as ``kgpu gpus`` start fast.
+Each module there exposes ``register(app)``; :data:`COMMANDS` lists every command and the modules
+that register it. A command is imported and built only when it runs (``kgpu gpus`` builds no other
+command: Typer reads every command's signature and evaluates its annotations to build it, which for
+all of them cost a third of ``kgpu gpus``'s start-up). ``kgpu --help`` builds them all. Modules
+import their heavy dependencies (grpc, prometheus, Kubernetes clients) inside the command function.
 """
 
 from __future__ import annotations
 
 import importlib
 import os
-import pkgutil
 import sys
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -23,9 +25,68 @@ from kgpu.cli.state import GlobalOptions
 from kgpu.config.flags import DEVICE_PLUGIN, GLOBAL_FLAGS
 from kgpu.errors import KgpuError
 
+COMMANDS: dict[str, tuple[str, ...]] = {
+    "cdi": ("cdi",),
+    "device-plugin": ("device_plugin",),
+    "doctor": ("doctor",),
+    "dra-plugin": ("dra_plugin",),
+    "exporter": ("exporter",),
+    "gpus": ("gpus",),
+    "labeler": ("labels",),
+    "labels": ("labels",),
+    "lint": ("lint",),
+    "mig-manager": ("mig_manager",),
+    "mps-daemon": ("mps_daemon",),
+    "mps-layout": ("mps_layout",),
+    "node": ("node", "node_marks"),
+    "operator": ("operator",),
+    "runtime": ("runtime",),
+    "scheduler-extender": ("scheduler_extender",),
+    "status": ("status",),
+    "validate": ("validate",),
+}
+"""Every ``kgpu`` command → the modules of :mod:`kgpu.cli.commands` whose ``register(app)`` declare it."""
+
+_BUILT: dict[str, Any] = {}
+"""Commands built so far in this process (``register`` adds to module-level sub-apps: once per process)."""
+
+
+def build_command(name: str) -> Any:
+    """The click command ``name`` as Typer builds it, from its modules' ``register``."""
+    if name not in _BUILT:
+        holder = typer.Typer()
+        for module in COMMANDS[name]:
+            importlib.import_module(f"kgpu.cli.commands.{module}").register(holder)
+        use_kgpu_help(holder)
+        for built_name, command in typer.main.get_group(holder).commands.items():
+            _BUILT.setdefault(built_name, command)
+    return _BUILT[name]
+
+
+class _Commands(Mapping[str, Any]):
+    """The root group's subcommands, each built on first lookup (see the module docstring)."""
+
+    def __getitem__(self, name: str) -> Any:
+        if name not in COMMANDS:
+            raise KeyError(name)
+        return build_command(name)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(COMMANDS)
+
+    def __len__(self) -> int:
+        return len(COMMANDS)
+
+
+class KgpuRoot(KgpuGroup):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.commands = _Commands()  # type: ignore[assignment]
+
+
 app = typer.Typer(
     name="kgpu",
-    cls=KgpuGroup,
+    cls=KgpuRoot,
     help="NVIDIA GPUs as first-class Kubernetes citizens: inspect, prepare, expose, label, export, validate.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -93,16 +154,7 @@ def _global_options(
     )
 
 
-def _register_commands() -> None:
-    from kgpu.cli import commands
-
-    for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
-        module = importlib.import_module(f"kgpu.cli.commands.{info.name}")
-        module.register(app)
-    use_kgpu_help(app)
-
-
-_register_commands()
+use_kgpu_help(app)
 
 
 def run(args: list[str] | None = None) -> int:

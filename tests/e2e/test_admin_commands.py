@@ -1,0 +1,123 @@
+"""The commands an admin reaches for next, against the real API server and kubelet (issue 16): run from the
+node itself with kgpu's own command line, as the README shows them.
+
+* ``kgpu node label --remove`` says what happened to the label and who still owns it (managedFields);
+* ``kgpu lint --cluster --kubeconfig`` reads that cluster's Nodes and suggests only what they offer;
+* ``kgpu validate`` without ``--node`` reads the allocatable of this machine's Node, whatever its name;
+* ``kgpu validate --pod`` names why the pod's container did not start, and the fix for that reason.
+
+A simulated kgpu device plugin runs on the node for the module (no chart: it must not be installed).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import socket
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from cluster import GPU, REPO, Cluster, wait_for
+
+KGPU = REPO / ".venv" / "bin" / "kgpu"
+PRESENT = "nvidia.com/gpu.present"
+BUSYBOX = "local/busybox:1"  # imported by the lab; runs as root
+HOST_STEPS = "driver,nvml,device-nodes,cuda,runtime"
+
+
+def kgpu(cluster: Cluster, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(KGPU), *args], env=cluster.env | {"KGPU_LOG_LEVEL": "warning"},
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def plugin(cluster: Cluster) -> Iterator[None]:
+    """kgpu's device plugin on the node itself (simulated 8×H100), registered with the real kubelet."""
+    if not cluster.on_lab:
+        pytest.skip("runs a device plugin on this machine: the lab's node")
+    if cluster.get("daemonsets", "-A", "-l", "app.kubernetes.io/part-of=kgpu")["items"]:
+        pytest.fail("kgpu's chart is installed: this module runs its own device plugin on the node")
+    with tempfile.TemporaryDirectory() as tmp:
+        log = Path(tmp) / "device-plugin.log"
+        with log.open("w") as sink:
+            proc = subprocess.Popen([str(KGPU), "--simulate", "h100x8", "device-plugin", "--kubelet-dir",
+                                     "/var/lib/kubelet/device-plugins", "--state-file", f"{tmp}/state.json"],
+                                    env=cluster.env, stdout=sink, stderr=subprocess.STDOUT)
+        try:
+            wait_for("allocatable nvidia.com/gpu 8", lambda: cluster.allocatable(GPU) == 8 or None, timeout=60)
+            yield
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=30) == 0, log.read_text()
+
+
+def test_label_remove_says_who_still_owns_the_label(cluster: Cluster) -> None:
+    """Given nvidia.com/gpu.present set by `kgpu node label` and by hand (`kubectl label`), `--remove` withdraws
+    kgpu-node's claim, exits 1 and names kubectl-label, which keeps it; with kgpu-node alone, the label goes."""
+    if PRESENT in cluster.node_labels():
+        pytest.skip(f"{cluster.node} already carries {PRESENT}: not touching a label someone else set")
+    kubeconfig = str(cluster.kubeconfig)
+    try:
+        done = kgpu(cluster, "--simulate", "t4", "node", "label", "--node", cluster.node, "--kubeconfig", kubeconfig)
+        assert done.returncode == 0, done.stderr
+        cluster.kubectl("label", "node", cluster.node, f"{PRESENT}=true", "--overwrite")
+        done = kgpu(cluster, "node", "label", "--remove", "--node", cluster.node, "--kubeconfig", kubeconfig)
+        assert done.returncode == 1
+        assert f"{PRESENT}=true is still on node/{cluster.node}" in done.stderr
+        assert "kubectl-label (Update) still owns it" in done.stderr
+        assert cluster.node_labels().get(PRESENT) == "true"
+
+        cluster.kubectl("label", "node", cluster.node, f"{PRESENT}-")
+        kgpu(cluster, "--simulate", "t4", "node", "label", "--node", cluster.node, "--kubeconfig", kubeconfig)
+        done = kgpu(cluster, "node", "label", "--remove", "--node", cluster.node, "--kubeconfig", kubeconfig)
+        assert done.returncode == 0 and done.stdout == f"node/{cluster.node} unlabeled {PRESENT}\n", done.stderr
+        assert PRESENT not in cluster.node_labels()
+    finally:
+        cluster.kubectl("label", "node", cluster.node, f"{PRESENT}-", check=False)
+
+
+def test_lint_reads_the_cluster_through_kubeconfig_and_suggests_only_what_it_offers(
+    cluster: Cluster, plugin: None, tmp_path: Path
+) -> None:
+    manifest = tmp_path / "half.yaml"
+    manifest.write_text(json.dumps({
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "half"},
+        "spec": {"tolerations": [{"key": GPU, "operator": "Exists", "effect": "NoSchedule"}],
+                 "containers": [{"name": "c", "image": BUSYBOX, "resources": {"limits": {GPU: "0.5"}}}]},
+    }))
+    offered = {name for node in cluster.get("nodes")["items"]
+               for name, amount in node["status"].get("allocatable", {}).items()
+               if name.startswith("nvidia.com/") and amount != "0"}
+    done = kgpu(cluster, "lint", str(manifest), "--cluster", "--kubeconfig", str(cluster.kubeconfig))
+    assert done.returncode == 1, done.stderr
+    suggested = set(re.findall(r"nvidia\.com/[\w.-]+(?=: 1)", done.stdout))
+    assert suggested and suggested <= offered, (suggested, offered, done.stdout)
+    if offered == {GPU}:
+        assert "request nvidia.com/gpu: 1 (a whole GPU)" in done.stdout
+
+
+def test_validate_without_node_reads_this_machines_node(cluster: Cluster, plugin: None) -> None:
+    """The Node is named what the kubelet registered (lab-node), not this machine's host name."""
+    done = kgpu(cluster, "--simulate", "h100x8", "validate", "--json", "--kubeconfig", str(cluster.kubeconfig),
+                "--skip", HOST_STEPS)
+    step = {r["name"]: r for r in json.loads(done.stdout)}["device-plugin"]
+    assert step["status"] == "passed", step
+    assert f"node allocatable nvidia.com/gpu: 8 (node {cluster.node}:" in step["detail"]
+    if socket.gethostname() != cluster.node:
+        assert "its addresses are this machine's" in step["detail"] or "only node" in step["detail"]
+
+
+def test_validate_pod_names_an_image_that_runs_as_root(cluster: Cluster, plugin: None) -> None:
+    """The validation pod runs as non-root; an image whose user is root cannot start. validate says so at
+    once (not after --timeout), with that fix — not "the image cannot be pulled"."""
+    done = kgpu(cluster, "validate", "--json", "--pod", "--kubeconfig", str(cluster.kubeconfig), "--skip",
+                f"{HOST_STEPS},device-plugin", "--image", BUSYBOX, "--timeout", "10m", "--namespace", "default")
+    step = {r["name"]: r for r in json.loads(done.stdout)}["pod"]
+    assert step["status"] == "failed"
+    assert "CreateContainerConfigError: container has runAsNonRoot and image will run as root" in step["detail"]
+    assert step["fix"].startswith("the image runs as root")
+    assert not cluster.get("pods", "-n", "default", "-l", "app.kubernetes.io/component=validation-pod")["items"]
