@@ -12,22 +12,16 @@ labels and the stage conditions a GPU node would (some failing, so the status ha
 ClusterPolicy's DaemonSets select no node, so no pod is created for them. Everything it creates is deleted
 at the end. Run it under the lab's lock::
 
-    flock /work/lab.lock .venv/bin/python bench/operator.py [--nodes 500]
+    flock /work/lab.lock .venv/bin/python bench/operator_reconcile.py [--nodes 500]
 """
 
 from __future__ import annotations
-
-import sys
-
-# Run as a script, this file's folder comes first on sys.path, and a file named operator.py would shadow the
-# standard library's operator module (which enum, and so almost everything, imports).
-if sys.path and sys.path[0] == __file__.rpartition("/")[0]:
-    del sys.path[0]
 
 import argparse
 import json
 import os
 import subprocess
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
