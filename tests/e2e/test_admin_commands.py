@@ -56,15 +56,16 @@ def plugin(cluster: Cluster) -> Iterator[None]:
 
 
 def test_label_remove_says_who_still_owns_the_label(cluster: Cluster) -> None:
-    """Given nvidia.com/gpu.present set by `kgpu node label` and by hand (`kubectl label`), `--remove` withdraws
-    kgpu-node's claim, exits 1 and names kubectl-label, which keeps it; with kgpu-node alone, the label goes."""
+    """Given nvidia.com/gpu.present set by hand (`kubectl label`) and then by `kgpu node label`, `--remove`
+    withdraws kgpu-node's claim, exits 1 and names kubectl-label, which keeps it; with kgpu-node alone, the label
+    goes. (A `kubectl label` of the value already there changes nothing, so the order matters: kubectl first.)"""
     if PRESENT in cluster.node_labels():
         pytest.skip(f"{cluster.node} already carries {PRESENT}: not touching a label someone else set")
     kubeconfig = str(cluster.kubeconfig)
     try:
+        cluster.kubectl("label", "node", cluster.node, f"{PRESENT}=true")
         done = kgpu(cluster, "--simulate", "t4", "node", "label", "--node", cluster.node, "--kubeconfig", kubeconfig)
         assert done.returncode == 0, done.stderr
-        cluster.kubectl("label", "node", cluster.node, f"{PRESENT}=true", "--overwrite")
         done = kgpu(cluster, "node", "label", "--remove", "--node", cluster.node, "--kubeconfig", kubeconfig)
         assert done.returncode == 1
         assert f"{PRESENT}=true is still on node/{cluster.node}" in done.stderr
@@ -120,4 +121,5 @@ def test_validate_pod_names_an_image_that_runs_as_root(cluster: Cluster, plugin:
     assert step["status"] == "failed"
     assert "CreateContainerConfigError: container has runAsNonRoot and image will run as root" in step["detail"]
     assert step["fix"].startswith("the image runs as root")
-    assert not cluster.get("pods", "-n", "default", "-l", "app.kubernetes.io/component=validation-pod")["items"]
+    left = cluster.get("pods", "-n", "default", "-l", "app.kubernetes.io/component=validation-pod")["items"]
+    assert all(pod["metadata"].get("deletionTimestamp") for pod in left)  # deleted (maybe still terminating)
