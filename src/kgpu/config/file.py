@@ -19,7 +19,6 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 from pydantic_core import PydanticCustomError
@@ -29,7 +28,6 @@ from kgpu.config.limits import (
     MAX_CONFIG_BYTES,
     MAX_MPS_CLIENTS_PER_GPU,
     MAX_REPLICAS_PER_GPU,
-    MAX_YAML_ALIASES,
     shown,
 )
 from kgpu.config.quantity import ALLOWED_FORMS, parse_memory_mib
@@ -51,6 +49,7 @@ from kgpu.config.values import (
     ReplicatedResources,
     SliceSpec,
 )
+from kgpu.config.yamltext import load_yaml
 from kgpu.errors import ConfigError
 from kgpu.fsio import read_text
 
@@ -508,32 +507,6 @@ def _limit_reason(where: str) -> str:
         return (f" replicas per GPU (more than {MAX_REPLICAS_PER_GPU} replicas of one GPU can never be in use on "
                 "one node; see kgpu.config.limits)")
     return ""
-
-
-class _BoundedLoader(yaml.SafeLoader):
-    """PyYAML's safe loader with a cap on aliases, so a small document cannot expand without bound."""
-
-    aliases = 0
-
-    def compose_node(self, parent: Any, index: Any) -> Any:
-        if self.check_event(yaml.AliasEvent):
-            self.aliases += 1
-            if self.aliases > MAX_YAML_ALIASES:
-                raise yaml.YAMLError(f"more than {MAX_YAML_ALIASES} aliases (*name); write the values out")
-        return super().compose_node(parent, index)
-
-
-def load_yaml(text: str, source: str) -> Any:
-    """The YAML (or JSON) document in ``text``; ConfigError naming ``source``, the line and the problem."""
-    if len(text) > MAX_CONFIG_BYTES:
-        raise ConfigError(f"{source}: {len(text)} characters, more than the limit of {MAX_CONFIG_BYTES} (1 MiB)")
-    try:
-        return yaml.load(text, Loader=_BoundedLoader)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}, column {mark.column + 1}:" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError(f"{source}:{where} not valid YAML: {str(problem)[:200]}") from None
 
 
 def parse_config_document(raw: Any, source: str = "config") -> ConfigFileSpec:

@@ -13,8 +13,8 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from kgpu.config.file import load_yaml
 from kgpu.config.limits import MAX_FIXTURE_BYTES, shown
+from kgpu.config.yamltext import load_yaml
 from kgpu.errors import ConfigError
 from kgpu.fsio import read_text
 from kgpu.gpu.model import (

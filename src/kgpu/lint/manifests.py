@@ -84,11 +84,19 @@ def load_documents(source: str, text: str) -> list[Document]:
     import yaml
 
     # libyaml's parser (installed with PyYAML on every platform with wheels) reads a 10 000-document
-    # file several times faster than the pure-Python one, with the same safe constructors and the
-    # same error marks; the pure one is the fallback where PyYAML was built without libyaml.
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    # file several times faster than the pure-Python one, with the same safe constructors. A file it
+    # refuses is read again by the pure one, whose error mark is the one reported (the two place an
+    # error at the end of the text differently); the pure one is also the fallback without libyaml.
+    raw_docs: list[Any] | None = None
+    fast = getattr(yaml, "CSafeLoader", None)
+    if fast is not None:
+        try:
+            raw_docs = list(yaml.load_all(text, Loader=fast))
+        except yaml.YAMLError:
+            raw_docs = None
     try:
-        raw_docs = list(yaml.load_all(text, Loader=loader))
+        if raw_docs is None:
+            raw_docs = list(yaml.safe_load_all(text))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""

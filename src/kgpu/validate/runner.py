@@ -246,11 +246,12 @@ class _Run:
         strategy, source, driver_root = self._plugin_strategy()
         if host.needs_nvidia_runtime(strategy):
             return host.judge_runtime(host.read_runtime_findings(self.opts.root))
+        from kgpu.config.resolve import resolve_config
         from kgpu.deviceplugin.allocate import driver_file_mounts
-        from kgpu.deviceplugin.config import resolve_config
 
-        config = resolve_config({"device-list-strategy": ",".join(strategy), "nvidia-driver-root": driver_root})
-        mounts = tuple(m.container_path for m in driver_file_mounts(config, self.opts.root))
+        config = resolve_config({"device-list-strategy": ",".join(strategy), "nvidia-driver-root": driver_root},
+                                host_root=self.opts.root)
+        mounts = tuple(m.container_path for m in driver_file_mounts(config.driver_root))
         return host.judge_driver_mounts(host.read_runtime_installs(self.opts.root), mounts, driver_root, source)
 
     def _plugin_strategy(self) -> tuple[tuple[str, ...], str, str]:
@@ -259,7 +260,7 @@ class _Run:
         Given to validate (flag, DEVICE_LIST_STRATEGY, a config file) it is resolved as the plugin resolves
         it; otherwise the running plugin's state file records it; otherwise NVIDIA's default, envvar.
         """
-        from kgpu.deviceplugin.config import resolve_config
+        from kgpu.config.resolve import resolve_config
 
         env = self.opts.env
         config_file = self.opts.config_file or (Path(env["CONFIG_FILE"]) if env.get("CONFIG_FILE") else None)
