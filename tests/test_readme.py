@@ -130,6 +130,10 @@ PLANS: dict[str, Plan] = {
     "kgpu --driver-root /usr/local/nvidia validate --json": Run(GPU_NODE, rc=(1,), expect=('"step": 1',)),
     "kgpu validate --gpu 0 --skip runtime,device-plugin": Run(GPU_NODE, rc=(1,), expect=("[5/7] runtime",)),
     "kgpu --simulate h100x8 validate --root tests/fixtures/validate/h100x8-node": Run(expect=("validation PASSED",)),
+    # Dynamic Resource Allocation
+    'kgpu dra-plugin --node-name "$NODE_NAME"': Skip("a GPU node's kubelet and API server, as root; make e2e-dra"),
+    "kgpu --simulate h100x8 dra-plugin --node-name lab-node --kubeconfig lab.conf": Skip(CLUSTER),
+    "make e2e-dra": Skip(CLUSTER),
     # Install on a cluster: what make e2e does on the lab
     "make image": Skip("builds kgpu's image (mmdebstrap, minutes); make e2e builds it and installs the chart with it"),
     '../shared/lab/lab up && eval "$(../shared/lab/lab env)"': Skip(CLUSTER),
