@@ -5,21 +5,16 @@ from __future__ import annotations
 import threading
 import uuid as uuidlib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kgpu.deviceplugin.health import XidPolicy
-from kgpu.dra.claims import ClaimError
-from kgpu.dra.daemon import DraDriver, DriverSettings
-from kgpu.dra.devices import ConsumableShares, DraDevice, build_devices
+from kgpu.dra.daemon import DraDriver
 from kgpu.dra.health import DeviceHealth
-from kgpu.dra.mps import MpsDaemons
-from kgpu.dra.prepare import PrepareSettings
 from kgpu.dra.state import DriverState
 from kgpu.gpu import open_backend
 from kgpu.gpu.model import Inventory
-from kgpu.sharing.paths import MpsPaths
+from kgpu.testing.dra import RecordingPublisher, StaticClaims, local_driver
 
 DRIVER = "gpu.nvidia.com"
 NODE = "node-1"
@@ -78,72 +73,6 @@ def ref(obj: Mapping[str, Any]) -> tuple[str, str, str]:
     return (meta["namespace"], meta["uid"], meta["name"])
 
 
-class StaticClaims:
-    """The API's ResourceClaims, kept in memory."""
-
-    def __init__(self, *claims: Mapping[str, Any]) -> None:
-        self.claims = {(c["metadata"]["namespace"], c["metadata"]["name"]): dict(c) for c in claims}
-        self.reads = 0
-
-    def add(self, obj: Mapping[str, Any]) -> Mapping[str, Any]:
-        self.claims[(obj["metadata"]["namespace"], obj["metadata"]["name"])] = dict(obj)
-        return obj
-
-    def get(self, namespace: str, name: str) -> Mapping[str, Any]:
-        self.reads += 1
-        try:
-            return self.claims[(namespace, name)]
-        except KeyError:
-            raise ClaimError(f"ResourceClaim {namespace}/{name} does not exist") from None
-
-
-@dataclass
-class RecordingPublisher:
-    """The API's ResourceSlices of this node: what the driver applied, with every apply kept in order."""
-
-    node: str = NODE
-    slices: dict[str, dict[str, Any]] = field(default_factory=dict)
-    applied: list[list[dict[str, Any]]] = field(default_factory=list)
-    fail: int = 0
-    """Refuse the next ``fail`` applies, as an unreachable API server would."""
-    cond: threading.Condition = field(default_factory=threading.Condition)
-
-    def owner(self) -> dict[str, str]:
-        return {"name": self.node, "uid": "node-uid-1"}
-
-    def existing(self) -> dict[str, int]:
-        with self.cond:
-            return {n: s["spec"]["pool"]["generation"] for n, s in self.slices.items()}
-
-    def apply(self, slices: Sequence[Mapping[str, Any]]) -> None:
-        with self.cond:
-            if self.fail:
-                self.fail -= 1
-                raise OSError("connection refused")
-            self.slices = {s["metadata"]["name"]: dict(s) for s in slices}
-            self.applied.append([dict(s) for s in slices])
-            self.cond.notify_all()
-
-    def wipe(self) -> None:
-        """What a starting kubelet does to its node's slices."""
-        with self.cond:
-            self.slices.clear()
-
-    def devices(self) -> list[str]:
-        with self.cond:
-            return [d["name"] for s in self.slices.values() for d in s["spec"]["devices"]]
-
-    def wait_for(self, predicate: Any, timeout: float = 30.0) -> list[dict[str, Any]]:
-        """The latest applied slices once ``predicate(devices by name)`` holds."""
-        def now() -> dict[str, dict[str, Any]]:
-            return {d["name"]: d for s in self.slices.values() for d in s["spec"]["devices"]}
-
-        with self.cond:
-            if not self.cond.wait_for(lambda: bool(self.applied) and predicate(now()), timeout):
-                raise TimeoutError(f"slices never matched; last: {sorted(now())}")
-            return list(self.slices.values())
-
-
 @dataclass
 class DriverRig:
     """A driver wired to stand-ins, with its files in ``root``."""
@@ -186,27 +115,12 @@ def make_driver(
     boot_id: str = "boot-1",
 ) -> DriverRig:
     backend = open_backend(simulate=simulate, simulate_events=events)
-    inventory = backend.inventory()
     claims = claims or StaticClaims()
     publisher = publisher or RecordingPublisher()
-    paths = MpsPaths(root / "mps")
-    mps = MpsDaemons(paths, binary=lambda: FAKE_MPS_CONTROL, start_timeout=10.0)
-    health = DeviceHealth(XidPolicy(), parents={m.uuid: m.parent_uuid for m in inventory.mig_devices},
-                          recovery_window=recovery_window)
-    driver: DraDriver | None = None
-
-    def devices() -> dict[str, DraDevice]:
-        assert driver is not None
-        return driver.devices_by_name()
-
-    state = DriverState(PrepareSettings(DRIVER, NODE, paths), devices, claims,
-                        root / "plugins" / DRIVER / "kgpu-checkpoint.json", root / "cdi", mps,
-                        boot_id=lambda: boot_id)
-    settings = DriverSettings(driver=DRIVER, node=NODE, registry_dir=root / "plugins_registry",
-                              plugins_dir=root / "plugins", unhealthy=unhealthy, rescan_interval=0)
-    mode = ConsumableShares.parse(shares)
-    driver = DraDriver(settings, state, health, publisher, lambda inv: build_devices(inv, {}, mode), backend=backend)
-    return DriverRig(root, claims, publisher, driver, state, health, inventory, backend)
+    driver = local_driver(root, backend, claims, publisher, mps_control=lambda: FAKE_MPS_CONTROL, driver=DRIVER,
+                          node=NODE, shares=shares, unhealthy=unhealthy, recovery_window=recovery_window,
+                          boot_id=lambda: boot_id)
+    return DriverRig(root, claims, publisher, driver, driver.state, driver.health, backend.inventory(), backend)
 
 
 class Running:

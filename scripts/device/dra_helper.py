@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import threading
 import uuid as uuidlib
 from pathlib import Path
 from typing import Any
@@ -41,66 +40,30 @@ def _claim(name: str, device: str, memory_gib: int, percent: int) -> dict[str, A
     }
 
 
-class Claims:
-    def __init__(self, claims: list[dict[str, Any]]) -> None:
-        self.claims = {c["metadata"]["name"]: c for c in claims}
-
-    def get(self, namespace: str, name: str) -> dict[str, Any]:
-        return self.claims[name]
-
-
-def _driver(work: Path, driver_root: Path, claims: Claims, simulate: str | None,
-            control: Path | None) -> tuple[Any, Any]:
+def _run(args: argparse.Namespace, claims: Any, calls: Any) -> Any:
+    """kgpu's DRA driver on this node's GPUs (NVML, or --simulate for a dry run), its kubelet the stand-in."""
     from kgpu.cdi import CdiOptions, generate_spec
-    from kgpu.deviceplugin.health import XidPolicy
-    from kgpu.dra.daemon import DraDriver, DriverSettings
-    from kgpu.dra.devices import ConsumableShares, build_devices
-    from kgpu.dra.health import DeviceHealth
-    from kgpu.dra.mps import MpsDaemons
-    from kgpu.dra.prepare import NodeEdits, PrepareSettings
-    from kgpu.dra.state import DriverState
+    from kgpu.dra.prepare import NodeEdits
     from kgpu.gpu import open_backend
     from kgpu.host.driverroot import CUDA_SONAME, find_library
     from kgpu.sharing.daemon import find_control_binary
-    from kgpu.sharing.paths import MpsPaths
+    from kgpu.testing.dra import DraKubelet, RunningDriver, local_driver
 
-    backend = open_backend("nvml", driver_root=driver_root) if simulate is None else open_backend(simulate=simulate)
+    work, driver_root = Path(args.work), Path(args.driver_root)
+    control = Path(args.mps_control_binary) if args.mps_control_binary else None
+    backend = open_backend(simulate=args.simulate) if args.simulate else open_backend("nvml", driver_root=driver_root)
     inventory = backend.inventory()
     edits = NodeEdits()
-    if simulate is None:  # the real node's device nodes and driver files, as the plugin describes them to CDI
+    if not args.simulate:  # the node's device nodes and driver files, as the plugin describes them to CDI
         spec = generate_spec(inventory, CdiOptions(driver_root=str(driver_root), strategies=("uuid",))).spec
         edits = NodeEdits(spec.edits, {d.name: d.edits for d in spec.devices})
     library = find_library(driver_root, CUDA_SONAME)
-    paths = MpsPaths(work / "mps")
-    mps = MpsDaemons(paths, binary=lambda: find_control_binary([driver_root], control),
-                     library_dir=library.parent if library else None)
-    driver: Any = None
-    state = DriverState(PrepareSettings(DRIVER, NODE, paths, shm_dir="/dev/shm"), lambda: driver.devices_by_name(),
-                        claims, work / "plugins" / DRIVER / "kgpu-checkpoint.json", work / "cdi", mps,
-                        node_edits=edits)
-    settings = DriverSettings(DRIVER, NODE, work / "registry", work / "plugins", rescan_interval=0)
-    health = DeviceHealth(XidPolicy())
-    shares = ConsumableShares.parse("memory")
-    driver = DraDriver(settings, state, health, None, lambda inv: build_devices(inv, {}, shares), backend=None)
-    return driver, inventory
-
-
-def _run(args: argparse.Namespace, claims: Claims, calls: Any) -> Any:
-    from kgpu.testing.dra import DraKubelet
-
-    work = Path(args.work)
-    control = Path(args.mps_control_binary) if args.mps_control_binary else None
-    driver, inventory = _driver(work, Path(args.driver_root), claims, args.simulate, control)
-    stop = threading.Event()
-    thread = threading.Thread(target=driver.run, args=(stop, inventory), daemon=True)
-    with DraKubelet(work / "registry") as kubelet:
-        thread.start()
-        try:
-            with kubelet.client(DRIVER, timeout=60) as plugin:
-                return calls(plugin, inventory)
-        finally:
-            stop.set()
-            thread.join(30)
+    driver = local_driver(work, backend, claims, None, mps_control=lambda: find_control_binary([driver_root], control),
+                          library_dir=library.parent if library else None, node=NODE, node_edits=edits,
+                          shm_dir="/dev/shm")  # on the host, daemon and clients share the host's /dev/shm
+    with DraKubelet(work / "plugins_registry") as kubelet, RunningDriver(driver, inventory), \
+            kubelet.client(DRIVER, timeout=60) as plugin:
+        return calls(plugin, inventory)
 
 
 def _env_and_mounts(spec: dict[str, Any]) -> tuple[dict[str, str], list[dict[str, Any]]]:
@@ -113,14 +76,16 @@ def _env_and_mounts(spec: dict[str, Any]) -> tuple[dict[str, str], list[dict[str
 
 
 def prepare(args: argparse.Namespace) -> int:
+    from kgpu.testing.dra import StaticClaims
+
     out, work = Path(args.out), Path(args.work)
     shares = [(n, int(m), int(p)) for n, m, p in (s.split(":") for s in args.share)]
-    claims = Claims([_claim(n, "gpu-0", m, p) for n, m, p in shares])
+    claims = StaticClaims(*(_claim(n, "gpu-0", m, p) for n, m, p in shares))
     (work / "claims.json").write_text(json.dumps(list(claims.claims.values())))
 
     def calls(plugin: Any, inventory: Any) -> int:
         gpu0 = inventory.by_index(0)
-        refs = [("default", c["metadata"]["uid"], n) for n, c in claims.claims.items()]
+        refs = [("default", c["metadata"]["uid"], c["metadata"]["name"]) for c in claims.claims.values()]
         answer = plugin.prepare(refs)
         failures = 0
         for _, uid, name in refs:
@@ -155,14 +120,15 @@ def prepare(args: argparse.Namespace) -> int:
 
 def unprepare(args: argparse.Namespace) -> int:
     from kgpu.sharing.daemon import pid_alive
+    from kgpu.testing.dra import StaticClaims
 
     work = Path(args.work)
-    claims = Claims(json.loads((work / "claims.json").read_text()))
+    claims = StaticClaims(*json.loads((work / "claims.json").read_text()))
     pid_files = list((work / "mps").glob("*/pipe/nvidia-cuda-mps-control.pid"))
     pids = [int(p.read_text()) for p in pid_files]
 
     def calls(plugin: Any, inventory: Any) -> int:
-        refs = [("default", c["metadata"]["uid"], n) for n, c in claims.claims.items()]
+        refs = [("default", c["metadata"]["uid"], c["metadata"]["name"]) for c in claims.claims.values()]
         answer = plugin.unprepare(refs)
         failures = 0
         for _, uid, name in refs:

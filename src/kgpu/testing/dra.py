@@ -5,7 +5,10 @@ registration directory for sockets, calls ``GetInfo``, checks the answer as the 
 ``DRAPlugin``, a driver name that is a DNS subdomain, an endpoint that exists, the ``v1.DRAPlugin``
 service), answers ``NotifyRegistrationStatus``, and records the registration. :class:`DraClient` then
 calls the driver's endpoint as the kubelet does: ``NodePrepareResources``, ``NodeUnprepareResources``,
-and ``NodeWatchResources`` followed in the background (:class:`HealthWatch`).
+and ``NodeWatchResources`` followed in the background (:class:`HealthWatch`). The API server's side, for a
+driver run in-process: :class:`StaticClaims` (the claims it reads) and :class:`RecordingPublisher` (the
+slices it publishes); :func:`local_driver` wires a driver whose files all live under one directory, and
+:class:`RunningDriver` runs it in a thread (what ``kgpu dra-plugin`` does in its main thread).
 
 Example::
 
@@ -22,14 +25,15 @@ from __future__ import annotations
 import re
 import threading
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 import grpc
 
+from kgpu.deviceplugin.health import XidPolicy
 from kgpu.dra.api import DRA_SERVICE_V1, PLUGIN_TYPE
 from kgpu.dra.api import dra_pb2 as dra
 from kgpu.dra.api import dra_pb2_grpc as dra_grpc
@@ -37,6 +41,17 @@ from kgpu.dra.api import drahealth_pb2 as health
 from kgpu.dra.api import drahealth_pb2_grpc as health_grpc
 from kgpu.dra.api import pluginregistration_pb2 as reg
 from kgpu.dra.api import pluginregistration_pb2_grpc as reg_grpc
+from kgpu.dra.checkpoint import current_boot_id
+from kgpu.dra.claims import ClaimError
+from kgpu.dra.daemon import DraDriver, DriverSettings, Publisher
+from kgpu.dra.devices import ConsumableShares, DraDevice, build_devices
+from kgpu.dra.health import DeviceHealth
+from kgpu.dra.mps import MpsDaemons
+from kgpu.dra.prepare import NodeEdits, PrepareSettings
+from kgpu.dra.state import ClaimSource, DriverState
+from kgpu.gpu.backend import GPUBackend
+from kgpu.gpu.model import Inventory
+from kgpu.sharing.paths import MpsPaths
 
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 
@@ -236,3 +251,131 @@ class HealthWatch:
     def close(self) -> None:
         self._call.cancel()
         self._thread.join(timeout=5)
+
+
+class StaticClaims:
+    """The API's ResourceClaims, kept in memory: a stand-in for :class:`kgpu.dra.kube.ApiClaims`."""
+
+    def __init__(self, *claims: Mapping[str, Any]) -> None:
+        self.claims = {(c["metadata"]["namespace"], c["metadata"]["name"]): dict(c) for c in claims}
+        self.reads = 0
+
+    def add(self, obj: Mapping[str, Any]) -> Mapping[str, Any]:
+        self.claims[(obj["metadata"]["namespace"], obj["metadata"]["name"])] = dict(obj)
+        return obj
+
+    def get(self, namespace: str, name: str) -> Mapping[str, Any]:
+        self.reads += 1
+        try:
+            return self.claims[(namespace, name)]
+        except KeyError:
+            raise ClaimError(f"ResourceClaim {namespace}/{name} does not exist") from None
+
+
+@dataclass
+class RecordingPublisher:
+    """The API's ResourceSlices of this node: what the driver applied, with every apply kept in order.
+
+    Stands in for :class:`kgpu.dra.kube.SlicePublisher` (the driver's ``publisher``)."""
+
+    node: str = "node-1"
+    slices: dict[str, dict[str, Any]] = field(default_factory=dict)
+    applied: list[list[dict[str, Any]]] = field(default_factory=list)
+    fail: int = 0
+    """Refuse the next ``fail`` applies, as an unreachable API server would."""
+    cond: threading.Condition = field(default_factory=threading.Condition)
+
+    def owner(self) -> dict[str, str]:
+        return {"name": self.node, "uid": "node-uid-1"}
+
+    def existing(self) -> dict[str, int]:
+        with self.cond:
+            return {n: s["spec"]["pool"]["generation"] for n, s in self.slices.items()}
+
+    def apply(self, slices: Sequence[Mapping[str, Any]]) -> None:
+        with self.cond:
+            if self.fail:
+                self.fail -= 1
+                raise OSError("connection refused")
+            self.slices = {s["metadata"]["name"]: dict(s) for s in slices}
+            self.applied.append([dict(s) for s in slices])
+            self.cond.notify_all()
+
+    def wipe(self) -> None:
+        """What a starting kubelet does to its node's slices."""
+        with self.cond:
+            self.slices.clear()
+
+    def devices(self) -> list[str]:
+        with self.cond:
+            return [d["name"] for s in self.slices.values() for d in s["spec"]["devices"]]
+
+    def wait_for(self, predicate: Any, timeout: float = 30.0) -> list[dict[str, Any]]:
+        """The latest applied slices once ``predicate(devices by name)`` holds."""
+        def now() -> dict[str, dict[str, Any]]:
+            return {d["name"]: d for s in self.slices.values() for d in s["spec"]["devices"]}
+
+        with self.cond:
+            if not self.cond.wait_for(lambda: bool(self.applied) and predicate(now()), timeout):
+                raise TimeoutError(f"slices never matched; last: {sorted(now())}")
+            return list(self.slices.values())
+
+
+def local_driver(
+    root: Path,
+    backend: GPUBackend,
+    claims: ClaimSource,
+    publisher: Publisher | None,
+    *,
+    mps_control: Callable[[], Path],
+    library_dir: Path | None = None,
+    driver: str = "gpu.nvidia.com",
+    node: str = "node-1",
+    shares: str = "memory",
+    unhealthy: str = "remove",
+    node_edits: NodeEdits | None = None,
+    shm_dir: str | None = None,
+    recovery_window: float = 300.0,
+    boot_id: Callable[[], str] = current_boot_id,
+) -> DraDriver:
+    """A driver as ``kgpu dra-plugin`` builds one, with its registration directory (``root/plugins_registry``),
+    plugin directory and checkpoint (``root/plugins``), CDI specs (``root/cdi``) and MPS root (``root/mps``)."""
+    inventory = backend.inventory()
+    paths = MpsPaths(root / "mps")
+    mps = MpsDaemons(paths, binary=mps_control, library_dir=library_dir)
+    health = DeviceHealth(XidPolicy(), parents={m.uuid: m.parent_uuid for m in inventory.mig_devices},
+                          recovery_window=recovery_window)
+    built: list[DraDriver] = []
+
+    def devices() -> dict[str, DraDevice]:
+        return built[0].devices_by_name()
+
+    state = DriverState(PrepareSettings(driver, node, paths, shm_dir=shm_dir), devices, claims,
+                        root / "plugins" / driver / "kgpu-checkpoint.json", root / "cdi", mps,
+                        node_edits=node_edits, boot_id=boot_id)
+    settings = DriverSettings(driver=driver, node=node, registry_dir=root / "plugins_registry",
+                              plugins_dir=root / "plugins", unhealthy=unhealthy, rescan_interval=0)
+    mode = ConsumableShares.parse(shares)
+    built.append(DraDriver(settings, state, health, publisher, lambda inv: build_devices(inv, {}, mode),
+                           backend=backend))
+    return built[0]
+
+
+class RunningDriver:
+    """Runs a driver in a thread for a ``with`` block and stops it (SIGTERM's path) on the way out."""
+
+    def __init__(self, driver: DraDriver, inventory: Inventory) -> None:
+        self.driver = driver
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=driver.run, args=(self.stop, inventory), name="dra-driver",
+                                       daemon=True)
+
+    def __enter__(self) -> DraDriver:
+        self.thread.start()
+        return self.driver
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join(timeout=20)
+        if self.thread.is_alive():
+            raise RuntimeError("the DRA driver did not stop within 20 s")
