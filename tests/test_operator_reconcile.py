@@ -245,3 +245,16 @@ def test_changing_sharing_in_the_policy_restarts_the_pods_of_one_node() -> None:
     reconcile_once(view, writer)  # type: ignore[arg-type]
     assert writer.deleted_pods == ["dp-gpu-1"]
     assert writer.statuses[-1][1]["state"] == "notReady"
+
+
+def test_in_a_pod_the_operator_logs_in_at_the_address_the_kubelet_gives_it(tmp_path: Any, monkeypatch: Any) -> None:
+    from kgpu.operator.run import login_in_cluster
+
+    assert login_in_cluster(tmp_path) is None, "outside a pod: no service account token"
+    (tmp_path / "token").write_text("tok\n")
+    (tmp_path / "ca.crt").write_text("CA")
+    (tmp_path / "namespace").write_text("kube-system")
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "127.0.0.1")
+    monkeypatch.setenv("KUBERNETES_SERVICE_PORT", "6443")
+    info = login_in_cluster(tmp_path)
+    assert (info.server, info.token, info.default_namespace) == ("https://127.0.0.1:6443", "tok", "kube-system")

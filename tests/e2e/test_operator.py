@@ -65,6 +65,17 @@ def events(cluster: Cluster, reason: str) -> list[str]:
     return [e["message"] for e in items["items"]]
 
 
+def diagnose(cluster: Cluster) -> str:
+    """What an admin would look at when the policy does not become ready."""
+    parts = []
+    for args in (("get", "clusterpolicies.kgpu.io", "-o", "yaml"), ("get", "pods", "-n", NAMESPACE, "-o", "wide"),
+                 ("logs", "-n", NAMESPACE, "deploy/kgpu-operator", "--tail", "40"),
+                 ("get", "events", "-n", NAMESPACE, "--sort-by", ".lastTimestamp")):
+        out = cluster.kubectl(*args, check=False)
+        parts.append(f"$ kubectl {' '.join(args)}\n{out[-4000:]}")
+    return "\n".join(parts)
+
+
 @pytest.fixture(scope="module")
 def operator_release(cluster: Cluster, image: str, driver_root: Path) -> Iterator[Release]:
     cluster.kubectl("label", "node", cluster.node, f"{PRESENT}=true", "--overwrite")
@@ -72,7 +83,10 @@ def operator_release(cluster: Cluster, image: str, driver_root: Path) -> Iterato
     try:
         start = time.monotonic()
         release.install(operator_values())
-        wait_for("ClusterPolicy ready", lambda: ready(cluster), timeout=240)
+        try:
+            wait_for("ClusterPolicy ready", lambda: ready(cluster), timeout=240)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{diagnose(cluster)}") from None
         took = time.monotonic() - start
         record(f"v{cluster.version}: helm install (operator) → ClusterPolicy ready", f"{took:.1f} s")
         yield release

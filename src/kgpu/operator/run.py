@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,29 @@ def load_base_values(path: Path | None) -> dict[str, Any]:
     return coalesce(defaults, loaded)
 
 
+SERVICE_ACCOUNT = Path("/var/run/secrets/kubernetes.io/serviceaccount")
+
+
+def login_in_cluster(account: Path = SERVICE_ACCOUNT) -> Any:
+    """kopf's credentials from the pod's ServiceAccount and the API server address the kubelet gives every pod
+    (KUBERNETES_SERVICE_HOST/PORT, as client-go and lightkube use it; kopf's own helper assumes the DNS name
+    kubernetes.default.svc, which a cluster without cluster DNS cannot resolve). None outside a pod."""
+    import kopf
+
+    host, port = os.environ.get("KUBERNETES_SERVICE_HOST"), os.environ.get("KUBERNETES_SERVICE_PORT", "443")
+    token_file = account / "token"
+    if not host or not token_file.exists():
+        return None
+    host = f"[{host}]" if ":" in host else host
+    ca = account / "ca.crt"
+    namespace = account / "namespace"
+    return kopf.ConnectionInfo(
+        server=f"https://{host}:{port}", token=token_file.read_text().strip(),
+        ca_path=str(ca) if ca.exists() else None,
+        default_namespace=namespace.read_text().strip() if namespace.exists() else None,
+    )
+
+
 def run_operator(namespace: str, release: str, values: Path | None, kubeconfig: Path | None,
                  liveness: str | None, resync_s: float = 10.0) -> None:
     import kopf
@@ -48,9 +72,12 @@ def run_operator(namespace: str, release: str, values: Path | None, kubeconfig: 
     registry = build_registry(view, lambda: ApiWriter(client, namespace), resync_s)
 
     if kubeconfig is not None:
-        @kopf.on.login(registry=registry)
-        def _login(**_: Any) -> kopf.ConnectionInfo | None:
-            return kopf.login_with_kubeconfig(**_)  # type: ignore[no-any-return]
+        os.environ["KUBECONFIG"] = str(kubeconfig)  # kopf's own client reads the same file as lightkube
+
+    # kopf registers its default login handlers on its global registry only: this one needs its own.
+    @kopf.on.login(registry=registry)
+    def _login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+        return login_in_cluster() or kopf.login_with_kubeconfig(**kwargs)  # type: ignore[no-any-return]
 
     logging.getLogger("kopf").setLevel(logging.WARNING)
     kopf.run(registry=registry, standalone=True, namespaces=[namespace], liveness_endpoint=liveness)
