@@ -7,7 +7,9 @@ The tests run in file order against one release; each leaves the policy ready fo
 
 from __future__ import annotations
 
+import contextlib
 import json
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -91,10 +93,14 @@ def operator_release(cluster: Cluster, image: str, driver_root: Path) -> Iterato
         record(f"v{cluster.version}: helm install (operator) → ClusterPolicy ready", f"{took:.1f} s")
         yield release
     finally:
-        cluster.kubectl("label", "node", cluster.node, f"{MIG_LABEL}-", check=False)
-        if release.installed:
-            release.uninstall()
-        cluster.kubectl("label", "node", cluster.node, f"{PRESENT}-", check=False)
+        # Uninstall first, whatever else fails: a slow API server must not leave the release behind.
+        try:
+            if release.installed:
+                release.uninstall()
+        finally:
+            for label in (MIG_LABEL, PRESENT):
+                with contextlib.suppress(subprocess.SubprocessError):
+                    cluster.kubectl("label", "node", cluster.node, f"{label}-", check=False)
 
 
 def test_the_policy_is_ready_with_every_stage_of_the_node_filled(operator_release: Release, cluster: Cluster) -> None:
