@@ -72,6 +72,11 @@ def diagnose(cluster: Cluster) -> str:
     parts = []
     for args in (("get", "clusterpolicies.kgpu.io", "-o", "yaml"), ("get", "pods", "-n", NAMESPACE, "-o", "wide"),
                  ("logs", "-n", NAMESPACE, "deploy/kgpu-operator", "--tail", "40"),
+                 ("logs", "-n", NAMESPACE, "-l", "app.kubernetes.io/component=device-plugin", "--previous",
+                  "--tail", "20"),
+                 ("logs", "-n", NAMESPACE, "-l", "app.kubernetes.io/component=device-plugin", "--tail", "20"),
+                 ("logs", "-n", NAMESPACE, "-l", "app.kubernetes.io/component=validator", "--tail", "10"),
+                 ("logs", "-n", NAMESPACE, "-l", "app.kubernetes.io/component=mig-manager", "--tail", "10"),
                  ("get", "events", "-n", NAMESPACE, "--sort-by", ".lastTimestamp")):
         out = cluster.kubectl(*args, check=False)
         parts.append(f"$ kubectl {' '.join(args)}\n{out[-4000:]}")
