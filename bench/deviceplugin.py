@@ -33,8 +33,8 @@ from pathlib import Path
 from typing import Any
 
 from kgpu.deviceplugin.api import deviceplugin_pb2 as pb
-from kgpu.deviceplugin.harness import FakeKubelet
 from kgpu.gpu.simulated import inject_event
+from kgpu.testing.kubelet import FakeKubelet
 
 RESOURCE = "nvidia.com/gpu"
 

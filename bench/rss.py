@@ -1,17 +1,11 @@
-"""Where the daemons' resident memory goes, phase by phase (targets: device plugin < 80 MB, exporter < 60 MB).
+"""The daemons' resident memory, step by step (targets: device plugin < 80 MB, exporter < 80 MB).
 
 Starts ``kgpu device-plugin`` (against the kubelet stand-in) and ``kgpu exporter`` (with a fake kubelet
-PodResources socket, so gRPC is loaded as on a node) at debug level, and prints for each:
-
-* the bare interpreter (``python -c pass``), for reference;
-* the daemon's own ``memory`` log lines: after the command line is parsed (Typer), in the lean
-  interpreter it hands over to, after its imports, after opening the backend (``nvmlInit``), after
-  reading the inventory, once serving;
-* read from /proc: after the first Allocate / first scrape, after many, and steady 10 s later
-  (with the peak, threads, and anonymous vs file-backed memory);
-* the steady state of variants, to show what each part costs: the old way without the hand-over
-  (``KGPU_NO_HANDOFF=1``), glibc limited to 2 malloc arenas (``MALLOC_ARENA_MAX=2``), and the exporter
-  without pod attribution (no gRPC).
+PodResources socket, so gRPC is loaded as on a node) and prints for each, read from /proc: the bare
+interpreter for reference, once serving (registered / first scrape), after many Allocates or scrapes,
+and steady some seconds later (with the peak, threads, anonymous vs file-backed memory). Variants
+show what parts cost: glibc limited to 2 malloc arenas (``MALLOC_ARENA_MAX=2``) and the exporter
+without pod attribution (no gRPC).
 
     .venv/bin/python bench/rss.py                      # simulated h100x8 (imports pydantic for fixtures)
     python3 bench/rss.py --backend nvml [--driver-root /usr/local/nvidia]
@@ -37,9 +31,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from kgpu.deviceplugin.harness import FakeKubelet
+from kgpu.testing.kubelet import FakeKubelet
 
-TARGETS = {"device-plugin": 80.0, "exporter": 60.0}
+TARGETS = {"device-plugin": 80.0, "exporter": 80.0}
 
 
 @dataclass
@@ -69,10 +63,9 @@ def bare_interpreter_mb() -> float:
 
 
 class LogReader:
-    """Reads the daemon's JSON log lines in the background; keeps the memory phases and the last lines."""
+    """Reads the daemon's JSON log lines in the background; keeps the messages and the last lines."""
 
     def __init__(self, proc: subprocess.Popen[str]) -> None:
-        self.phases: list[tuple[str, float]] = []
         self.messages: list[str] = []
         self.tail: list[str] = []
         self._proc = proc
@@ -87,8 +80,6 @@ class LogReader:
                 record = json.loads(line)
             except json.JSONDecodeError:
                 continue
-            if record.get("event") == "memory" and isinstance(record.get("rss_mb"), (int, float)):
-                self.phases.append((str(record["phase"]), float(record["rss_mb"])))
             self.messages.append(str(record.get("msg", "")))
 
     def wait_for(self, prefix: str, timeout: float = 60) -> str:
@@ -101,17 +92,6 @@ class LogReader:
                 break
             time.sleep(0.05)
         raise RuntimeError(f"no log line starting {prefix!r}; last lines:\n" + "\n".join(self.tail))
-
-
-PHASE_NAMES = {
-    "command line parsed": "command line parsed (Typer, config checked)",
-    "interpreter": "lean interpreter started (hand-over)",
-    "config resolved": "configuration ready",
-    "imports": "daemon modules imported",
-    "backend opened": "backend opened (nvmlInit on NVML)",
-    "inventory": "inventory read",
-    "serving": "serving",
-}
 
 
 def _stop(proc: subprocess.Popen[str]) -> None:
@@ -141,12 +121,10 @@ def device_plugin(global_args: list[str], env: dict[str, str], variant: str, set
          "--state-file", str(root / "state.json")],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env,
     )
-    logs = LogReader(proc)
+    LogReader(proc)  # keeps its stderr pipe drained
     try:
         kubelet.wait_for_registration("nvidia.com/gpu", timeout=60)
         ids = [d.ID for d in kubelet.watch("nvidia.com/gpu").wait_for(lambda ds: len(ds) > 0, timeout=30)]
-        time.sleep(0.3)  # the 'serving' line is written by the log writer within 50 ms
-        run.rows += [(PHASE_NAMES.get(p, p), v) for p, v in logs.phases]
         run.rows.append(("registered with the kubelet", mb(status(proc.pid)["VmRSS"])))
         client = kubelet.client("nvidia.com/gpu")
         client.allocate([ids[:1]])
@@ -185,7 +163,7 @@ def exporter(global_args: list[str], env: dict[str, str], variant: str, settle: 
     try:
         msg = logs.wait_for("serving GPU metrics on http://")
         url = f"http://127.0.0.1:{int(msg.rsplit(':', 1)[1].split('/')[0])}/metrics"
-        run.rows += [(PHASE_NAMES.get(p, p), v) for p, v in logs.phases]
+        run.rows.append(("serving", mb(status(proc.pid)["VmRSS"])))
         with urllib.request.urlopen(url, timeout=10) as response:
             response.read()
         run.rows.append(("after the first scrape (gRPC client loaded)", mb(status(proc.pid)["VmRSS"])))
@@ -201,7 +179,7 @@ def exporter(global_args: list[str], env: dict[str, str], variant: str, settle: 
 
 def print_run(run: Run, bare: float, node: str) -> None:
     print(f"\nkgpu {run.daemon} on {node}: resident memory (VmRSS), MB")
-    print(f"  {'phase':46} {'MB':>6} {'+MB':>6}")
+    print(f"  {'step':46} {'MB':>6} {'+MB':>6}")
     print(f"  {'bare interpreter (python -c pass)':46} {bare:6.1f}")
     previous = bare
     for name, value in run.rows:
@@ -224,8 +202,7 @@ def main() -> int:
     global_args = ["--simulate", args.simulate] if args.backend == "simulated" else ["--backend", "nvml"]
     if args.backend == "nvml" and args.driver_root:
         global_args += ["--driver-root", args.driver_root]
-    base_env = {k: v for k, v in os.environ.items() if k not in ("KGPU_NO_HANDOFF", "MALLOC_ARENA_MAX")}
-    env = {**base_env, "KGPU_LOG_LEVEL": "debug"}
+    env = {k: v for k, v in os.environ.items() if k != "MALLOC_ARENA_MAX"}
     from kgpu.gpu import open_backend
 
     backend = open_backend("simulated", simulate=args.simulate) if args.backend == "simulated" else open_backend(
@@ -245,11 +222,7 @@ def main() -> int:
         if not args.no_variants:
             short = min(args.settle, 3.0)
             variants = [
-                device_plugin(global_args, {**env, "KGPU_NO_HANDOFF": "1"}, "without the hand-over (before)", short,
-                              500),
                 device_plugin(global_args, {**env, "MALLOC_ARENA_MAX": "2"}, "MALLOC_ARENA_MAX=2", short, 500),
-                exporter(global_args, {**env, "KGPU_NO_HANDOFF": "1"}, "without the hand-over (before)", short, 20,
-                         socket),
                 exporter(global_args, {**env, "MALLOC_ARENA_MAX": "2"}, "MALLOC_ARENA_MAX=2", short, 20, socket),
                 exporter(global_args, env, "no pod attribution (no gRPC loaded)", short, 20, None),
             ]

@@ -109,7 +109,7 @@ def run_clients(envs: list[dict[str, str]], seconds: float) -> list[dict[str, fl
 def mps_envs(driver_root: str, work: Path) -> tuple[subprocess.Popen[bytes], list[dict[str, str]], Path]:
     """Start kgpu mps-daemon for 4 replicas of GPU 0; return it and the Allocate environment of each replica."""
     from kgpu.config.resolve import resolve_config
-    from kgpu.deviceplugin.resources import build_logic
+    from kgpu.deviceplugin.daemon import node_resources as build_logic
     from kgpu.gpu.backend import open_backend
 
     root = work / "mps"

@@ -24,7 +24,7 @@ echo "== kgpu device-plugin (simulated $node) against a kubelet stand-in =="
     rm -rf "$dp_dir"
   }
   trap cleanup_dp EXIT
-  python -m kgpu.deviceplugin.harness --kubelet-dir "$dp_dir/device-plugins" --allocate 2 &
+  python -m kgpu.testing.kubelet --kubelet-dir "$dp_dir/device-plugins" --allocate 2 &
   harness_pid=$!
   KGPU_LOG_LEVEL=warning kgpu --simulate "$node" device-plugin \
     --kubelet-dir "$dp_dir/device-plugins" --state-file "$dp_dir/state.json" &

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from kgpu.deviceplugin.plan import AdvertisedDevice, AdvertisedResource, AllocationError, ContainerAllocation
+from kgpu.container import AllocationError, ContainerAllocation
+from kgpu.deviceplugin.devices import AdvertisedDevice, AdvertisedResource
 from kgpu.gpu.model import Inventory
 
 

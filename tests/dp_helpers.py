@@ -6,6 +6,8 @@ from pathlib import Path
 
 from kgpu.config import PluginConfig
 from kgpu.config.resolve import resolve_config
+from kgpu.deviceplugin.daemon import node_resources
+from kgpu.deviceplugin.resources import NodeResources
 from kgpu.gpu.backend import open_backend
 from kgpu.gpu.model import Inventory
 
@@ -30,3 +32,8 @@ def plugin_config(directory: Path | None = None, text: str | None = None, **flag
         path = directory / "config.yaml"
         path.write_text(text)
     return resolve_config({k.replace("_", "-"): v for k, v in flags.items()}, {}, path)
+
+
+def build_logic(inventory: Inventory, config: PluginConfig, host_root: Path = EMPTY_HOST) -> NodeResources:
+    """The plugin's decisions for ``inventory``, with the host facts read under ``host_root`` (as it starts)."""
+    return node_resources(inventory, config, host_root)

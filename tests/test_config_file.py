@@ -349,6 +349,6 @@ def test_reading_the_plain_config_values_loads_neither_pydantic_nor_yaml() -> No
     import subprocess
     import sys
 
-    code = ("import sys, kgpu.config, kgpu.deviceplugin.resources, kgpu.sharing.paths, kgpu.options; "
+    code = ("import sys, kgpu.config, kgpu.sharing.paths, kgpu.options; "
             "print(sorted(m for m in ('pydantic', 'yaml') if m in sys.modules))")
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "[]\n"

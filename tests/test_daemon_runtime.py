@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import subprocess
 import sys
@@ -15,6 +14,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from configmap import ConfigMapVolume
 
 from kgpu.daemon import Backoff, ConfigReload, Daemon, StopSignals, Watcher, parse_listen
 from kgpu.errors import ConfigError
@@ -130,20 +130,10 @@ def test_health_says_which_watcher_fails_and_a_refused_config_keeps_it_healthy(t
         daemon.shutdown()
 
 
-def _configmap(directory: Path, name: str, content: str) -> None:
-    """Update a mounted ConfigMap as the kubelet does: a new timestamped dir, then an atomic ..data swap."""
-    version = directory / f"..{name}"
-    version.mkdir()
-    (version / "config.yaml").write_text(content)
-    (directory / "..data_tmp").symlink_to(version.name)
-    os.replace(directory / "..data_tmp", directory / "..data")
-    if not (directory / "config.yaml").is_symlink():
-        (directory / "config.yaml").symlink_to("..data/config.yaml")
-
-
 def test_a_configmap_swap_is_applied_and_an_invalid_file_keeps_the_previous_config(tmp_path: Path) -> None:
-    _configmap(tmp_path, "2026_01_01", "replicas: 2")
-    path = tmp_path / "config.yaml"
+    configmap = ConfigMapVolume(tmp_path)
+    configmap.update("replicas: 2")
+    path = configmap.path
     applied: list[int] = []
 
     def load() -> int:
@@ -155,10 +145,10 @@ def test_a_configmap_swap_is_applied_and_an_invalid_file_keeps_the_previous_conf
     reload = ConfigReload(path, load, applied.append)
     reload.tick()
     assert applied == []  # unchanged since the daemon started
-    _configmap(tmp_path, "2026_01_02", "replicas: 4")
+    configmap.update("replicas: 4")
     reload.tick()
     assert applied == [4]
-    _configmap(tmp_path, "2026_01_03", "oops")
+    configmap.update("oops")
     reload.tick()
     assert applied == [4] and "expected 'replicas: N'" in reload.refused
     path.resolve().write_text("replicas: 8")  # an admin rewriting the file in place

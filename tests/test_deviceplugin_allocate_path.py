@@ -1,30 +1,19 @@
-"""The Allocate request path: repeated requests, a device turning sick between two of them, the log line.
-
-The path is kept cheap (a repeated request reuses its plan and its gRPC message, the log line is
-built on the log writer's thread); these stories check that nothing the kubelet or the admin sees
-changes because of that.
-"""
+"""The Allocate request path: repeated requests, a device turning sick between two of them, the log line."""
 
 from __future__ import annotations
 
-import json
 import logging
-from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
+from dp_helpers import build_logic
 
 from kgpu.config.resolve import resolve_config
 from kgpu.deviceplugin.api import deviceplugin_pb2 as pb
 from kgpu.deviceplugin.health import HealthTracker
-from kgpu.deviceplugin.logwriter import BatchingHandler
-from kgpu.deviceplugin.resources import build_logic
-from kgpu.deviceplugin.server import ResourcePlugin
+from kgpu.deviceplugin.service import ResourcePlugin
 from kgpu.gpu import HealthEvent, HealthEventKind, open_backend
-from kgpu.log import JsonFormatter
-
-EMPTY_HOST = Path("/nonexistent-host-root")
 
 
 class Aborted(Exception):
@@ -44,7 +33,7 @@ def plugin_for(strategy: str = "envvar") -> tuple[ResourcePlugin, HealthTracker,
     backend = open_backend(simulate="h100x8")
     inventory = backend.inventory()
     backend.close()
-    logic = build_logic(inventory, resolve_config({"device-list-strategy": strategy}, {}), EMPTY_HOST)
+    logic = build_logic(inventory, resolve_config({"device-list-strategy": strategy}, {}))
     tracker = HealthTracker()
     resource = logic.resources()[0]
     return ResourcePlugin(resource, logic, tracker), tracker, [d.id for d in resource.devices]
@@ -96,40 +85,7 @@ def test_cdi_annotations_name_a_fresh_response_every_time() -> None:
     assert keys[0] != keys[1]
 
 
-class Lines(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__()
-        self.setFormatter(JsonFormatter())
-        self.lines: list[dict[str, Any]] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(json.loads(self.format(record)))
-
-
-def test_each_allocation_is_one_structured_log_line_written_by_the_writer_thread() -> None:
-    plugin, _, ids = plugin_for()
-    root = logging.getLogger()
-    saved_handlers, saved_level = root.handlers[:], root.level
-    lines = Lines()
-    root.handlers[:] = [lines]
-    root.setLevel(logging.INFO)
-    try:
-        batching = BatchingHandler.install(interval=60)  # only close() writes here
-        allocate(plugin, ids[:2], ids[2:3])
-        assert lines.lines == []  # nothing written, nothing formatted on the request path
-        batching.close()
-        assert root.handlers == [lines]  # the root logger's handlers are back
-    finally:
-        root.handlers[:], root.level = saved_handlers, saved_level
-    allocated = [line for line in lines.lines if line.get("event") == "allocate"]
-    assert [(a["msg"], a["level"], a["logger"], a["resource"], a["devices"]) for a in allocated] == [
-        ("allocated", "info", "kgpu.deviceplugin", "nvidia.com/gpu", ids[:2]),
-        ("allocated", "info", "kgpu.deviceplugin", "nvidia.com/gpu", ids[2:3]),
-    ]
-    assert all(a["ts"].endswith("Z") for a in allocated)
-
-
-def test_without_a_writer_thread_the_line_is_logged_at_once(caplog: pytest.LogCaptureFixture) -> None:
+def test_each_allocation_is_one_structured_log_line(caplog: pytest.LogCaptureFixture) -> None:
     plugin, _, ids = plugin_for()
     with caplog.at_level(logging.INFO, logger="kgpu.deviceplugin"):
         allocate(plugin, ids[:1])

@@ -15,12 +15,15 @@ import grpc
 import pytest
 from dp_fake_logic import FakeLogic
 
-from kgpu.deviceplugin.daemon import DaemonSettings, DevicePluginDaemon
-from kgpu.deviceplugin.harness import FakeKubelet, PluginClient
+from kgpu.daemon import Daemon
+from kgpu.deviceplugin.daemon import attach
 from kgpu.deviceplugin.health import HealthTracker, XidPolicy
+from kgpu.deviceplugin.plugin import DevicePlugin, PluginSettings
+from kgpu.errors import ConfigError
 from kgpu.gpu import open_backend
 from kgpu.gpu.backend import GPUBackend
 from kgpu.gpu.simulated import inject_event
+from kgpu.testing.kubelet import FakeKubelet, PluginClient
 
 H100_0 = "GPU-04af0a9b-6df0-595a-bd74-7498840294e2"
 H100_1 = "GPU-e57918dd-6f99-5f96-95aa-8d09bb69141f"
@@ -31,7 +34,8 @@ A100_MIG_3G = "MIG-51ae983c-d1ea-5513-88c1-a818a9ff928a"
 @dataclass
 class Node:
     kubelet: FakeKubelet
-    daemon: DevicePluginDaemon
+    daemon: DevicePlugin
+    runtime: Daemon
     logic: FakeLogic
     backend: GPUBackend
     events: Path
@@ -78,13 +82,19 @@ def start_node(
     else:
         kubelet.directory.mkdir(parents=True)
     state_file = root / "state" / "state.json"
-    daemon = DevicePluginDaemon(
-        logic, tracker, backend, DaemonSettings(kubelet_dir=kubelet.directory, state_file=state_file)
-    )
+    plugin = DevicePlugin(logic, tracker, PluginSettings(kubelet_dir=kubelet.directory, state_file=state_file))
     stop = threading.Event()
-    thread = threading.Thread(target=daemon.run, args=(stop,), daemon=True)
+    runtime = Daemon("device-plugin", stop=stop)
+    runtime.on_stop(plugin.close)
+    attach(runtime, plugin, tracker, backend)
+
+    def serve() -> None:
+        with runtime:
+            runtime.serve()
+
+    thread = threading.Thread(target=serve, daemon=True)
     thread.start()
-    return Node(kubelet, daemon, logic, backend, events, state_file, stop, thread)
+    return Node(kubelet, plugin, runtime, logic, backend, events, state_file, stop, thread)
 
 
 @pytest.fixture
@@ -238,9 +248,9 @@ def test_kubelet_restart_is_followed_by_reregistration(node: Node) -> None:
 
 def test_plugin_waits_for_a_kubelet_that_is_not_up_yet(tmpdir_short: Path) -> None:
     n = start_node(tmpdir_short, kubelet_up=False)
-    passes = count_reconcile_passes(n.daemon)
+    kubelet_watcher = next(w for w in n.runtime.watchers if w.name == "kubelet")
     try:
-        _eventually(lambda: passes[0] >= 3 or _fail("the daemon did not look for the kubelet"))
+        _eventually(lambda: kubelet_watcher.status().ticks >= 3 or _fail("the daemon did not look for the kubelet"))
         assert n.thread.is_alive()
         assert not (n.directory / "nvidia-gpu.sock").exists()  # nothing served before the kubelet is there
         n.kubelet.start()
@@ -355,33 +365,21 @@ def _fail(why: str) -> bool:
     raise AssertionError(why)
 
 
-def count_reconcile_passes(daemon: DevicePluginDaemon) -> list[int]:
-    """A counter of the daemon's registration passes (its loop looks ``reconcile`` up on every turn)."""
-    passes = [0]
-    real = daemon.reconcile
-
-    def counted() -> None:
-        real()
-        passes[0] += 1
-
-    daemon.reconcile = counted  # type: ignore[method-assign]
-    return passes
-
-
 def _eventually(check, timeout: float = 20.0):  # type: ignore[no-untyped-def]
     deadline = time.monotonic() + timeout
     while True:
         try:
             return check()
-        except (AssertionError, FileNotFoundError, json.JSONDecodeError, KeyError):
+        except (AssertionError, FileNotFoundError, json.JSONDecodeError, KeyError, ConfigError):
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.02)
 
 
 def test_state_file_carries_mps_slice_limits_for_the_exporter(tmpdir_short: Path) -> None:
+    from dp_helpers import build_logic
+
     from kgpu.config.resolve import resolve_config
-    from kgpu.deviceplugin.resources import build_logic
 
     config_file = tmpdir_short / "dp.yaml"
     config_file.write_text(
@@ -390,8 +388,8 @@ def test_state_file_carries_mps_slice_limits_for_the_exporter(tmpdir_short: Path
     )
     inventory = open_backend(simulate="h100x8").inventory()
     logic = build_logic(inventory, resolve_config({}, {}, config_file))
-    daemon = DevicePluginDaemon(logic, HealthTracker(), None, DaemonSettings(kubelet_dir=tmpdir_short, state_file=None))
-    resources = {r["name"]: r for r in daemon.state()["resources"]}  # type: ignore[attr-defined]
+    plugin = DevicePlugin(logic, HealthTracker(), PluginSettings(kubelet_dir=tmpdir_short, state_file=None))
+    resources = {r["name"]: r for r in plugin.state().to_json()["resources"]}
     (slice_device,) = resources["nvidia.com/gpu-20gb"]["devices"]
     assert slice_device["gpu_uuid"] == H100_0
     assert slice_device["mps"] == {"memory_mib": 20480, "compute_percent": 50}
@@ -399,7 +397,7 @@ def test_state_file_carries_mps_slice_limits_for_the_exporter(tmpdir_short: Path
 
 
 def test_the_exporter_reads_the_state_file_the_daemon_writes(node: Node) -> None:
-    from kgpu.exporter.pluginstate import parse_plugin_state
+    from kgpu.deviceplugin.statefile import read_state
 
     node.kubelet.wait_for_registration("nvidia.com/gpu")
     with PluginClient(node.directory / "nvidia-gpu.sock") as plugin:
@@ -407,7 +405,7 @@ def test_the_exporter_reads_the_state_file_the_daemon_writes(node: Node) -> None
     inject_event(node.events, H100_0, "xid", 79)
 
     def parsed():  # type: ignore[no-untyped-def]
-        state = parse_plugin_state(node.state_file.read_text(), str(node.state_file))
+        state = read_state(node.state_file)
         devices = {d.id: d for r in state.resources for d in r.devices}
         assert not devices[H100_0].healthy and devices[H100_1].allocations == 1
         return state

@@ -5,15 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from dp_helpers import EMPTY_HOST, node, plugin_config
+from dp_helpers import EMPTY_HOST, build_logic, node, plugin_config
 
-from kgpu.deviceplugin.logic import GPUResources
-from kgpu.deviceplugin.plan import AllocationError
-from kgpu.deviceplugin.resources import build_logic
+from kgpu.container import AllocationError
+from kgpu.deviceplugin.resources import NodeResources
 from kgpu.gpu.model import Inventory
 
 
-def logic_for(inv: Inventory, tmp_path: Path | None = None, text: str | None = None, **flags: object) -> GPUResources:
+def logic_for(inv: Inventory, tmp_path: Path | None = None, text: str | None = None, **flags: object) -> NodeResources:
     return build_logic(inv, plugin_config(tmp_path, text, **flags), EMPTY_HOST)
 
 

@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
-from dp_helpers import EMPTY_HOST, node
+from dp_helpers import EMPTY_HOST, build_logic, node
 from dp_helpers import plugin_config as config
 
-from kgpu.config import PluginConfig
-from kgpu.config.values import mig_resource_name
-from kgpu.deviceplugin.logic import GPUResources
-from kgpu.deviceplugin.plan import AdvertisedResource, DevicePluginLogic
-from kgpu.deviceplugin.resources import build_logic, parse_mig_minors, socket_name
+from kgpu.config.values import PluginConfig, mig_resource_name
+from kgpu.deviceplugin.devices import AdvertisedResource, parse_mig_minors, socket_name
+from kgpu.deviceplugin.resources import NodeResources
+from kgpu.deviceplugin.service import DevicePluginLogic
 from kgpu.errors import ConfigError
+from kgpu.gpu import nvml as nvml_backend
 from kgpu.gpu.model import Inventory
 
 FIXTURES = ("p100", "t4", "a30", "a100-mig", "h100x8", "mixed")
@@ -50,7 +51,7 @@ def test_every_node_and_mig_strategy(fixture: str, strategy: str) -> None:
         ]
     else:
         assert list(resources) == ["nvidia.com/gpu"]
-    assert isinstance(logic, GPUResources)
+    assert isinstance(logic, NodeResources)
     _: DevicePluginLogic = logic  # the server's Protocol
 
 
@@ -255,17 +256,19 @@ def test_devices_that_are_not_on_this_node_are_errors(tmp_path: Path, devices: s
 # --- NUMA nodes and MIG capability device nodes from the host ---------------------------------------
 
 
-def test_numa_node_comes_from_sysfs_under_the_host_root(tmp_path: Path) -> None:
-    inv = node("mixed")  # fixture says T4 on node 0, A30 on node 1
-    t4 = tmp_path / "sys/bus/pci/devices/0000:3b:00.0"
-    t4.mkdir(parents=True)
-    (t4 / "numa_node").write_text("3\n")
-    a30 = tmp_path / "sys/bus/pci/devices/0000:af:00.0"
-    a30.mkdir(parents=True)
-    (a30 / "numa_node").write_text("-1\n")
+def test_numa_node_comes_from_the_inventory(tmp_path: Path) -> None:
+    # Given an inventory whose T4 sits on NUMA node 3 and whose A30 has no affinity (sysfs -1, as on a VM)
+    inv = node("mixed")
+    t4, a30 = inv.gpus
+    inv = dataclasses.replace(inv, gpus=(dataclasses.replace(t4, numa_node=3),
+                                         dataclasses.replace(a30, numa_node=None)))
+    # Then the kubelet's topology says exactly that, with no read of the host's sysfs of its own
     (gpu,) = build_logic(inv, config(), tmp_path).resources()
-    # sysfs wins; -1 (no affinity, as on the H100 VM) means no topology rather than the fixture's guess.
     assert [d.numa_node for d in gpu.devices] == [3, None]
+    assert nvml_backend.read_numa_node("0000:3b:00.0", tmp_path) is None  # absent
+    (tmp_path / "sys/bus/pci/devices/0000:3b:00.0").mkdir(parents=True)
+    (tmp_path / "sys/bus/pci/devices/0000:3b:00.0/numa_node").write_text("-1\n")
+    assert nvml_backend.read_numa_node("0000:3b:00.0", tmp_path) is None  # no affinity: no topology
 
 
 def test_numa_node_falls_back_to_the_inventory_without_sysfs() -> None:

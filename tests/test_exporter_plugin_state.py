@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from exporter_helpers import GPU0, GPU1, samples, write_node
 
-from kgpu.deviceplugin.daemon import write_state
+from kgpu.deviceplugin.statefile import PluginState, write_state
 from kgpu.exporter import ExporterOptions, GPUCollector, load_counters
 from kgpu.exporter.attribution import ContainerDevices
 from kgpu.exporter.pluginstate import PluginStateFile
@@ -25,9 +25,11 @@ def device(id: str, gpu: str, *, replica: int | None = None, health: str = "Heal
     return out
 
 
-def state(*resources: dict[str, Any]) -> dict[str, object]:
-    return {"version": 1, "pid": 1, "updated": "2026-01-01T12:00:00.000Z",
-            "kubelet_dir": "/var/lib/kubelet/device-plugins", "health_policy": "", "resources": list(resources)}
+def state(*resources: dict[str, Any]) -> PluginState:
+    """The state file in the shape the plugin writes (parsed by the contract both sides share)."""
+    return PluginState.from_json({"version": 1, "pid": 1, "updated": "2026-01-01T12:00:00.000Z",
+                                  "kubelet_dir": "/var/lib/kubelet/device-plugins", "health_policy": "",
+                                  "resources": list(resources)}, "test state")
 
 
 def scrape(tmp_path: Path, state_path: Path, pods: list[ContainerDevices] | None = None) -> str:
@@ -118,4 +120,4 @@ def test_a_newer_state_version_is_refused_by_name(tmp_path: Path, caplog: pytest
     path.write_text('{"version": 2, "resources": []}')
     with caplog.at_level(logging.WARNING):
         assert PluginStateFile(path).read() is None
-    assert "version 2; this exporter reads version 1" in caplog.text
+    assert "version 2; this kgpu reads version 1" in caplog.text

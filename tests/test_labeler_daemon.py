@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from kgpu.errors import KgpuError
-from kgpu.labels.daemon import LabelerState, LoopTiming, parse_duration, parse_listen, run_labeler, serve_health
+from kgpu.daemon import Daemon, parse_listen
+from kgpu.errors import ConfigError, KgpuError
+from kgpu.labels.daemon import Labeler, LabelerState, LoopTiming, parse_duration, run_labeler
 from kgpu.labels.output import parse_lines
 
 TIMING = LoopTiming(interval=60.0, poll=0.001)
@@ -99,28 +100,35 @@ def test_oneshot_publishes_once_and_raises_on_failure() -> None:
         failing.run(oneshot=True)
 
 
-def test_health_is_ok_while_labels_are_fresh_and_503_after() -> None:
-    state = LabelerState()
-    timing = LoopTiming(interval=1.0, poll=0.1)
-    server = serve_health("127.0.0.1:0", state, timing)
-    url = f"http://127.0.0.1:{server.server_address[1]}/healthz"
+def test_health_is_ok_while_labels_are_published_and_503_once_publishing_fails_for_too_long() -> None:
+    # Given a labeler whose publishing fails (the API server is away), ticked by the runtime
+    node = Node([A] * 3)
+    node.publish_failures.append(KgpuError("cannot reach the Kubernetes API server"))
+    labeler = Labeler(node.compute, node.publish, LoopTiming(interval=1.0, poll=0.1))
+    runtime = Daemon("labeler")
+    watcher = runtime.watch("labels", labeler.tick, interval=0.1, unhealthy_after=0.0)
+    endpoint = runtime.serve_http(parse_listen("127.0.0.1:0", "--healthz"))
+    url = f"http://127.0.0.1:{endpoint.port}/healthz"
     try:
-        assert urllib.request.urlopen(url, timeout=30).read() == b"ok\n"  # nothing attempted yet
-        state.last_success, state.last_error = time.monotonic() - 10, "cannot reach the Kubernetes API server"
+        assert urllib.request.urlopen(url, timeout=30).read().startswith(b"ok\n")  # nothing attempted yet
+        watcher.step()
         with pytest.raises(urllib.error.HTTPError) as info:
             urllib.request.urlopen(url, timeout=30)
         assert info.value.code == 503
-        assert b"cannot reach the Kubernetes API server" in info.value.read()
+        assert b"labels: failing for 0 s: cannot reach the Kubernetes API server" in info.value.read()
+        watcher.step()  # published at the retry
+        assert urllib.request.urlopen(url, timeout=30).read().startswith(b"ok\n")
     finally:
-        server.shutdown()
-        server.server_close()
+        runtime.shutdown()
 
 
-@pytest.mark.parametrize(("addr", "parsed"), [(":8081", ("0.0.0.0", 8081)), ("127.0.0.1:0", ("127.0.0.1", 0))])
-def test_listen_addresses(addr: str, parsed: tuple[str, int]) -> None:
-    assert parse_listen(addr) == parsed
-    with pytest.raises(KgpuError, match="expected HOST:PORT or :PORT"):
-        parse_listen("8081")
+def test_a_config_that_became_invalid_keeps_the_labels_published() -> None:
+    # Given labels published from a valid config, then a config file that no longer parses
+    node = Node([A, ConfigError("config.yaml: sharing.timeSlicing.resources[0].replicas: 0 is below 1"), A], 60.0)
+    state = node.run(LoopTiming(interval=60.0, poll=0.001))
+    # Then the labels of the valid config were re-asserted, and the refusal is not a failure of the labeler
+    assert len(node.published) == 3 and all(p["nvidia.com/gpu.count"] == "8" for p in node.published)
+    assert state.last_error is None and state.config_refused == ""
 
 
 def wait_for(predicate: object, timeout: float = 20.0) -> None:

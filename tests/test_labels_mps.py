@@ -11,9 +11,9 @@ import logging
 from pathlib import Path
 
 import pytest
+from dp_helpers import build_logic
 
 from kgpu.config.resolve import resolve_config
-from kgpu.deviceplugin.resources import build_logic
 from kgpu.gpu import Inventory, open_backend
 from kgpu.labels import HostFacts, LabelSettings, SharingStrategy, node_labels
 from kgpu.labels.config import resolve_settings

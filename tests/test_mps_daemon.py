@@ -7,24 +7,26 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from configmap import ConfigMapVolume
 
-from kgpu.config.file import parse_mps_section
+from kgpu.daemon import Backoff
 from kgpu.gpu.backend import open_backend
-from kgpu.sharing import MpsPaths, build_layout
+from kgpu.sharing import MpsPaths, build_layout, parse_mps_section
 from kgpu.sharing.daemon import (
     ControlClient,
     DaemonSpec,
     GpuDaemon,
     Supervisor,
-    backoff_seconds,
     driver_env,
     pid_alive,
     spec_for,
@@ -77,8 +79,8 @@ def fake_pid(paths: MpsPaths, uuid: str = UUID0) -> int:
     return int(paths.pid_file(uuid).read_text())
 
 
-def test_backoff_doubles_and_is_capped() -> None:
-    assert [backoff_seconds(n) for n in range(0, 8)] == [0, 1, 2, 4, 8, 16, 30, 30]
+def test_restarts_back_off_with_the_runtimes_backoff() -> None:
+    assert [Backoff(initial=1, cap=30).delay(n) for n in range(0, 8)] == [0, 1, 2, 4, 8, 16, 30, 30]
 
 
 def test_a_daemon_starts_per_gpu_with_its_own_pipe_and_the_largest_slice_as_default_limits(paths: MpsPaths) -> None:
@@ -340,3 +342,48 @@ def test_exclusive_process_is_opt_in_and_restored_on_exit(paths: MpsPaths, tmp_p
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
     assert calls.read_text() == f"-i {UUID0} -c EXCLUSIVE_PROCESS\n-i {UUID0} -c DEFAULT\n"
+
+
+def test_kgpu_mps_daemon_follows_a_configmap_update_and_keeps_running_daemons_on_a_bad_one(
+    paths: MpsPaths, tmp_path: Path,
+) -> None:
+    # Given kgpu mps-daemon sharing GPU 0 from a mounted ConfigMap
+    shared = "version: v1\nsharing:\n  mps:\n    resources:\n    - {{name: nvidia.com/gpu, replicas: 2, devices: {}}}\n"
+    configmap = ConfigMapVolume(tmp_path / "config")
+    configmap.update(shared.format("[0]"))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "kgpu", "--simulate", "h100x8", "mps-daemon", "--config-file", str(configmap.path),
+         "--mps-root", str(paths.root), "--control-binary", str(FAKE), "--interval", "0.1",
+         "--healthz", f"127.0.0.1:{port}"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    uuid1 = "GPU-e57918dd-6f99-5f96-95aa-8d09bb69141f"
+    try:
+        wait_for(paths.ready_file.exists)
+        first = fake_pid(paths)
+        # When GPU 1 is shared too, its daemon starts and GPU 0's keeps running (same process)
+        configmap.update(shared.format("[0, 1]"))
+        wait_for(lambda: paths.pid_file(uuid1).exists() and paths.ready_file.exists())
+        assert fake_pid(paths) == first
+        assert [g["uuid"] for g in json.loads(paths.layout_file.read_text())["gpus"]] == [UUID0, uuid1]
+        # When the file becomes invalid, nothing changes
+        configmap.update("version: v1\nsharing:\n  mps:\n    resources: oops\n")
+
+        def health() -> str:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=30) as response:
+                return str(response.read().decode())
+
+        wait_for(lambda: "its current content is refused" in health())
+        assert "sharing.mps.resources" in health() and health().startswith("ok\n")  # refused, still healthy
+        assert fake_pid(paths) == first and pid_alive(fake_pid(paths, uuid1))
+        # When GPU 0 is no longer shared, its daemon is told to quit
+        configmap.update(shared.format("[1]"))
+        wait_for(lambda: not pid_alive(first))
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert err.count("the changed sharing.mps configuration is refused") == 1

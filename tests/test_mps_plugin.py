@@ -16,21 +16,21 @@ from pathlib import Path
 
 import grpc
 import pytest
-from dp_helpers import plugin_config
+from dp_helpers import build_logic, plugin_config
 
-from kgpu.config import PluginConfig
-from kgpu.deviceplugin.daemon import DaemonSettings, DevicePluginDaemon
-from kgpu.deviceplugin.harness import FakeKubelet
+from kgpu.config.values import PluginConfig
+from kgpu.container import AllocationError
+from kgpu.deviceplugin.daemon import run_plugin
 from kgpu.deviceplugin.health import HealthTracker
-from kgpu.deviceplugin.plan import AllocationError
-from kgpu.deviceplugin.resources import build_logic
+from kgpu.deviceplugin.mps import MpsHealthSource, layout_for
+from kgpu.deviceplugin.plugin import DevicePlugin, PluginSettings
+from kgpu.deviceplugin.statefile import MpsLimits, PluginState
 from kgpu.errors import ConfigError
-from kgpu.exporter.pluginstate import MpsLimits, parse_plugin_state
 from kgpu.gpu.backend import open_backend
 from kgpu.gpu.model import Inventory
 from kgpu.sharing import MpsPaths
 from kgpu.sharing.daemon import ControlClient, GpuDaemon, Supervisor, spec_for
-from kgpu.sharing.plugin import layout_for, start_health_feed
+from kgpu.testing.kubelet import FakeKubelet
 
 FAKE = Path(__file__).parent / "fakes" / "nvidia-cuda-mps-control"
 H100_0 = "GPU-04af0a9b-6df0-595a-bd74-7498840294e2"
@@ -138,10 +138,11 @@ def test_slices_are_unhealthy_until_their_daemon_runs_and_while_it_is_down(short
     stop = threading.Event()
     paths = MpsPaths(root)
     layout = layout_for(inventory, cfg.sharing.mps)
-    start_health_feed(layout, paths, tracker, stop, interval=0.02)
+    mps = MpsHealthSource(layout, paths, tracker)
+    mps.tick()
     kubelet = FakeKubelet(short_dir / "dp").start()
-    plugin = DevicePluginDaemon(logic, tracker, None, DaemonSettings(kubelet_dir=kubelet.directory, state_file=None))
-    thread = threading.Thread(target=plugin.run, args=(stop,), daemon=True)
+    plugin = DevicePlugin(logic, tracker, PluginSettings(kubelet_dir=kubelet.directory, state_file=None))
+    thread = threading.Thread(target=run_plugin, args=(plugin, None, stop, mps.tick), daemon=True)
     thread.start()
     (gpu,) = layout.gpus
     spec = spec_for(gpu, paths, FAKE, {})
@@ -177,7 +178,7 @@ def test_slices_are_unhealthy_until_their_daemon_runs_and_while_it_is_down(short
         whole.wait_for(lambda ds: len(ds) == 7)
         assert [sum(1 for d in ds if d.health == "Healthy") for ds in whole.history] == [7]
         # And the state file tells the exporter each slice's limits
-        state = parse_plugin_state(json.dumps(plugin.state()), "state.json")
+        state = PluginState.from_json(json.loads(json.dumps(plugin.state().to_json())), "state.json")
         limits = {d.id: d.mps for r in state.resources for d in r.devices if d.mps is not None}
         assert limits[f"{H100_0}::gpu-10gb-1"] == MpsLimits(memory_mib=10240, compute_percent=25)
         assert limits[f"{H100_0}::gpu-20gb-0"] == MpsLimits(memory_mib=20480, compute_percent=50)
@@ -190,7 +191,7 @@ def test_slices_are_unhealthy_until_their_daemon_runs_and_while_it_is_down(short
 
 
 def test_preferred_allocation_keeps_a_containers_slices_on_one_gpu(short_dir: Path) -> None:
-    text = ("version: v1\nsharing:\n  mps:\n    failRequestsGreaterThanOne: false\n    slices:\n"
+    text = ("version: v1\nsharing:\n  mps:\n    slices:\n"
             "    - {name: nvidia.com/gpu-10gb, memory: 10Gi, computePercent: 20, count: 3, devices: [0, 1]}\n")
     logic = build_logic(h100(), config(short_dir, text))
     (small,) = [r for r in logic.resources() if r.name == "nvidia.com/gpu-10gb"]

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from dp_helpers import build_logic
 from exporter_helpers import samples
 
 from kgpu.config.resolve import resolve_config
-from kgpu.deviceplugin.daemon import DaemonSettings, DevicePluginDaemon
 from kgpu.deviceplugin.health import HealthTracker
-from kgpu.deviceplugin.resources import build_logic
+from kgpu.deviceplugin.plugin import DevicePlugin, PluginSettings
 from kgpu.exporter import ExporterOptions, GPUCollector, load_counters
 from kgpu.exporter.pluginstate import PluginStateFile
 from kgpu.gpu import open_backend
@@ -45,8 +45,7 @@ def test_slice_limits_are_the_same_in_the_layout_allocate_state_file_metrics_and
     inventory = backend.inventory()
     logic = build_logic(inventory, config)
     state_file = tmp_path / "state.json"
-    plugin = DevicePluginDaemon(logic, HealthTracker(), None,
-                                DaemonSettings(kubelet_dir=tmp_path / "dp", state_file=state_file))
+    plugin = DevicePlugin(logic, HealthTracker(), PluginSettings(kubelet_dir=tmp_path / "dp", state_file=state_file))
     plugin.write_state()
     assert config.sharing.mps is not None
     layout = build_layout(inventory, config.sharing.mps)

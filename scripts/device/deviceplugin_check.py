@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from kgpu.deviceplugin.harness import FakeKubelet
+from kgpu.testing.kubelet import FakeKubelet
 
 RESOURCE = "nvidia.com/gpu"
 failures: list[str] = []

@@ -23,8 +23,8 @@ import tempfile
 from pathlib import Path
 
 from kgpu.config.resolve import resolve_config
-from kgpu.deviceplugin.plan import AllocationError
-from kgpu.deviceplugin.resources import build_logic
+from kgpu.container import AllocationError
+from kgpu.deviceplugin.daemon import node_resources as build_logic
 from kgpu.gpu.backend import open_backend
 from kgpu.gpu.model import sysfs_bus_id
 

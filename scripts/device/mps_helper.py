@@ -22,7 +22,7 @@ from pathlib import Path
 
 
 def allocate(args: argparse.Namespace) -> int:
-    from kgpu.deviceplugin.harness import FakeKubelet
+    from kgpu.testing.kubelet import FakeKubelet
 
     out = Path(args.out)
     kubelet_dir = Path(tempfile.mkdtemp(dir="/tmp", prefix="kgpu-mps-kubelet-"))

@@ -1,9 +1,8 @@
 #!/usr/bin/env bash
 # Issues 4 and 6 targets on the real GPU: where the daemons' memory goes and how fast Allocate is, on NVML.
-#   1. bench/rss.py --backend nvml: resident memory of `kgpu device-plugin` and `kgpu exporter` phase by phase
-#      (bare interpreter, command line parsed, lean interpreter, config, imports, nvmlInit, inventory,
-#      serving, first Allocate / first scrape, steady 10 s later) and variants (without the hand-over,
-#      MALLOC_ARENA_MAX=2, exporter without gRPC);
+#   1. bench/rss.py --backend nvml: resident memory of `kgpu device-plugin` and `kgpu exporter` step by step
+#      (bare interpreter, serving, first Allocate / first scrape, steady 10 s later) and variants
+#      (MALLOC_ARENA_MAX=2, exporter without gRPC);
 #   2. bench/deviceplugin.py --nvml: Allocate p50/p99, daemon CPU and context switches per Allocate,
 #      the gRPC floor, re-registration, RSS (targets: p99 < 1 ms, RSS < 80 MB);
 #   3. bench/exporter.py --backend nvml: scrape latency and RSS (target RSS < 60 MB);
@@ -28,7 +27,7 @@ PY
 nvidia-smi --query-gpu=index,name,driver_version,memory.total --format=csv,noheader || true
 
 echo
-echo "== 1. resident memory, phase by phase (bench/rss.py --backend nvml) =="
+echo "== 1. resident memory, step by step (bench/rss.py --backend nvml) =="
 timeout -k 5 90 python3 bench/rss.py --backend nvml 2>&1 | grep -v -i goaway | tee "$OUT/rss.txt"
 rc=${PIPESTATUS[0]}
 [ "$rc" -eq 0 ] || { echo "rss: a daemon misses its memory target (rc=$rc)"; fail=1; }

@@ -11,3 +11,7 @@ class ConfigError(KgpuError):
     """A file or flag a user gave is invalid. The message names the file, field, value and what is allowed."""
 
     exit_code = 2
+
+
+class BackendError(KgpuError):
+    """The GPU backend could not be opened or answered with an error."""

@@ -1,7 +1,7 @@
 """Options every kgpu command shares (``--backend``, ``--simulate``, ``--driver-root``, ``--log-level``).
 
-A plain value, importable without the command line's libraries, so that a daemon handed over to a
-lean interpreter (:mod:`kgpu.handoff`) can open the same backend the command was asked for.
+A plain value, importable without the command line's libraries, so that a daemon's process module can
+open the same backend the command was asked for.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from kgpu.config.driverroot import driver_root_from
 from kgpu.config.flags import DEVICE_PLUGIN, flag_named, lookup
@@ -49,24 +49,4 @@ class GlobalOptions:
             simulate=self.simulate,
             driver_root=root.view if root is not None and root.explicit else None,
             simulate_events=self.simulate_events,
-        )
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "backend": self.backend,
-            "simulate": self.simulate,
-            "simulate_events": None if self.simulate_events is None else str(self.simulate_events),
-            "log_level": self.log_level,
-            "flags": dict(self.flags),
-        }
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> GlobalOptions:
-        events = data.get("simulate_events")
-        return cls(
-            backend=data.get("backend", "auto"),
-            simulate=data.get("simulate"),
-            simulate_events=None if events is None else Path(events),
-            log_level=data.get("log_level", "info"),
-            flags=dict(data.get("flags", {})),
         )

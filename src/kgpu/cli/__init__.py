@@ -179,7 +179,4 @@ def run(args: list[str] | None = None) -> int:
 
 
 def main() -> None:
-    from kgpu import handoff
-
-    handoff.allow()  # a real process: daemons may hand over to a lean interpreter (tests' CliRunner never does)
     sys.exit(run())

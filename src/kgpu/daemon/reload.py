@@ -47,11 +47,14 @@ def content_digest(path: Path) -> str:
 class ConfigReload(Generic[T]):
     """A watcher's tick that reloads ``path`` when its content changes; see the module docstring."""
 
-    def __init__(self, path: Path, load: Callable[[], T], apply: Callable[[T], None], what: str = "configuration"):
+    def __init__(self, path: Path, load: Callable[[], T], apply: Callable[[T], None], what: str = "configuration",
+                 reported: Callable[[], None] | None = None):
         self.path = path
         self.load = load
         self.apply = apply
         self.what = what
+        self.reported = reported
+        """Called after a change was applied or refused (e.g. to rewrite a state file that shows it)."""
         self.reloads = 0
         """Configurations applied since the daemon started (not counting the first)."""
         self.refused = ""
@@ -75,11 +78,14 @@ class ConfigReload(Generic[T]):
                 f"the changed {self.what} is refused; still serving the previous one",
                 extra={"event": "reload", "path": str(self.path), "error": self.refused},
             )
-            return
-        self.apply(new)
-        self.reloads += 1
-        self.refused = ""
-        log.info(f"{self.what} reloaded", extra={"event": "reload", "path": str(self.path), "reloads": self.reloads})
+        else:
+            self.apply(new)
+            self.reloads += 1
+            self.refused = ""
+            log.info(f"{self.what} reloaded",
+                     extra={"event": "reload", "path": str(self.path), "reloads": self.reloads})
+        if self.reported is not None:
+            self.reported()
 
     def describe(self) -> str:
         """One line for the health endpoint."""

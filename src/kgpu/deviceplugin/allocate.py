@@ -20,31 +20,21 @@ a stock containerd/runc, as on GKE.
 A shared replica (``<uuid>::<n>``) names its physical device once, however many replicas of it
 a container holds.
 
-Paths in a response are *host* paths (the kubelet and runtime resolve them on the host): the one
-driver root (:class:`kgpu.config.DriverRoot`) says where the driver lives on the host and where the
-plugin reads it (``containerDriverRoot``, ``/driver-root``, when that is mounted, as in NVIDIA's
-DaemonSet). ``driver-mounts`` without driver files refuses to start (:class:`NoDriverFiles`).
+Paths in a response are *host* paths (the kubelet and runtime resolve them on the host). Pure:
+what the host holds (device nodes, driver files, IMEX channels) comes in as :class:`HostFacts`, read
+once by :mod:`kgpu.deviceplugin.hostfacts`.
 """
 
 from __future__ import annotations
 
 import uuid as uuidlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, field
 
-from kgpu.config import DRIVER_MOUNTS, DriverRoot, PluginConfig, resolve_driver_root
-from kgpu.deviceplugin.plan import AllocationError, ContainerAllocation, DeviceNode, Mount
-from kgpu.deviceplugin.resources import (
-    CONTROL_DEVICE_NODES,
-    Device,
-    Grant,
-    ResourceSet,
-    allocation_extras,
-)
-from kgpu.errors import ConfigError
-from kgpu.host.driverfiles import discover_driver_files
-from kgpu.host.driverroot import CUDA_SONAME, NVML_SONAME, WELL_KNOWN_DRIVER_ROOTS, find_library
+from kgpu.config.values import DRIVER_MOUNTS, PluginConfig
+from kgpu.container import AllocationError, ContainerAllocation, DeviceNode, Mount
+from kgpu.deviceplugin.devices import CONTROL_DEVICE_NODES, Device, Grant, MigMinors, ResourceSet
+from kgpu.deviceplugin.mps import mps_extras
 
 DEVICE_LIST_ENV = "NVIDIA_VISIBLE_DEVICES"
 VOLUME_MOUNTS_HOST_PATH = "/dev/null"
@@ -73,118 +63,18 @@ class HostFacts:
     """Driver libraries and binaries for the ``driver-mounts`` strategy (host path → container path)."""
     imex_channels: tuple[str, ...] = ()
     """IMEX channel device nodes that exist (``/dev/nvidia-caps-imex-channels/channel0``)."""
+    mig_minors: MigMinors = field(default_factory=dict)
+    """The driver's MIG capability minors (``/proc/driver/nvidia-caps/mig-minors``)."""
+    warnings: tuple[str, ...] = ()
+    """What an admin should know about the host (missing device nodes or driver files)."""
 
 
 REQUIRED_CONTROL_NODES = CONTROL_DEVICE_NODES[:3]
 """Assumed present when the plugin cannot see the host's device nodes (no toolkit, /dev not mounted)."""
 
 
-class NoDriverFiles(ConfigError):
-    """A list strategy needs the driver's files (driver-mounts), and the driver root has none: the
-    containers the plugin would admit could not run CUDA, so it does not advertise devices."""
-
-
-def driver_root_seen(config: PluginConfig, host_root: Path = Path("/")) -> DriverRoot:
-    """The one driver root (:attr:`PluginConfig.driver_root`), or, when the host's tree is read under
-    ``host_root`` (tests, a host mounted elsewhere), the same host path under it."""
-    if host_root == Path("/"):
-        return config.driver_root
-    return resolve_driver_root(config.driver_root.host, host_root=host_root)
-
-
-def driver_file_mounts(root: DriverRoot) -> tuple[Mount, ...]:
-    """Read-only mounts of the driver's libraries (and their soname links) and binaries.
-
-    Each library file is mounted under its own name and under every soname link that points at
-    it (``libcuda.so.1`` → the ``libcuda.so.580.95.05`` file), so the dynamic loader finds it
-    without ``ldconfig`` in the container. Files are found where this process sees the driver
-    (``root.view``); the mounts name them as the host does (under ``root.host``).
-    """
-    files = discover_driver_files(root.view)
-    mounts: list[Mount] = []
-    for lib in files.libraries:
-        mounts.append(Mount(f"{CONTAINER_LIB_DIR}/{lib.name}", root.host_path(lib), read_only=True))
-    by_name = {lib.name: lib for lib in files.libraries}
-    for link in files.library_links:
-        target = by_name.get(link.target)
-        if target is not None:
-            mounts.append(Mount(f"{CONTAINER_LIB_DIR}/{link.path.name}", root.host_path(target), read_only=True))
-    for binary in files.binaries:
-        real = binary.resolve()
-        host = root.host_path(real if _inside(real, root.view) else binary)
-        mounts.append(Mount(f"{CONTAINER_BIN_DIR}/{binary.name}", host, read_only=True))
-    return tuple(mounts)
-
-
-def _inside(path: Path, root: Path) -> bool:
-    try:
-        path.relative_to(root)
-    except ValueError:
-        return False
-    return True
-
-
-def no_driver_files(root: DriverRoot, host_root: Path = Path("/")) -> NoDriverFiles:
-    """The one line saying the driver root has no driver, and where one is (a well-known root) if any."""
-    where = f"{root.view}" if str(root.view) == root.host else f"{root.view} (the host's {root.host})"
-    found = next((r for r in WELL_KNOWN_DRIVER_ROOTS if str(r) != root.host
-                  and find_library(host_root / str(r).lstrip("/"), NVML_SONAME) is not None), None)
-    fix = (f"the driver is under {found}: run with --driver-root {found}" if found is not None else
-           "give --driver-root the directory the driver is installed in on the host (/, /run/nvidia/driver, "
-           "/usr/local/nvidia) and, in a container, mount it at /driver-root")
-    return NoDriverFiles(
-        f"device list strategy {DRIVER_MOUNTS} needs the NVIDIA driver's libraries, but there is no "
-        f"{NVML_SONAME} or {CUDA_SONAME} under {where}; {fix}"
-    )
-
-
-def read_host_facts(
-    config: PluginConfig, host_root: Path = Path("/"), warnings: list[str] | None = None
-) -> HostFacts:
-    """Device nodes and driver files on the host, as the plugin sees them (see :func:`driver_root_seen`).
-
-    Raises :class:`NoDriverFiles` when ``driver-mounts`` finds no driver library under the driver root.
-    """
-    warnings = [] if warnings is None else warnings
-    flags = config.flags
-    root = driver_root_seen(config, host_root)
-    driver_root, view = root.host, root.view
-    if driver_root == flags.plugin.container_driver_root and driver_root != "/":
-        warnings.append(
-            f"nvidiaDriverRoot is {driver_root!r}, the plugin container's own mount point; it must be the "
-            "driver root's path on the host (e.g. /run/nvidia/driver), which the kubelet resolves device and "
-            "driver paths against"
-        )
-    # Device nodes: nvidiaDevRoot, else the driver root when it holds dev/ (a driver container), else /.
-    if flags.nvidia_dev_root:
-        dev_root = flags.nvidia_dev_root
-        dev_view = view if dev_root == driver_root else host_root / dev_root.lstrip("/")
-    elif driver_root != "/" and (view / "dev/nvidiactl").exists():
-        dev_root, dev_view = driver_root, view
-    else:
-        dev_root, dev_view = "/", host_root
-    control = tuple(p for p in CONTROL_DEVICE_NODES if (dev_view / p.lstrip("/")).exists())
-    if not control:
-        control = REQUIRED_CONTROL_NODES
-        if flags.plugin.pass_device_specs or flags.plugin.uses(DRIVER_MOUNTS):
-            warnings.append(
-                f"cannot see {dev_view / 'dev/nvidiactl'}; passing {', '.join(control)} without checking they "
-                "exist (load nvidia-uvm on the host, or mount the host's /dev into the plugin to check)"
-            )
-    mounts: tuple[Mount, ...] = ()
-    if flags.plugin.uses(DRIVER_MOUNTS):
-        mounts = driver_file_mounts(root)
-        if not any(m.container_path.startswith(CONTAINER_LIB_DIR) for m in mounts):
-            raise no_driver_files(root, host_root)
-    channels = tuple(
-        f"/dev/nvidia-caps-imex-channels/channel{c}"
-        for c in config.imex.channel_ids
-        if (dev_view / f"dev/nvidia-caps-imex-channels/channel{c}").exists() or config.imex.required
-    )
-    return HostFacts(dev_root=dev_root, control_nodes=control, driver_mounts=mounts, imex_channels=channels)
-
-
-def _join(root: str, path: str) -> str:
+def join_root(root: str, path: str) -> str:
+    """``path`` under ``root`` on the host (``/`` leaves it as it is)."""
     return path if root in ("", "/") else root.rstrip("/") + path
 
 
@@ -193,7 +83,7 @@ def _device_specs(devices: Sequence[Device], facts: HostFacts) -> list[DeviceNod
     for d in devices:
         paths.extend(p for p in d.device_nodes if p not in paths)
     paths.extend(p for p in facts.imex_channels if p not in paths)
-    return [DeviceNode(container_path=p, host_path=_join(facts.dev_root, p), permissions="rw") for p in paths]
+    return [DeviceNode(container_path=p, host_path=join_root(facts.dev_root, p), permissions="rw") for p in paths]
 
 
 def cdi_annotation_key(prefix: str, response_id: str) -> str:
@@ -226,6 +116,18 @@ def check_request(resource: ResourceSet, device_ids: Sequence[str]) -> list[Gran
             "(more replicas would not give it more GPU); request 1, or set failRequestsGreaterThanOne: false"
         )
     return grants
+
+
+def allocation_extras(grants: Sequence[Grant]) -> ContainerAllocation:
+    """Envs and mounts that the grants themselves carry (e.g. MPS limits), merged in request order."""
+    if any(g.mps is not None for g in grants):
+        return mps_extras(grants)
+    envs: dict[str, str] = {}
+    mounts: list[Mount] = []
+    for g in grants:
+        envs.update(g.envs)
+        mounts.extend(m for m in g.mounts if m not in mounts)
+    return ContainerAllocation(envs=envs, mounts=tuple(mounts))
 
 
 def plan_allocation(

@@ -21,8 +21,8 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from kgpu.deviceplugin.plan import AllocationError
-from kgpu.deviceplugin.resources import Grant, ResourceSet
+from kgpu.container import AllocationError
+from kgpu.deviceplugin.devices import Grant, ResourceSet
 from kgpu.gpu.model import Inventory
 
 EXHAUSTIVE_LIMIT = 5000

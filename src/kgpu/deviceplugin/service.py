@@ -1,228 +1,321 @@
-"""``kgpu device-plugin`` as a process: from its parsed flags to a serving daemon, without the CLI's libraries.
+"""The gRPC side of the device plugin: one v1beta1 DevicePlugin service per advertised resource.
 
-The command line (:mod:`kgpu.cli.commands.device_plugin`) turns flags into
-:class:`DevicePluginSettings`, checks them (:func:`check`: the config file, NVIDIA's environment
-variables) and then serves them here, in its own interpreter or — as a real ``kgpu device-plugin``
-process does — in a lean one it hands over to (:mod:`kgpu.handoff`). The configuration travels
-resolved, so the serving interpreter never loads the config file's pydantic models or YAML.
+:class:`ResourcePlugin` implements the ``DevicePlugin`` service for one resource over the node's
+decisions (:class:`DevicePluginLogic`, e.g. :class:`~kgpu.deviceplugin.resources.NodeResources`) and
+the health tracker; :class:`PluginEndpoint` serves it on a unix socket in the kubelet's
+device-plugins directory; :func:`register` announces it to the kubelet. What keeps endpoints
+registered across kubelet restarts is :mod:`kgpu.deviceplugin.plugin`.
+
+Nothing here blocks on NVML or the API server: Allocate and GetPreferredAllocation answer from the
+decisions built at start-up and the tracker's in-memory health.
 
 Example::
 
-    settings = check(DevicePluginSettings(GlobalOptions(simulate="h100x8"), kubelet_dir=Path("/tmp/dp")))
-    serve(settings)      # until SIGTERM
+    plugin = ResourcePlugin(resource, logic, tracker)
+    endpoint = PluginEndpoint(plugin, kubelet_dir / resource.socket_name)
+    endpoint.start()
+    register(kubelet_dir / KUBELET_SOCKET, resource)
 """
 
 from __future__ import annotations
 
-import base64
+import contextlib
 import logging
 import os
-import pickle
-import signal
 import threading
-from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Iterator, Sequence
+from concurrent import futures
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-from kgpu.errors import ConfigError
-from kgpu.options import GlobalOptions
-from kgpu.process import log_memory, settle_heap, wait_for_stop
+import grpc
 
-if TYPE_CHECKING:
-    from kgpu.config import PluginConfig
-    from kgpu.deviceplugin.health import XidPolicy
-    from kgpu.deviceplugin.logwriter import BatchingHandler
-    from kgpu.gpu.backend import GPUBackend
+from kgpu.container import AllocationError, ContainerAllocation
+from kgpu.deviceplugin.api import HEALTHY, UNHEALTHY, VERSION
+from kgpu.deviceplugin.api import deviceplugin_pb2 as pb
+from kgpu.deviceplugin.api import deviceplugin_pb2_grpc as pb_grpc
+from kgpu.deviceplugin.devices import AdvertisedDevice, AdvertisedResource
+from kgpu.deviceplugin.health import HealthChange, HealthTracker
 
 log = logging.getLogger("kgpu.deviceplugin")
 
+OPTIONS = pb.DevicePluginOptions(pre_start_required=False, get_preferred_allocation_available=True)
+_STREAM_POLL_SECONDS = 1.0
+"""How often an idle ListAndWatch stream checks that its client is still there."""
+
 
 @dataclass(frozen=True, slots=True)
-class DevicePluginSettings:
-    """What ``kgpu device-plugin`` was asked to serve: NVIDIA's settings given as flags (by their flag
-    names, e.g. ``mig-strategy``; environment and config file are read when resolving) and kgpu's own."""
+class DeviceState:
+    """One advertised device with its current health, as ListAndWatch reports it."""
 
-    options: GlobalOptions = field(default_factory=GlobalOptions)
-    flags: Mapping[str, object] = field(default_factory=dict)
-    kubelet_dir: Path = Path("/var/lib/kubelet/device-plugins")
-    recovery_window: float = 300.0
-    """Seconds; 0 disables recovery."""
-    state_file: Path = Path("/run/kgpu/device-plugin/state.json")
-    config: PluginConfig | None = None
-    """The configuration resolved from ``flags``, the environment and the file (:func:`check`)."""
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "options": self.options.to_json(),
-            "flags": dict(self.flags),
-            "kubelet_dir": str(self.kubelet_dir),
-            "recovery_window": self.recovery_window,
-            "state_file": str(self.state_file),
-            # Plain frozen dataclasses; pickled so that the serving interpreter needs no YAML or pydantic.
-            "config": None if self.config is None else base64.b64encode(pickle.dumps(self.config)).decode(),
-        }
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> DevicePluginSettings:
-        config = data.get("config")
-        return cls(
-            options=GlobalOptions.from_json(data.get("options", {})),
-            flags=dict(data.get("flags", {})),
-            kubelet_dir=Path(data["kubelet_dir"]),
-            recovery_window=float(data["recovery_window"]),
-            state_file=Path(data["state_file"]),
-            config=None if config is None else pickle.loads(base64.b64decode(config)),  # written by check()
-        )
+    device: AdvertisedDevice
+    healthy: bool
+    reason: str = ""
 
 
-def resolve(settings: DevicePluginSettings) -> tuple[PluginConfig, XidPolicy]:
-    """The config (flag > env > file > default) and health policy; ConfigError naming what is wrong."""
-    from kgpu.deviceplugin.health import XidPolicy
+class DevicePluginLogic(Protocol):
+    """Everything the gRPC service asks of the node's decisions. Implementations never block on I/O."""
 
-    config = settings.config
-    if config is None:
-        from kgpu.config.resolve import resolve_config
+    def resources(self) -> tuple[AdvertisedResource, ...]: ...
 
-        config = resolve_config(dict(settings.flags), os.environ)
-    return config, XidPolicy.from_environ(os.environ, config.health)
+    def allocate(self, resource_name: str, device_ids: Sequence[str]) -> ContainerAllocation:
+        """Plan one container's allocation; raises AllocationError for a request that must fail."""
+        ...
 
-
-def check(settings: DevicePluginSettings) -> DevicePluginSettings:
-    """``settings`` with the configuration resolved; ConfigError for flags, environment or config file
-    that cannot work. Logs nothing."""
-    if settings.kubelet_dir.exists() and not settings.kubelet_dir.is_dir():
-        raise ConfigError(
-            f"--kubelet-dir {settings.kubelet_dir}: not a directory; it must be the kubelet's device-plugins "
-            "directory, which holds kubelet.sock (default /var/lib/kubelet/device-plugins)"
-        )
-    config, _ = resolve(settings)
-    return replace(settings, config=config)
+    def preferred_allocation(
+        self, resource_name: str, available: Sequence[str], must_include: Sequence[str], size: int
+    ) -> list[str]:
+        """Pick ``size`` IDs from ``available``, always including ``must_include``."""
+        ...
 
 
-def serve(settings: DevicePluginSettings) -> None:
-    """Serve until SIGTERM/SIGINT; idles (without registering) where failOnInitError false allows it."""
-    config, policy = resolve(settings)
-    log_memory(log, "config resolved")
-    stop = threading.Event()
-    _on_signals(stop)
-    logs = _log_in_background()
-    try:
-        _serve(settings, config, policy, stop)
-    finally:
-        logs.close()
+AllocationListener = Callable[[str, Sequence[str]], None]
+"""Called with (resource name, device IDs) after each successful container allocation."""
 
 
-def serve_handed_over(settings: dict[str, Any]) -> None:
-    """:mod:`kgpu.handoff`'s entry: logging as the command line set it up, then :func:`serve`."""
-    from kgpu.log import setup_logging
+class ResourcePlugin:
+    """The v1beta1 DevicePlugin service for one advertised resource (method names are the RPC names)."""
 
-    parsed = DevicePluginSettings.from_json(settings)
-    setup_logging(parsed.options.log_level)
-    log_memory(log, "interpreter")
-    serve(parsed)
+    def __init__(
+        self,
+        resource: AdvertisedResource,
+        logic: DevicePluginLogic,
+        tracker: HealthTracker,
+        on_allocate: AllocationListener | None = None,
+    ) -> None:
+        self.resource = resource
+        self.logic = logic
+        self.tracker = tracker
+        self.on_allocate = on_allocate
+        self._by_id = {d.id: d for d in resource.devices}
+        self._uuids = {u for d in resource.devices for u in d.health_uuids}
+        self._closed = threading.Event()
+        self._streams: set[threading.Event] = set()
+        self._streams_lock = threading.Lock()
+        tracker.subscribe(self._on_health_change)
 
+    # -- state -------------------------------------------------------------------------------
 
-def _log_in_background() -> BatchingHandler:
-    """Write log lines from a thread of their own, in batches.
+    def states(self) -> list[DeviceState]:
+        out = []
+        for d in self.resource.devices:
+            healthy, reason = self.tracker.device_health(d.health_uuids)
+            out.append(DeviceState(d, healthy, reason))
+        return out
 
-    An Allocate only appends its line's fields to a list: it never waits on a log write (a container's
-    stderr pipe can block), builds no LogRecord and wakes no thread. The writer flushes every 50 ms and on exit.
-    """
-    from kgpu.deviceplugin.logwriter import BatchingHandler
+    def list_response(self) -> pb.ListAndWatchResponse:
+        return pb.ListAndWatchResponse(devices=[_api_device(s) for s in self.states()])
 
-    return BatchingHandler.install(interval=0.05)
-
-
-def _serve(settings: DevicePluginSettings, config: PluginConfig, policy: XidPolicy, stop: threading.Event) -> None:
-    from kgpu.deviceplugin.allocate import NoDriverFiles
-    from kgpu.deviceplugin.daemon import DaemonSettings, DevicePluginDaemon
-    from kgpu.deviceplugin.health import HealthTracker
-    from kgpu.deviceplugin.resources import build_logic
-    from kgpu.gpu.backend import BackendError
-
-    state_file, kubelet_dir, window = settings.state_file, settings.kubelet_dir, settings.recovery_window
-    log.info("configuration", extra={"event": "config", "config": config.to_dict()})
-    log_memory(log, "imports")  # gRPC and the plugin's own modules
-    try:
-        backend = _open_backend(settings.options, config)
-        log_memory(log, "backend opened")
-        inventory = backend.inventory()
-        log_memory(log, "inventory")
-    except BackendError as exc:
-        if config.flags.fail_on_init_error:
-            raise
-        log.error(
-            "GPUs cannot be initialised; failOnInitError is false, so idling without registering",
-            extra={"event": "idle", "error": str(exc)},
-        )
-        _idle(stop, state_file, kubelet_dir, f"GPUs cannot be initialised: {exc}")
-        return
-    try:
-        try:
-            logic = build_logic(inventory, config)
-        except NoDriverFiles as exc:  # containers admitted now could not run CUDA: never advertise them
-            if config.flags.fail_on_init_error:
-                raise
-            log.error("no driver files to hand to containers; failOnInitError is false, so idling without "
-                      "registering", extra={"event": "idle", "error": str(exc)})
-            _idle(stop, state_file, kubelet_dir, str(exc))
+    def _on_health_change(self, change: HealthChange) -> None:
+        if change.uuid not in self._uuids:
             return
-        for warning in getattr(logic, "warnings", ()):
-            log.warning(warning, extra={"event": "config"})
-        if not any(r.devices for r in logic.resources()):
-            log.warning(
-                "no devices to advertise on this node; idling without registering",
-                extra={"event": "idle", "gpus": len(inventory.gpus), "mig_strategy": config.flags.mig_strategy},
+        self._wake_streams()
+
+    def _wake_streams(self) -> None:
+        with self._streams_lock:
+            for wake in self._streams:
+                wake.set()
+
+    def close(self) -> None:
+        """End every ListAndWatch stream and stop listening to health changes."""
+        self._closed.set()
+        self.tracker.unsubscribe(self._on_health_change)
+        self._wake_streams()
+
+    # -- RPCs --------------------------------------------------------------------------------
+
+    def GetDevicePluginOptions(self, request: pb.Empty, context: Any) -> pb.DevicePluginOptions:
+        return OPTIONS
+
+    def ListAndWatch(self, request: pb.Empty, context: Any) -> Iterator[pb.ListAndWatchResponse]:
+        """A full list at once, then a full list whenever the health of one of our devices changes."""
+        wake = threading.Event()
+        with self._streams_lock:
+            self._streams.add(wake)
+        context.add_callback(wake.set)
+        try:
+            last = self.list_response()
+            yield last
+            while not self._closed.is_set() and context.is_active():
+                if not wake.wait(_STREAM_POLL_SECONDS):
+                    continue
+                wake.clear()
+                current = self.list_response()
+                if current != last and not self._closed.is_set():
+                    last = current
+                    yield current
+        finally:
+            with self._streams_lock:
+                self._streams.discard(wake)
+
+    def GetPreferredAllocation(
+        self, request: pb.PreferredAllocationRequest, context: Any
+    ) -> pb.PreferredAllocationResponse:
+        response = pb.PreferredAllocationResponse()
+        for req in request.container_requests:
+            available = list(req.available_deviceIDs)
+            must = list(req.must_include_deviceIDs)
+            unknown = [i for i in (*available, *must) if i not in self._by_id]
+            if unknown:
+                context.abort(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    f"preferred allocation for {self.resource.name}: unknown device ID(s) {', '.join(unknown)}",
+                )
+            try:
+                chosen = self.logic.preferred_allocation(self.resource.name, available, must, req.allocation_size)
+            except AllocationError as exc:
+                context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"preferred allocation for {self.resource.name}: {exc}")
+            response.container_responses.add(deviceIDs=chosen)
+        return response
+
+    def Allocate(self, request: pb.AllocateRequest, context: Any) -> pb.AllocateResponse:
+        plans: list[tuple[list[str], ContainerAllocation]] = []
+        for req in request.container_requests:
+            ids = list(req.devices_ids)
+            code, problem = self._refusal(ids)
+            if problem:
+                log.warning(
+                    "allocation refused",
+                    extra={"event": "allocate", "resource": self.resource.name, "devices": ids, "error": problem},
+                )
+                context.abort(code, problem)
+            try:
+                plan = self.logic.allocate(self.resource.name, ids)
+            except AllocationError as exc:
+                log.warning(
+                    "allocation refused",
+                    extra={"event": "allocate", "resource": self.resource.name, "devices": ids, "error": str(exc)},
+                )
+                context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            except Exception as exc:  # a bug must still reach the kubelet (and the admin) as a clear error
+                log.exception(
+                    "allocation failed", extra={"event": "allocate", "resource": self.resource.name, "devices": ids}
+                )
+                context.abort(
+                    grpc.StatusCode.INTERNAL,
+                    f"kgpu device plugin could not plan {self.resource.name} {', '.join(ids)}: {exc!r}",
+                )
+            plans.append((ids, plan))
+        response = pb.AllocateResponse()
+        containers = response.container_responses
+        for ids, plan in plans:
+            containers.append(_api_allocation(plan))
+            log.info("allocated", extra={"event": "allocate", "resource": self.resource.name, "devices": ids})
+            if self.on_allocate is not None:
+                self.on_allocate(self.resource.name, ids)
+        return response
+
+    def _refusal(self, ids: list[str]) -> tuple[Any, str]:
+        if not ids:
+            return grpc.StatusCode.INVALID_ARGUMENT, f"allocation request for {self.resource.name} names no devices"
+        unknown = [i for i in ids if i not in self._by_id]
+        if unknown:
+            return grpc.StatusCode.INVALID_ARGUMENT, (
+                f"invalid allocation request for {self.resource.name}: unknown device(s) {', '.join(unknown)}"
             )
-            _idle(stop, state_file, kubelet_dir, "no devices to advertise on this node")
-            return
-        parents = {m.uuid: m.parent_uuid for m in inventory.mig_devices}
-        tracker = HealthTracker(policy, parents=parents, recovery_window=window if window > 0 else float("inf"))
-        if config.sharing.mps is not None and config.sharing.mps.enabled:
-            from kgpu.sharing.paths import MpsPaths
-            from kgpu.sharing.plugin import layout_for, start_health_feed
+        if self.tracker.all_healthy:
+            return grpc.StatusCode.OK, ""
+        sick = []
+        for i in ids:
+            healthy, reason = self.tracker.device_health(self._by_id[i].health_uuids)
+            if not healthy:
+                sick.append(f"{i} ({reason})")
+        if sick:
+            return grpc.StatusCode.FAILED_PRECONDITION, (
+                f"allocation request for {self.resource.name} names unhealthy device(s): {'; '.join(sick)}"
+            )
+        return grpc.StatusCode.OK, ""
 
-            # Slices of a GPU are Unhealthy while its MPS daemon (kgpu mps-daemon) is not running.
-            start_health_feed(layout_for(inventory, config.sharing.mps), MpsPaths(Path(config.flags.mps_root)),
-                              tracker, stop)
-        daemon_settings = DaemonSettings(
-            kubelet_dir=kubelet_dir, state_file=state_file,
-            device_list_strategy=tuple(config.flags.plugin.device_list_strategy),
-            nvidia_driver_root=config.flags.nvidia_driver_root or "/",
+    def PreStartContainer(
+        self, request: pb.PreStartContainerRequest, context: Any
+    ) -> pb.PreStartContainerResponse:
+        return pb.PreStartContainerResponse()
+
+
+def _api_device(state: DeviceState) -> pb.Device:
+    device = pb.Device(ID=state.device.id, health=HEALTHY if state.healthy else UNHEALTHY)
+    if state.device.numa_node is not None:
+        device.topology.nodes.add(ID=state.device.numa_node)
+    return device
+
+
+def _api_allocation(plan: ContainerAllocation) -> pb.ContainerAllocateResponse:
+    out = pb.ContainerAllocateResponse(envs=dict(plan.envs), annotations=dict(plan.annotations))
+    for m in plan.mounts:
+        out.mounts.add(container_path=m.container_path, host_path=m.host_path, read_only=m.read_only)
+    for d in plan.devices:
+        out.devices.add(container_path=d.container_path, host_path=d.host_path, permissions=d.permissions)
+    for name in plan.cdi_devices:
+        out.cdi_devices.add(name=name)
+    return out
+
+
+class PluginEndpoint:
+    """Serves one :class:`ResourcePlugin` on a unix socket; restartable (the kubelet may delete the socket)."""
+
+    def __init__(self, plugin: ResourcePlugin, socket_path: Path, max_workers: int = 16) -> None:
+        self.plugin = plugin
+        self.socket_path = socket_path
+        self.max_workers = max_workers
+        self._server: Any = None
+        self._identity: tuple[int, int] | None = None
+
+    @property
+    def serving(self) -> bool:
+        return self._server is not None
+
+    def start(self) -> None:
+        """(Re)create the socket and serve on it."""
+        self.stop()
+        with contextlib.suppress(FileNotFoundError):
+            self.socket_path.unlink()
+        server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=self.max_workers, thread_name_prefix=f"dp-{self.socket_path.stem}")
         )
-        daemon = DevicePluginDaemon(logic, tracker, backend, daemon_settings)
-        settle_heap()  # start-up objects out of the collector's reach: no full-collection pause in an Allocate
-        log_memory(log, "serving")
-        daemon.run(stop)
-    finally:
-        backend.close()
+        pb_grpc.add_DevicePluginServicer_to_server(self.plugin, server)
+        if server.add_insecure_port(f"unix://{self.socket_path}") == 0:
+            raise OSError(f"cannot listen on unix socket {self.socket_path}")
+        server.start()
+        st = os.stat(self.socket_path)
+        self._identity = (st.st_dev, st.st_ino)
+        self._server = server
 
-
-def _idle(stop: threading.Event, state_file: Path, kubelet_dir: Path, reason: str) -> None:
-    """Serve nothing until SIGTERM; the state file says why (and that the daemon is alive)."""
-    from kgpu.deviceplugin.daemon import idle_state, write_state
-
-    problem = ""
-    while True:
+    def socket_intact(self) -> bool:
+        """False once the socket file we listen on was removed or replaced (a kubelet restart wipes it)."""
         try:
-            write_state(state_file, idle_state(kubelet_dir, reason))
-        except OSError as exc:
-            if str(exc) != problem:
-                log.warning("cannot write the state file", extra={"path": str(state_file), "error": str(exc)})
-            problem = str(exc)
-        if wait_for_stop(stop, 30.0):
+            st = os.stat(self.socket_path)
+        except FileNotFoundError:
+            return False
+        return (st.st_dev, st.st_ino) == self._identity
+
+    def stop(self, grace: float | None = None) -> None:
+        """Stop serving; removes the socket file if it is still ours."""
+        server, self._server = self._server, None
+        if server is None:
             return
+        # Stopping cancels open ListAndWatch streams; their callbacks wake the generators, which then end.
+        server.stop(grace).wait()
+        if self.socket_intact():
+            with contextlib.suppress(FileNotFoundError):
+                self.socket_path.unlink()
+        self._identity = None
 
 
-def _on_signals(stop: threading.Event) -> None:
-    def handler(signum: int, frame: Any) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGTERM, handler)
-    signal.signal(signal.SIGINT, handler)
+class RegistrationError(Exception):
+    """The kubelet was not reachable or refused the registration."""
 
 
-def _open_backend(opts: GlobalOptions, config: PluginConfig) -> GPUBackend:
-    """The simulated node when asked for; else NVML from the one driver root (:attr:`PluginConfig.driver_root`)."""
-    return opts.open_backend(config.driver_root)
+def register(kubelet_socket: Path, resource: AdvertisedResource, timeout: float = 5.0) -> None:
+    """Register ``resource`` with the kubelet: version v1beta1, endpoint = our socket's file name."""
+    request = pb.RegisterRequest(
+        version=VERSION,
+        endpoint=resource.socket_name,
+        resource_name=resource.name,
+        options=OPTIONS,
+    )
+    try:
+        with grpc.insecure_channel(f"unix://{kubelet_socket}") as channel:
+            pb_grpc.RegistrationStub(channel).Register(request, timeout=timeout, wait_for_ready=True)
+    except grpc.RpcError as exc:
+        raise RegistrationError(f"{exc.code().name}: {exc.details()}") from None

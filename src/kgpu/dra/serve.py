@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import os
 import re
-import signal
 import subprocess
 import threading
 from collections.abc import Callable
@@ -149,8 +148,6 @@ def serve(settings: DraPluginSettings) -> None:
 
     options = settings.options
     stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
 
     backend = options.open_backend()
     try:

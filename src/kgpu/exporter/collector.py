@@ -201,3 +201,5 @@ class GPUCollector:
     def close(self) -> None:
         for reader in self._readers.values():
             reader.stop()
+        if self.pod_devices is not None:
+            self.pod_devices.close()

@@ -1,77 +1,146 @@
-"""The long-running exporter: XID follower, collector and HTTP server, stopped by SIGTERM."""
+"""``kgpu exporter`` as a process: GPU metrics on ``/metrics``, on the daemon runtime.
+
+The collector reads the node afresh per scrape (:mod:`kgpu.exporter.collector`); the runtime
+(:mod:`kgpu.daemon`) owns the rest: SIGTERM, the HTTP endpoint (``/metrics``, ``/healthz``), a
+supervised watcher following the GPUs' health events for the XID counter (a feed that fails is
+polled again where it was), and — with ``--collect FILE`` — a watcher that reloads the counters
+file when it changes (an invalid one is refused and the previous counters kept).
+
+Example::
+
+    settings = ExporterSettings(GlobalOptions(simulate="h100x8"), listen="127.0.0.1:9400")
+    check(settings)      # ConfigError for a bad flag, before anything starts
+    serve(settings)      # until SIGTERM
+"""
 
 from __future__ import annotations
 
 import logging
-import signal
+import os
+import socket
 import sys
 import threading
-from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TextIO
 
-from kgpu.exporter.collector import DEFAULT_READ_TIMEOUT, GPUCollector, PodDevicesSource
+from kgpu.daemon import ConfigReload, Daemon, Response, parse_listen
+from kgpu.errors import ConfigError
+from kgpu.exporter.collector import GPUCollector
+from kgpu.exporter.counters import CounterSet, load_counters
+from kgpu.exporter.families import CONTENT_TYPE
 from kgpu.exporter.pluginstate import PluginStateFile
-from kgpu.exporter.server import MetricsServer
-from kgpu.exporter.snapshot import ExporterOptions
+from kgpu.exporter.podresources import PodResourcesClient
+from kgpu.exporter.snapshot import HOSTNAME_LABELS, ExporterOptions
 from kgpu.exporter.xid import XidTracker
 from kgpu.gpu.backend import GPUBackend
-from kgpu.process import log_memory, wait_for_stop
+from kgpu.options import GlobalOptions
+
+DEFAULT_POD_RESOURCES_SOCKET = "/var/lib/kubelet/pod-resources/kubelet.sock"
+DEFAULT_DEVICE_PLUGIN_STATE = "/run/kgpu/device-plugin/state.json"
 
 log = logging.getLogger("kgpu.exporter")
 
+_INDEX = b'<html><body><a href="/metrics">/metrics</a> <a href="/healthz">/healthz</a></body></html>\n'
 
-def run_exporter(
-    backend: GPUBackend,
-    options: ExporterOptions,
-    *,
-    host: str = "0.0.0.0",
-    port: int = 9400,
-    pod_devices: PodDevicesSource | None = None,
-    extra_resource_names: tuple[str, ...] = (),
-    plugin_state: PluginStateFile | None = None,
-    read_timeout: float = DEFAULT_READ_TIMEOUT,
-    once: bool = False,
-    out: TextIO | None = None,
-    stop: threading.Event | None = None,
-    on_serving: Callable[[], None] | None = None,
-) -> None:
-    """Serve until SIGTERM/SIGINT (or ``stop``); with ``once``, print one scrape to ``out`` instead.
 
-    ``on_serving`` is called once the listener is up (the process settles its heap there).
-    """
-    stop = stop or threading.Event()
-    collector = None
-    try:
+@dataclass(frozen=True, slots=True)
+class ExporterSettings:
+    """What ``kgpu exporter`` was asked to serve, as its flags say (see the command's ``--help``)."""
+
+    options: GlobalOptions = field(default_factory=GlobalOptions)
+    listen: str = "0.0.0.0:9400"
+    collect: Path | None = None
+    kubelet_pod_resources: str = DEFAULT_POD_RESOURCES_SOCKET
+    device_plugin_state: str = DEFAULT_DEVICE_PLUGIN_STATE
+    hostname_label: str = "Hostname"
+    hostname: str | None = None
+    kubernetes_virtual_gpus: bool = False
+    nvidia_resource_names: str = ""
+    read_timeout: float = 2.0
+
+
+def check(settings: ExporterSettings) -> CounterSet:
+    """The counters; ConfigError for a flag that cannot work (label name, counters file, listen address)."""
+    if settings.hostname_label not in HOSTNAME_LABELS:
+        raise ConfigError(
+            f"--hostname-label {settings.hostname_label!r}: allowed values are {', '.join(HOSTNAME_LABELS)}"
+        )
+    parse_listen(settings.listen, "--listen")
+    return load_counters(settings.collect)
+
+
+def _options(settings: ExporterSettings, counters: CounterSet) -> ExporterOptions:
+    for skipped in counters.skipped:
+        log.warning("%s needs DCGM; kgpu does not provide it and skips it", skipped)
+    return ExporterOptions(
+        counters=counters,
+        hostname=settings.hostname or os.environ.get("NODE_NAME") or socket.gethostname(),
+        hostname_label=settings.hostname_label,
+        all_sharing_containers=settings.kubernetes_virtual_gpus,
+    )
+
+
+def serve(settings: ExporterSettings, *, once: bool = False, out: TextIO | None = None,
+          stop: threading.Event | None = None) -> None:
+    """Serve until SIGTERM/SIGINT (or ``stop``); with ``once``, print one scrape to ``out`` (stdout) instead."""
+    if once:
+        _print_once(settings, out or sys.stdout)
+        return
+    with Daemon("exporter", stop=stop) as runtime:
+        options = _options(settings, check(settings))
+        backend = settings.options.open_backend()
+        runtime.on_stop(backend.close)
         inventory = backend.inventory()
-        log_memory(log, "inventory")
         xids = XidTracker(inventory)
-        if not once:
-            from kgpu.daemon import Watcher
+        collector = _collector(settings, backend, options, xids)
+        runtime.on_stop(collector.close)
+        feed = backend.health_feed()
+        runtime.on_stop(feed.close)
+        runtime.watch("xid", xids.follow(feed), interval=0.0)
+        if settings.collect is not None:
+            def apply(counters: CounterSet) -> None:
+                collector.options = _options(settings, counters)
 
-            feed = backend.health_feed()
-            Watcher("xid", xids.follow(feed), interval=0.0).start(stop)
-        collector = GPUCollector(backend, options, xids=xids, pod_devices=pod_devices,
-                                 extra_resource_names=extra_resource_names, plugin_state=plugin_state,
-                                 read_timeout=read_timeout)
-        if once:
-            (out or sys.stdout).write(collector.render())
-            return
-        server = MetricsServer(collector, host, port).start()
-        if threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGTERM, lambda *_: stop.set())
-            signal.signal(signal.SIGINT, lambda *_: stop.set())
-        if on_serving is not None:
-            on_serving()
-        log.info("serving GPU metrics on http://%s:%d/metrics", host, server.port,
+            runtime.reload(ConfigReload(settings.collect, lambda: load_counters(settings.collect), apply,
+                                        what="counters file"))
+        endpoint = runtime.serve_http(parse_listen(settings.listen, "--listen"), {
+            "/metrics": lambda: Response(200, collector.render().encode(), CONTENT_TYPE),
+            "/health": runtime.health_response,
+            "/": lambda: Response(200, _INDEX, "text/html; charset=utf-8"),
+        }, flag="--listen")
+        host = parse_listen(settings.listen, "--listen")[0]
+        log.info("serving GPU metrics on http://%s:%d/metrics", host, endpoint.port,
                  extra={"gpus": len(inventory.gpus), "backend": inventory.backend,
                         "counters": len(options.counters.metrics)})
-        wait_for_stop(stop)  # not stop.wait(): SIGTERM may land on another thread
-        log.info("stopping: closing the listener and the GPU readers")
-        server.stop()
-    finally:
-        stop.set()
-        if collector is not None:
+        runtime.serve()
+
+
+def _collector(settings: ExporterSettings, backend: GPUBackend, options: ExporterOptions,
+               xids: XidTracker | None) -> GPUCollector:
+    pod_devices = None
+    if settings.kubelet_pod_resources != "none":
+        pod_devices = PodResourcesClient(Path(settings.kubelet_pod_resources))
+    plugin_state = None
+    if settings.device_plugin_state != "none":
+        plugin_state = PluginStateFile(Path(settings.device_plugin_state))
+    return GPUCollector(
+        backend, options, xids=xids, pod_devices=pod_devices, plugin_state=plugin_state,
+        extra_resource_names=tuple(n.strip() for n in settings.nvidia_resource_names.split(",") if n.strip()),
+        read_timeout=settings.read_timeout,
+    )
+
+
+def _print_once(settings: ExporterSettings, out: TextIO) -> None:
+    options = _options(settings, check(settings))
+    backend = settings.options.open_backend()
+    try:
+        collector = _collector(settings, backend, options, None)
+        try:
+            out.write(collector.render())
+        finally:
             collector.close()
-        if pod_devices is not None:
-            pod_devices.close()
+    finally:
         backend.close()
+
+

@@ -11,7 +11,11 @@ import stat
 from pathlib import Path
 from typing import Any
 
+import grpc
+
 from kgpu.exporter.attribution import ContainerDevices
+from kgpu.podresources.api import podresources_pb2 as pb
+from kgpu.podresources.api import podresources_pb2_grpc as pb_grpc
 
 log = logging.getLogger(__name__)
 
@@ -52,11 +56,6 @@ class PodResourcesClient:
             return False
 
     def list(self) -> list[ContainerDevices]:
-        import grpc
-
-        from kgpu.podresources.api import podresources_pb2 as pb
-        from kgpu.podresources.api import podresources_pb2_grpc as pb_grpc
-
         if self._stub is None:
             self._channel = grpc.insecure_channel(f"unix://{self.socket_path}")
             self._stub = pb_grpc.PodResourcesListerStub(self._channel)

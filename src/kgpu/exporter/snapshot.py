@@ -11,11 +11,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from kgpu.deviceplugin.statefile import PluginState
 from kgpu.exporter.attribution import Attribution, PodRef
 from kgpu.exporter.counters import CounterSet
 from kgpu.exporter.families import Family, Labels, Sample
 from kgpu.exporter.fields import FB_TOTAL_FIELD, FIELDS, XID_FIELD, Scope
-from kgpu.exporter.pluginstate import PluginState
 from kgpu.exporter.xid import XidRecord, xid_description
 from kgpu.gpu.model import GPU, GPUReadings, Inventory, MigDevice
 

@@ -6,15 +6,12 @@ import os
 from pathlib import Path
 from typing import Protocol
 
-from kgpu.errors import KgpuError
+from kgpu.errors import BackendError
 from kgpu.gpu.health import HealthFeed
 from kgpu.gpu.model import GPUReadings, Inventory
 
 BACKEND_NAMES = ("auto", "nvml", "simulated")
-
-
-class BackendError(KgpuError):
-    """The GPU backend could not be opened or answered with an error."""
+__all__ = ["BACKEND_NAMES", "BackendError", "GPUBackend", "open_backend"]
 
 
 class GPUBackend(Protocol):
@@ -55,6 +52,8 @@ def open_backend(
     if backend not in BACKEND_NAMES:
         raise BackendError(f"unknown backend {backend!r}: allowed values are {', '.join(BACKEND_NAMES)}")
     simulate = simulate or os.environ.get("KGPU_SIMULATE") or None
+    # Each backend is imported when asked for: the simulated one loads pydantic for its fixtures and the
+    # NVML one pynvml; neither belongs in the start-up of a command that uses the other.
     if backend == "simulated" or (backend == "auto" and simulate):
         from kgpu.gpu.simulated import SimulatedBackend
 

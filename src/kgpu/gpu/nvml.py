@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 import pynvml
 
-from kgpu.gpu.backend import BackendError
+from kgpu.errors import BackendError
 from kgpu.gpu.health import HealthEvent, HealthEventKind
 from kgpu.gpu.model import (
     GPU,

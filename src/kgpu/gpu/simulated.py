@@ -24,7 +24,7 @@ import threading
 import time
 from pathlib import Path
 
-from kgpu.gpu.backend import BackendError
+from kgpu.errors import BackendError
 from kgpu.gpu.fixture import NodeSpec, build_inventory, fixture_readings, parse_fixture, read_fixture_text
 from kgpu.gpu.health import HealthEvent, HealthEventKind
 from kgpu.gpu.model import GPUReadings, Inventory

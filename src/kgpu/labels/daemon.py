@@ -1,10 +1,14 @@
-"""The labeler's loop: compute labels, publish them, again every interval and at once on change.
+"""The labeler's reaction: compute labels, publish them, again every interval and at once on change.
 
-The loop owns the waiting, retrying and stopping; the reactions are two plain functions:
-``compute()`` returns the labels without the timestamp (it re-reads the inventory, config file
-and host facts), ``publish(labels)`` writes them somewhere. The loop polls ``compute`` every
-``poll`` seconds and publishes when the labels differ from the last ones published, or when
-``interval`` has passed since the last publish (re-asserting labels someone removed).
+The daemon runtime (:mod:`kgpu.daemon`) owns the waiting, retrying and stopping; :class:`Labeler`
+supplies one step, :meth:`Labeler.tick`, over two plain functions: ``compute()`` returns the labels
+without the timestamp (it re-reads the inventory, config file and host facts), ``publish(labels)``
+writes them somewhere. A tick publishes when the labels differ from the last ones published, or
+when ``interval`` has passed since the last publish (re-asserting labels someone removed). A tick
+that fails is retried by the runtime with backoff (``poll`` doubling up to ``interval``).
+
+A config file that became invalid is not a failure of the labeler: the labels computed from the
+last valid configuration stay published, the refusal is logged once and shown on ``/healthz``.
 
 ``nvidia.com/gfd.timestamp``: GFD stamps the time its labelling run started (process start or
 config reload), not every rewrite; kgpu stamps the time the current label set was first
@@ -12,8 +16,8 @@ computed, so it moves when the labels change and not on every interval.
 
 Example::
 
-    stop = threading.Event()
-    run_labeler(compute, publish, stop, LoopTiming(interval=60, poll=5))
+    labeler = Labeler(compute, publish, LoopTiming(interval=60, poll=5))
+    daemon.watch("labels", labeler.tick, interval=5, backoff=labeler.backoff())
 """
 
 from __future__ import annotations
@@ -24,11 +28,11 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
+from kgpu.daemon import Backoff, Watcher
 from kgpu.errors import ConfigError, KgpuError
 from kgpu.labels.gfd import TIMESTAMP, Labels
-from kgpu.process import wait_for_stop
+from kgpu.log import cut
 
 log = logging.getLogger(__name__)
 
@@ -41,22 +45,87 @@ class LoopTiming:
     """Seconds between checks for changed inventory, config or host facts."""
     with_timestamp: bool = True
 
+    @property
+    def unhealthy_after(self) -> float:
+        """Failing for this long makes the labeler unhealthy (two publishes missed)."""
+        return 2 * self.interval + self.poll
+
 
 @dataclass(slots=True)
 class LabelerState:
-    """What the loop knows; read by the health endpoint."""
+    """What the labeler knows."""
 
     published: Labels | None = None
     last_success: float | None = None
     """``time.monotonic()`` of the last successful publish."""
     last_error: str | None = None
     publishes: int = 0
+    config_refused: str = ""
+    """Why the config file's current content is not used (the previous labels stay), if it is not."""
 
-    def healthy(self, timing: LoopTiming, now: float) -> bool:
-        """Healthy until the first attempt, then while the last success is recent enough."""
-        if self.last_success is None:
-            return self.last_error is None
-        return now - self.last_success <= 2 * timing.interval + timing.poll
+
+class Labeler:
+    """One labelling step at a time; see the module docstring."""
+
+    def __init__(
+        self,
+        compute: Callable[[], Labels],
+        publish: Callable[[Labels], None],
+        timing: LoopTiming,
+        *,
+        state: LabelerState | None = None,
+        wall_clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.compute = compute
+        self.publish = publish
+        self.timing = timing
+        self.state = state or LabelerState()
+        self._wall_clock = wall_clock
+        self._monotonic = monotonic
+        self._current: Labels | None = None
+        self._stamp = 0
+        self._next_publish = 0.0
+
+    def backoff(self) -> Backoff:
+        return Backoff(initial=self.timing.poll, cap=self.timing.interval)
+
+    def tick(self) -> None:
+        """Compute; publish when changed or due. Raises (for the runtime to retry) when either fails."""
+        try:
+            labels = self.compute()
+        except ConfigError as exc:
+            if self._current is None:
+                self.state.last_error = str(exc)
+                raise  # nothing valid yet: a failure like any other
+            if str(exc) != self.state.config_refused:
+                log.error("the changed configuration is refused; the labels of the previous one stay",
+                          extra={"event": "reload", "error": cut(str(exc), 500)})
+            self.state.config_refused = cut(str(exc), 500)
+            labels = self._current
+        except KgpuError as exc:
+            self.state.last_error = str(exc)
+            raise
+        else:
+            self.state.config_refused = ""
+        if labels != self._current:
+            if self._current is not None:
+                log.info("labels changed", extra=_diff(self._current, labels))
+            self._current, self._stamp = labels, int(self._wall_clock())
+            self._next_publish = 0.0
+        now = self._monotonic()
+        if now < self._next_publish:
+            return
+        full = {**labels, TIMESTAMP: str(self._stamp)} if self.timing.with_timestamp else dict(labels)
+        try:
+            self.publish(dict(sorted(full.items())))
+        except KgpuError as exc:
+            self.state.last_error = str(exc)
+            raise
+        log.info("labels published", extra={"labels": len(full)})
+        self.state.published, self.state.last_success, self.state.last_error = full, self._monotonic(), None
+        self.state.publishes += 1
+        self._next_publish = now + self.timing.interval
 
 
 def run_labeler(
@@ -70,50 +139,13 @@ def run_labeler(
     wall_clock: Callable[[], float] = time.time,
     monotonic: Callable[[], float] = time.monotonic,
 ) -> LabelerState:
-    """Run until ``stop`` is set (or once with ``oneshot``; its failure raises)."""
-    state = state or LabelerState()
-    current: Labels | None = None
-    stamp = 0
-    next_publish = 0.0
-    backoff = timing.poll
-    while not stop.is_set():
-        try:
-            labels = compute()
-        except KgpuError as exc:
-            if oneshot:
-                raise
-            log.error("computing labels failed; retrying", extra={"error": str(exc), "retry_s": backoff})
-            state.last_error = str(exc)
-            wait_for_stop(stop, backoff)
-            backoff = min(backoff * 2, timing.interval)
-            continue
-        if labels != current:
-            if current is not None:
-                log.info("labels changed", extra=_diff(current, labels))
-            current, stamp = labels, int(wall_clock())
-            next_publish = 0.0
-        now = monotonic()
-        if now >= next_publish:
-            full = {**current, TIMESTAMP: str(stamp)} if timing.with_timestamp else dict(current)
-            try:
-                publish(dict(sorted(full.items())))
-            except KgpuError as exc:
-                if oneshot:
-                    raise
-                log.error("publishing labels failed; retrying", extra={"error": str(exc), "retry_s": backoff})
-                state.last_error = str(exc)
-                next_publish = now + backoff
-                backoff = min(backoff * 2, timing.interval)
-            else:
-                log.info("labels published", extra={"labels": len(full)})
-                state.published, state.last_success, state.last_error = full, monotonic(), None
-                state.publishes += 1
-                next_publish = now + timing.interval
-                backoff = timing.poll
-        if oneshot:
-            break
-        wait_for_stop(stop, timing.poll)
-    return state
+    """Run a :class:`Labeler` in this thread until ``stop`` is set (or once with ``oneshot``; its failure raises)."""
+    labeler = Labeler(compute, publish, timing, state=state, wall_clock=wall_clock, monotonic=monotonic)
+    if oneshot:
+        labeler.tick()
+    else:
+        Watcher("labels", labeler.tick, interval=timing.poll, backoff=labeler.backoff()).run(stop)
+    return labeler.state
 
 
 def _diff(old: Labels, new: Labels) -> dict[str, object]:
@@ -141,43 +173,3 @@ def parse_duration(text: str, where: str, minimum: float = 1.0) -> float:
     if seconds < minimum:
         raise ConfigError(f"{where} {text!r}: must be at least {minimum:g}s")
     return seconds
-
-
-def parse_listen(addr: str) -> tuple[str, int]:
-    """``:8080`` / ``0.0.0.0:8080`` / ``127.0.0.1:0`` → (host, port)."""
-    host, sep, port = addr.rpartition(":")
-    if not sep or not port.isdigit() or int(port) > 65535:
-        raise KgpuError(f"--healthz {addr!r}: expected HOST:PORT or :PORT, e.g. :8081")
-    return host or "0.0.0.0", int(port)
-
-
-def serve_health(addr: str, state: LabelerState, timing: LoopTiming) -> Any:
-    """Serve ``GET /healthz`` (200 ``ok`` / 503 with the last error) from a daemon thread.
-
-    Returns the server; call ``shutdown()`` then ``server_close()`` to stop it.
-    """
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            if self.path.split("?")[0] != "/healthz":
-                self.send_error(404)
-                return
-            ok = state.healthy(timing, time.monotonic())
-            body = b"ok\n" if ok else f"unhealthy: {state.last_error or 'no labels published recently'}\n".encode()
-            self.send_response(200 if ok else 503)
-            self.send_header("Content-Type", "text/plain; charset=utf-8")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    try:
-        server = ThreadingHTTPServer(parse_listen(addr), Handler)
-    except OSError as exc:
-        raise KgpuError(f"--healthz {addr}: cannot listen: {exc.strerror or exc}") from exc
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, name="kgpu-labeler-healthz", daemon=True).start()
-    return server

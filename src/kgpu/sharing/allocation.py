@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from kgpu.deviceplugin.plan import AllocationError, ContainerAllocation, Mount
+from kgpu.container import AllocationError, ContainerAllocation, Mount
 from kgpu.sharing.layout import MpsLayout, MpsSlice
 from kgpu.sharing.paths import CONTAINER_SHM, MpsPaths
 

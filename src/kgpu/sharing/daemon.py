@@ -14,10 +14,10 @@ check is :meth:`GpuDaemon.check`):
   no more than the biggest slice;
 * watch: the daemon's PID (``nvidia-cuda-mps-control.pid`` in its pipe directory) must be
   alive and ``get_server_list`` must answer within a timeout; otherwise it is down, its
-  status file says so (slices go Unhealthy) and it is restarted with exponential backoff
-  (1 s, 2 s, 4 s … 30 s; reset after a minute of running);
-* stop (SIGTERM): ``quit`` through the control pipe, wait for the process to go, signal it
-  if it does not.
+  status file says so (slices go Unhealthy) and it is restarted with the runtime's
+  :class:`~kgpu.daemon.Backoff` (at once, then 1 s, 2 s, 4 s … 30 s; reset after a minute of running);
+* stop (SIGTERM): ``quit`` through the control pipe, wait a second for the process to go, signal
+  it if it does not.
 
 Every control command runs with a timeout: a daemon that died can leave its named pipes
 behind, and a client writing into them would otherwise wait forever.
@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import threading
@@ -35,8 +36,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from kgpu.daemon import Backoff, Watcher
 from kgpu.errors import KgpuError
-from kgpu.process import wait_for_stop
+from kgpu.host.driverroot import find_binary
 from kgpu.sharing.layout import SharedGPU
 from kgpu.sharing.paths import MpsPaths
 from kgpu.sharing.status import DaemonState, DaemonStatus, write_json_atomic, write_status
@@ -182,13 +184,6 @@ def pid_alive(pid: int) -> bool:
         return True
 
 
-def backoff_seconds(failures: int, base: float = 1.0, cap: float = 30.0) -> float:
-    """Delay before restart attempt number ``failures`` (1, 2, 4, … capped). Pure."""
-    if failures <= 0:
-        return 0.0
-    return float(min(cap, base * 2 ** (failures - 1)))
-
-
 class GpuDaemon:
     """One GPU's control daemon and what the supervisor knows about it."""
 
@@ -206,15 +201,14 @@ class GpuDaemon:
         self.spec = spec
         self.client = client or ControlClient(spec)
         self.start_timeout = start_timeout
-        self.backoff_base = backoff_base
-        self.backoff_cap = backoff_cap
-        self.stable_after = stable_after
+        # The clock is looked up at each call: tests move a daemon's clock after creating it.
+        self.backoff = Backoff(initial=backoff_base, cap=backoff_cap, reset_after=stable_after,
+                               clock=lambda: self.clock())
         self.clock = clock
         self.state = DaemonState.STARTING
         self.detail = "not started yet"
         self.pid: int | None = None
         self.restarts = 0
-        self.failures = 0
         self.next_attempt = 0.0
         self.running_since = 0.0
 
@@ -230,13 +224,13 @@ class GpuDaemon:
         if self.state is DaemonState.RUNNING:
             problem = self._problem()
             if problem is None:
-                if self.failures and now - self.running_since >= self.stable_after:
-                    self.failures = 0
+                self.backoff.succeeded()
                 return
             self.state, self.detail = DaemonState.DOWN, problem
             self.restarts += 1
-            self.failures += 1
-            self.next_attempt = now + backoff_seconds(self.failures - 1, self.backoff_base, self.backoff_cap)
+            self.backoff.failed()
+            # The first restart is at once (the next check); later ones back off.
+            self.next_attempt = now + self.backoff.delay(self.backoff.failures - 1)
             log.error("MPS daemon down", extra={"gpu": self.spec.uuid, "reason": problem, "restarts": self.restarts})
             # Restart on the next check at the earliest, so "down" is published for at least one interval.
             return
@@ -281,8 +275,7 @@ class GpuDaemon:
             if spec.default_compute_percent is not None:
                 self.client.send(f"set_default_active_thread_percentage {spec.default_compute_percent}")
         except (DaemonError, OSError) as exc:
-            self.failures += 1
-            delay = backoff_seconds(self.failures, self.backoff_base, self.backoff_cap)
+            delay = self.backoff.failed()
             self.next_attempt = now + delay
             self.state = DaemonState.DOWN
             self.detail = f"start failed: {exc}; retrying in {delay:g} s"
@@ -321,7 +314,7 @@ class GpuDaemon:
                 time.sleep(0.05)
         raise DaemonError(f"daemon did not answer within {self.start_timeout:g} s after start ({last})")
 
-    def stop(self, timeout: float = 10.0) -> None:
+    def stop(self, timeout: float = 1.0) -> None:
         pid = self.client.pid() or self.pid
         if pid is not None and pid_alive(pid):
             self._quit(pid, timeout)
@@ -333,7 +326,7 @@ class GpuDaemon:
         self.state, self.detail, self.pid = DaemonState.STOPPED, "stopped by kgpu mps-daemon", None
         log.info("MPS daemon stopped", extra={"gpu": self.spec.uuid})
 
-    def _quit(self, pid: int, timeout: float = 10.0) -> None:
+    def _quit(self, pid: int, timeout: float = 1.0) -> None:
         """``quit`` through the control pipe; signals if the daemon does not go by itself."""
         try:
             self.client.send("quit")
@@ -347,7 +340,7 @@ class GpuDaemon:
                 os.kill(pid, sig)
             except ProcessLookupError:
                 return
-            if _wait_gone(pid, 3.0):
+            if _wait_gone(pid, 0.5):
                 return
         raise DaemonError(f"MPS control daemon pid {pid} did not exit")
 
@@ -379,8 +372,38 @@ class Supervisor:
         self.layout_json = layout_json
         self.on_check = on_check
         self._ready = False
+        self._lock = threading.Lock()
+        """Held by a check and by :meth:`replace`: a reload never changes the daemons under a check."""
 
     def check_all(self) -> None:
+        with self._lock:
+            self._check_all()
+
+    def replace(self, daemons: Sequence[GpuDaemon], layout_json: Mapping[str, object] | None) -> None:
+        """Supervise ``daemons`` from now on (a reloaded layout): daemons no longer in it are stopped;
+        a daemon whose spec did not change keeps running."""
+        with self._lock:
+            old = list(self.daemons)
+            new = []
+            for daemon in daemons:
+                same = next((d for d in old if d.spec == daemon.spec), None)  # specs hold dicts: compared, not hashed
+                if same is not None:
+                    old.remove(same)
+                new.append(same or daemon)
+            for gone in old:
+                try:
+                    gone.stop()
+                except DaemonError as exc:
+                    log.error("MPS daemon did not stop", extra={"gpu": gone.spec.uuid, "reason": str(exc)})
+                write_status(self.paths, gone.status())
+            self.daemons = tuple(new)
+            self.layout_json = layout_json
+            if layout_json is not None:
+                write_json_atomic(self.paths.layout_file, layout_json)
+            self._ready = False
+            self.paths.ready_file.unlink(missing_ok=True)
+
+    def _check_all(self) -> None:
         for daemon in self.daemons:
             daemon.check()
             write_status(self.paths, daemon.status())
@@ -395,16 +418,19 @@ class Supervisor:
             self.on_check()
         _reap_orphans()
 
-    def run(self, stop: threading.Event) -> None:
+    def prepare(self) -> None:
+        """The MPS root, the shared /dev/shm directory and layout.json, before the first check."""
         self.paths.root.mkdir(parents=True, exist_ok=True)
         self.paths.shm_dir.mkdir(parents=True, exist_ok=True)
         self.paths.ready_file.unlink(missing_ok=True)
         if self.layout_json is not None:
             write_json_atomic(self.paths.layout_file, self.layout_json)
+
+    def run(self, stop: threading.Event) -> None:
+        """Check every ``interval`` seconds until ``stop`` is set, then stop every daemon (in this thread)."""
+        self.prepare()
         try:
-            while not stop.is_set():
-                self.check_all()
-                wait_for_stop(stop, self.interval)
+            Watcher("mps-daemons", self.check_all, interval=self.interval).run(stop)
         finally:
             self.stop_all()
 
@@ -439,10 +465,6 @@ def _reap_orphans() -> None:
 
 def find_control_binary(driver_roots: Sequence[Path], override: Path | None = None) -> Path:
     """``nvidia-cuda-mps-control`` under the first driver root that has it (or ``override``, or PATH)."""
-    import shutil
-
-    from kgpu.host.driverroot import find_binary
-
     if override is not None:
         if not override.is_file() or not os.access(override, os.X_OK):
             raise DaemonError(f"--control-binary {override}: not an executable file")

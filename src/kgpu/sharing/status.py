@@ -15,16 +15,15 @@ Example::
 from __future__ import annotations
 
 import json
-import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 from kgpu.errors import KgpuError
-from kgpu.fsio import read_text_or_none
+from kgpu.fsio import read_text_or_none, write_atomic
 from kgpu.sharing.paths import MpsPaths
 
 DEFAULT_MAX_AGE_SECONDS = 15.0
@@ -73,8 +72,6 @@ class DaemonStatus:
 
 def write_json_atomic(path: Path, doc: Any) -> None:
     """Write ``doc`` so readers see the old file or the new one, never half of it."""
-    from kgpu.fsio import write_atomic
-
     write_atomic(path, json.dumps(doc, indent=1) + "\n")
 
 
@@ -146,8 +143,3 @@ class MpsHealthWatcher:
 
     def healthy(self, uuid: str) -> bool:
         return self._last.get(uuid, False)
-
-    def changes(self, stop: threading.Event) -> Iterator[HealthChange]:
-        while not stop.is_set():
-            yield from self.check()
-            stop.wait(self.interval)

@@ -269,13 +269,13 @@ class _Run:
             source = ("--device-list-strategy" if self.opts.device_list_strategy
                       else "DEVICE_LIST_STRATEGY" if env.get("DEVICE_LIST_STRATEGY") else f"config file {config_file}")
             return tuple(config.flags.plugin.device_list_strategy), source, config.flags.nvidia_driver_root or "/"
-        from kgpu.exporter.pluginstate import PluginStateError, parse_plugin_state
+        from kgpu.deviceplugin.statefile import StateFileError, parse_state
         from kgpu.fsio import read_text
 
         path = self.opts.root / str(self.opts.plugin_state_file).lstrip("/")
         try:
-            state = parse_plugin_state(read_text(path), str(self.opts.plugin_state_file))
-        except (OSError, KgpuError, PluginStateError):
+            state = parse_state(read_text(path), str(self.opts.plugin_state_file))
+        except (OSError, KgpuError, StateFileError):
             state = None
         if state is not None and state.device_list_strategy:
             return (state.device_list_strategy, f"the device plugin's state file {self.opts.plugin_state_file}",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -13,9 +12,7 @@ from kgpu.cli.state import global_options
 
 DEFAULT_POD_RESOURCES_SOCKET = "/var/lib/kubelet/pod-resources/kubelet.sock"
 DEFAULT_DEVICE_PLUGIN_STATE = "/run/kgpu/device-plugin/state.json"
-"""The same as :mod:`kgpu.exporter.service`'s (kept here so --help needs no import of it)."""
-
-log = logging.getLogger("kgpu.exporter")
+"""The same as :mod:`kgpu.exporter.daemon`'s (kept here so --help needs no import of it)."""
 
 
 def register(app: typer.Typer) -> None:
@@ -87,8 +84,12 @@ def exporter(
       kgpu --simulate h100x8 exporter --once  # one scrape of a simulated node
 
       kgpu exporter --collect my-counters.csv --hostname-label hostname
+
+    A changed --collect file is applied without a restart (an invalid one is refused; the previous
+    counters stay). SIGTERM stops the exporter.
     """
-    from kgpu.exporter.service import ExporterSettings, check, serve
+    # Imported here: every command module is imported to build the command line (see device_plugin.py).
+    from kgpu.exporter.daemon import ExporterSettings, check, serve
 
     if print_default_counters:
         from kgpu.exporter.counters import DEFAULT_COUNTERS_CSV
@@ -107,11 +108,5 @@ def exporter(
         nvidia_resource_names=nvidia_resource_names,
         read_timeout=read_timeout,
     )
-    check(settings)
-    if not once:
-        from kgpu.handoff import hand_over
-        from kgpu.process import log_memory
-
-        log_memory(log, "command line parsed")
-        hand_over("exporter", settings.to_json())  # serves from a lean interpreter; returns in-process (tests)
+    check(settings)  # a bad flag fails here, with the command line's message
     serve(settings, once=once)

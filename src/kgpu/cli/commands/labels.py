@@ -5,9 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import os
-import signal
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -175,9 +173,10 @@ def labeler(
 
       kgpu --simulate h100x8 labeler --oneshot -o /tmp/kgpu.labels
     """
-    from kgpu.errors import ConfigError
+    from kgpu.daemon import Daemon, parse_listen
+    from kgpu.errors import ConfigError, KgpuError
     from kgpu.fsio import check_root
-    from kgpu.labels.daemon import LabelerState, LoopTiming, run_labeler, serve_health
+    from kgpu.labels.daemon import Labeler, LoopTiming
     from kgpu.labels.output import remove_feature_file, write_feature_file
 
     opts = global_options(ctx)
@@ -196,31 +195,41 @@ def labeler(
             "publishing an NFD NodeFeature object is not supported by kgpu yet; label the Node with --node "
             "NAME, or write the feature file (--use-node-feature-api=false)"
         )
-    keepalive = opts.open_backend(config.driver_root)  # fail fast; keeps NVML initialised between polls
-    compute = _computer(opts, gfd_given, root)
-    if node is not None:
-        publish = _node_publisher(node, _kubeconfig(given))
-        target = f"node {node}"
-    else:
-        def publish(labels: Labels) -> None:
-            write_feature_file(output_file, labels)
+    address = parse_listen(healthz, "--healthz") if healthz else None
+    with Daemon("labeler") as runtime:
+        keepalive = opts.open_backend(config.driver_root)  # fail fast; keeps NVML initialised between polls
+        runtime.on_stop(keepalive.close)
+        compute = _computer(opts, gfd_given, root)
+        if node is not None:
+            publish = _node_publisher(node, _kubeconfig(given))
+            target = f"node {node}"
+        else:
+            def publish(labels: Labels) -> None:
+                write_feature_file(output_file, labels)
 
-        target = str(output_file)
-    timing = LoopTiming(interval=seconds, poll=poll, with_timestamp=not gfd.no_timestamp)
-    state = LabelerState()
-    stop = threading.Event()
-    previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGTERM, signal.SIGINT)}
-    server = serve_health(healthz, state, timing) if healthz else None
-    log.info("labeler started", extra={"target": target, "interval_s": seconds, "poll_s": poll, "oneshot": oneshot})
-    try:
-        run_labeler(compute, publish, stop, timing, oneshot=oneshot, state=state)
-    finally:
-        if server is not None:
-            server.shutdown()
-            server.server_close()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-        keepalive.close()
-        if node is None and not oneshot and not math.isinf(seconds) and remove_feature_file(output_file):
-            log.info("removed the feature file", extra={"path": str(output_file)})
-    log.info("labeler stopped", extra={"publishes": state.publishes})
+            target = str(output_file)
+        timing = LoopTiming(interval=seconds, poll=poll, with_timestamp=not gfd.no_timestamp)
+        labeler = Labeler(compute, publish, timing)
+        log.info("labeler started",
+                 extra={"target": target, "interval_s": seconds, "poll_s": poll, "oneshot": oneshot})
+        if oneshot:
+            labeler.tick()  # the labels, or the reason there are none (a non-zero exit)
+            return
+        try:
+            labeler.tick()
+        except ConfigError:
+            raise  # a configuration that cannot work stops the labeler at once, in one line
+        except KgpuError:
+            pass  # the GPUs or the API server failing now: retried by the watcher below, which logs it
+        if node is None and not math.isinf(seconds):
+            def remove() -> None:
+                if remove_feature_file(output_file):
+                    log.info("removed the feature file", extra={"path": str(output_file)})
+
+            runtime.on_stop(remove)
+        runtime.watch("labels", labeler.tick, interval=poll, backoff=labeler.backoff(),
+                      unhealthy_after=timing.unhealthy_after)
+        if address is not None:
+            runtime.serve_http(address)
+        runtime.serve()
+    log.info("labeler stopped", extra={"publishes": labeler.state.publishes})

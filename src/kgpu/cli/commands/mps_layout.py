@@ -52,7 +52,7 @@ def mps_layout(
     if output not in ("table", "json", "env"):
         raise ConfigError(f"--output {output!r}: allowed values are table, json, env")
     opts = global_options(ctx)
-    config, root, driver_root = load_sharing(opts, given)
+    config, root, driver_root, _ = load_sharing(opts, given)
     paths = MpsPaths(root)
     backend = opts.open_backend(driver_root)
     try:

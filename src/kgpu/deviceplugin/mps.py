@@ -1,34 +1,31 @@
 """MPS slices inside the device plugin: a sharing layout for its resources, and a health source.
 
 :class:`MpsSharingLayout` is the device plugin's sharing layout for ``sharing.mps`` (see
-:mod:`kgpu.deviceplugin.resources`): each shared GPU stops being advertised whole, and its slices
+:mod:`kgpu.deviceplugin.replicas`): each shared GPU stops being advertised whole, and its slices
 become grants of their resources, each carrying the slice's client environment and mounts.
 :func:`mps_extras` turns the grants of one request into the container's MPS environment (limits
 of several slices of one GPU add up; slices of different GPUs are refused).
 
-:func:`start_health_feed` copies the daemons' status files (written by ``kgpu mps-daemon``) into
-the plugin's health tracker under the ``mps`` source: a GPU whose daemon is down, missing or stale
-makes all its slices Unhealthy; they are Healthy again once the daemon answers.
+:class:`MpsHealthSource` copies the daemons' status files (written by ``kgpu mps-daemon``) into the
+plugin's health tracker under the ``mps`` source, one watcher tick at a time: a GPU whose daemon is
+down, missing or stale makes all its slices Unhealthy; they are Healthy again once the daemon answers.
 """
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 from kgpu.config import MpsConfig
-from kgpu.deviceplugin.plan import AdvertisedDevice, AllocationError, ContainerAllocation
+from kgpu.container import AllocationError, ContainerAllocation
+from kgpu.deviceplugin.devices import AdvertisedDevice, Grant, ResourceSet
 from kgpu.errors import ConfigError
 from kgpu.gpu.model import Inventory
 from kgpu.sharing.allocation import check_one_gpu, limit_envs, slice_envs, slice_mounts
 from kgpu.sharing.layout import MpsLayout, MpsSlice, build_layout
 from kgpu.sharing.paths import MpsPaths
 from kgpu.sharing.status import MpsHealthWatcher
-
-if TYPE_CHECKING:
-    from kgpu.deviceplugin.resources import Grant, ResourceSet
 
 MPS_SOURCE = "mps"
 """The health source name under which daemon status reaches the device plugin's tracker."""
@@ -42,8 +39,6 @@ class MpsSharingLayout:
         self.paths = paths
 
     def apply(self, resources: Mapping[str, ResourceSet], node: Inventory) -> dict[str, ResourceSet]:
-        from kgpu.deviceplugin.resources import Grant, ResourceSet
-
         layout = build_layout(node, self.config)
         shared = layout.shared_uuids
         whole: dict[str, Grant] = {}
@@ -111,28 +106,18 @@ def layout_for(inventory: Inventory, config: MpsConfig | None) -> MpsLayout:
 
 
 class SourceStateSink(Protocol):
-    """What :func:`start_health_feed` needs of the device plugin's ``HealthTracker``."""
+    """What :class:`MpsHealthSource` needs of the device plugin's ``HealthTracker``."""
 
     def set_source_state(self, source: str, uuid: str, healthy: bool, reason: str = "") -> bool: ...
 
 
-def feed_tracker(watcher: MpsHealthWatcher, tracker: SourceStateSink, stop: threading.Event) -> None:
-    """Copy daemon health into the tracker under the ``mps`` source until ``stop`` is set."""
-    for change in watcher.changes(stop):
-        tracker.set_source_state(MPS_SOURCE, change.uuid, change.healthy, change.reason)
+class MpsHealthSource:
+    """The daemons of ``layout``'s GPUs, as a health source: :meth:`tick` reads their status files once."""
 
+    def __init__(self, layout: MpsLayout, paths: MpsPaths, tracker: SourceStateSink) -> None:
+        self.watcher = MpsHealthWatcher(paths, [g.uuid for g in layout.gpus])
+        self.tracker = tracker
 
-def start_health_feed(layout: MpsLayout, paths: MpsPaths, tracker: SourceStateSink,
-                      stop: threading.Event, interval: float = 0.5) -> threading.Thread | None:
-    """Start :func:`feed_tracker` for the layout's GPUs in a daemon thread; None when nothing is shared.
-
-    The first reading happens before this returns, so no slice is offered before its daemon answers.
-    """
-    if not layout.enabled:
-        return None
-    watcher = MpsHealthWatcher(paths, [g.uuid for g in layout.gpus], interval=interval)
-    for change in watcher.check():
-        tracker.set_source_state(MPS_SOURCE, change.uuid, change.healthy, change.reason)
-    thread = threading.Thread(target=feed_tracker, args=(watcher, tracker, stop), name="mps-health", daemon=True)
-    thread.start()
-    return thread
+    def tick(self) -> None:
+        for change in self.watcher.check():
+            self.tracker.set_source_state(MPS_SOURCE, change.uuid, change.healthy, change.reason)

@@ -12,7 +12,7 @@ import grpc
 import pytest
 
 from kgpu.deviceplugin.api import deviceplugin_pb2 as pb
-from kgpu.deviceplugin.harness import FakeKubelet
+from kgpu.testing.kubelet import FakeKubelet
 
 
 @pytest.fixture

@@ -1,4 +1,6 @@
-"""A stand-in for the kubelet's side of the device plugin protocol, for tests, the demo and the bench.
+"""A stand-in for the kubelet's side of the device plugin protocol: for tests, demos and benchmarks.
+
+Public: projects that build on kgpu (or test any device plugin, NVIDIA's included) can use it.
 
 :class:`FakeKubelet` serves the v1beta1 ``Registration`` service on ``<dir>/kubelet.sock``, checks
 requests the way the kubelet does (version, resource name, endpoint socket), records them, and, like
@@ -74,7 +76,7 @@ class DeviceWatch:
         self.error: grpc.RpcError | None = None
         self.ended = threading.Event()
         self._call = stub.ListAndWatch(pb.Empty(), wait_for_ready=True)
-        self._thread = threading.Thread(target=self._read, name="harness-watch", daemon=True)
+        self._thread = threading.Thread(target=self._read, name="kubelet-watch", daemon=True)
         self._thread.start()
 
     def _read(self) -> None:
@@ -236,6 +238,8 @@ class FakeKubelet:
         self._watches: dict[str, DeviceWatch] = {}
         self._connecting: set[PluginClient] = set()
         self._connectors: list[threading.Thread] = []
+        self._connected_to: dict[str, int] = {}
+        """resource → the registration (1st, 2nd …) the current connection belongs to."""
         self._generation = 0
         self.options: dict[str, pb.DevicePluginOptions] = {}
         """What each plugin answered to GetDevicePluginOptions when this kubelet connected."""
@@ -262,6 +266,7 @@ class FakeKubelet:
         """Stop serving Registration and drop every plugin connection; files stay, as when a kubelet dies."""
         with self._cond:
             clients, self._clients, self._watches = self._clients, {}, {}
+            self._connected_to = {}
             connecting, self._connecting = self._connecting, set()
             connectors, self._connectors = self._connectors, []
             self._generation += 1
@@ -306,12 +311,13 @@ class FakeKubelet:
         with self._cond:
             self.registrations.append(registration)
             generation = self._generation
+            number = sum(1 for r in self.registrations if r.resource_name == request.resource_name)
             self._cond.notify_all()
         if self.follow:
             # Like the kubelet: Register returns at once; a goroutine then dials the plugin, asks for its
             # options and follows ListAndWatch.
             connector = threading.Thread(
-                target=self._connect, args=(request.resource_name, request.endpoint, generation),
+                target=self._connect, args=(request.resource_name, request.endpoint, generation, number),
                 name="fake-kubelet-connect", daemon=True,
             )
             with self._cond:  # started under the lock: stop() never sees a thread it cannot join yet
@@ -319,7 +325,7 @@ class FakeKubelet:
                 self._connectors.append(connector)
                 connector.start()
 
-    def _connect(self, resource_name: str, endpoint: str, generation: int) -> None:
+    def _connect(self, resource_name: str, endpoint: str, generation: int, number: int) -> None:
         client = PluginClient(self.directory / endpoint)
         with self._cond:
             if generation != self._generation:  # stopped before we got here
@@ -342,10 +348,13 @@ class FakeKubelet:
             self._connecting.discard(client)
             if generation != self._generation:  # this kubelet restarted meanwhile: drop the connection
                 stale: PluginClient | None = client
+            elif number < self._connected_to.get(resource_name, 0):  # a later registration connected first
+                stale = client
             else:
                 stale = self._clients.pop(resource_name, None)
                 self._clients[resource_name] = client
                 self._watches[resource_name] = watch
+                self._connected_to[resource_name] = number
                 self.options[resource_name] = options
             self._cond.notify_all()
         if stale is not None:
@@ -370,9 +379,12 @@ class FakeKubelet:
     # -- what the node advertises ------------------------------------------------------------
 
     def _connected(self, resource_name: str, timeout: float) -> tuple[PluginClient, DeviceWatch]:
+        """The connection to the plugin's latest registration of ``resource_name`` (waits for it)."""
         deadline = time.monotonic() + timeout
         with self._cond:
-            while resource_name not in self._watches:
+            while resource_name not in self._watches or self._connected_to.get(resource_name, 0) < sum(
+                1 for r in self.registrations if r.resource_name == resource_name
+            ):
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise AssertionError(f"the kubelet stand-in is not connected to {resource_name}'s plugin")
@@ -409,7 +421,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     import argparse
 
     parser = argparse.ArgumentParser(
-        prog="python -m kgpu.deviceplugin.harness",
+        prog="python -m kgpu.testing.kubelet",
         description="A kubelet stand-in: serves Registration on DIR/kubelet.sock, waits for a device plugin to "
         "register RESOURCE, prints its devices and one allocation, then exits.",
     )

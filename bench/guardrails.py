@@ -1,0 +1,218 @@
+"""The device plugin's guard rails, measured side by side with NVIDIA's plugin in the same run.
+
+Both plugins are started in turn against the kubelet stand-in (:mod:`kgpu.testing.kubelet`, real gRPC
+over unix sockets), on the same GPUs, and measured as the kubelet sees them:
+
+* registration: from process start to the kubelet's RegisterRequest — target ≤ 2 s;
+* Allocate of one GPU, p50 / p99 over ``--calls`` calls — target: kgpu's p99 ≤ 3× NVIDIA's;
+* re-registration after a kubelet restart (directory wiped, kubelet.sock recreated), median / max
+  of 5 — target ≤ 250 ms;
+* resident memory after all that — target ≤ 80 MB; and the same for ``kgpu exporter`` after scrapes.
+
+NVIDIA's plugin keeps its sockets in ``/var/lib/kubelet/device-plugins`` whatever its flags, so the
+stand-in serves there: run this on a machine without a kubelet (the GPU machine), as root.
+
+    python3 bench/guardrails.py --nvidia-plugin .bench-bin/nvidia-device-plugin --driver-root /usr/local/nvidia
+    .venv/bin/python bench/guardrails.py --simulate h100x8     # kgpu alone, on a simulated node
+
+Prints a table; exits non-zero when a guard rail is broken.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from kgpu.testing.kubelet import FakeKubelet
+
+RESOURCE = "nvidia.com/gpu"
+DEVICE_PLUGINS = Path("/var/lib/kubelet/device-plugins")
+
+
+@dataclass
+class Measured:
+    name: str
+    register_ms: float = float("nan")
+    p50_ms: float = float("nan")
+    p99_ms: float = float("nan")
+    reregister_ms: list[float] = field(default_factory=list)
+    rss_mb: float = float("nan")
+    stop_ms: float = float("nan")
+    error: str = ""
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def stop(proc: subprocess.Popen[bytes]) -> float:
+    """SIGTERM; milliseconds until the process is gone (killed after 10 s)."""
+    if proc.poll() is not None:
+        return float("nan")
+    start = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    return (time.monotonic() - start) * 1000
+
+
+def measure_plugin(name: str, command: list[str], env: dict[str, str], directory: Path, calls: int,
+                   log: Path) -> Measured:
+    result = Measured(name)
+    directory.mkdir(parents=True, exist_ok=True)
+    for leftover in directory.iterdir():
+        if leftover.is_socket():
+            leftover.unlink()
+    kubelet = FakeKubelet(directory).start()
+    with open(log, "wb") as out:
+        started = time.monotonic()
+        proc = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        reg = kubelet.wait_for_registration(RESOURCE, timeout=60)
+        result.register_ms = (reg.at - started) * 1000
+        devices = kubelet.watch(RESOURCE).wait_for(lambda ds: len(ds) > 0, timeout=30)
+        client = kubelet.client(RESOURCE)
+        first = [devices[0].ID]
+        for _ in range(200):  # warm the channel and the server's threads
+            client.allocate([first])
+        times = []
+        for _ in range(calls):
+            t = time.perf_counter()
+            client.allocate([first])
+            times.append((time.perf_counter() - t) * 1000)
+        result.p50_ms, result.p99_ms = statistics.median(times), percentile(times, 0.99)
+        for _ in range(5):
+            count = len([r for r in kubelet.registrations if r.resource_name == RESOURCE])
+            kubelet.restart()
+            restarted = time.monotonic()
+            again = kubelet.wait_for_registration(RESOURCE, count=count + 1, timeout=30)
+            result.reregister_ms.append((again.at - restarted) * 1000)
+            kubelet.watch(RESOURCE).wait_for(lambda ds: len(ds) > 0, timeout=30)
+            time.sleep(0.3)
+        result.rss_mb = rss_mb(proc.pid)
+    except (AssertionError, OSError) as exc:
+        result.error = str(exc).splitlines()[0][:200]
+    finally:
+        result.stop_ms = stop(proc)
+        kubelet.stop()
+    return result
+
+
+def measure_exporter(command: list[str], env: dict[str, str], scrapes: int) -> float:
+    port = 19400
+    proc = subprocess.Popen([*command, "--listen", f"127.0.0.1:{port}", "--kubelet-pod-resources", "none",
+                             "--device-plugin-state", "none"], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read()
+                break
+            except OSError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    return float("nan")
+                time.sleep(0.1)
+        for _ in range(scrapes):
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read()
+        time.sleep(2)
+        return rss_mb(proc.pid)
+    finally:
+        stop(proc)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("--nvidia-plugin", type=Path, help="NVIDIA's nvidia-device-plugin binary (v0.20)")
+    parser.add_argument("--driver-root", default=None, help="where the driver lives (e.g. /usr/local/nvidia)")
+    parser.add_argument("--simulate", default=None, help="measure kgpu alone on a simulated node")
+    parser.add_argument("--calls", type=int, default=2000, help="Allocate calls per plugin")
+    parser.add_argument("--kubelet-dir", type=Path, default=None,
+                        help=f"default {DEVICE_PLUGINS} (NVIDIA's plugin needs it), or a temporary one with --simulate")
+    args = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a time limit: unwind and stop the plugins
+
+    work = Path(tempfile.mkdtemp(prefix="kgpu-guardrails-"))
+    directory = args.kubelet_dir or (work / "dp" if args.simulate else DEVICE_PLUGINS)
+    env = dict(os.environ)
+    if args.driver_root:
+        lib = Path(args.driver_root) / "lib64"
+        env["LD_LIBRARY_PATH"] = f"{lib}:{env['LD_LIBRARY_PATH']}" if env.get("LD_LIBRARY_PATH") else str(lib)
+    kgpu_global = ["--simulate", args.simulate] if args.simulate else ["--backend", "nvml"]
+    if args.driver_root and not args.simulate:
+        kgpu_global += ["--driver-root", args.driver_root]
+    runs: list[Measured] = []
+    try:
+        if args.nvidia_plugin is not None:
+            nvidia = [str(args.nvidia_plugin), "--kubelet-socket", str(directory / "kubelet.sock")]
+            runs.append(measure_plugin("NVIDIA v0.20", nvidia, env, directory, args.calls, work / "nvidia.log"))
+        kgpu = [sys.executable, "-m", "kgpu", *kgpu_global, "device-plugin", "--kubelet-dir", str(directory),
+                "--state-file", str(work / "state.json")]
+        runs.append(measure_plugin("kgpu", kgpu, env, directory, args.calls, work / "kgpu.log"))
+        exporter_rss = measure_exporter([sys.executable, "-m", "kgpu", *kgpu_global, "exporter"], env, 50)
+    finally:
+        for run in runs:
+            if run.error:
+                log = work / ("nvidia.log" if run.name.startswith("NVIDIA") else "kgpu.log")
+                print(f"{run.name} failed: {run.error}\n--- its log (tail) ---", file=sys.stderr)
+                print(log.read_text(errors="replace")[-3000:], file=sys.stderr)
+        shutil.rmtree(work, ignore_errors=True)
+
+    nvidia_run = next((r for r in runs if r.name.startswith("NVIDIA")), None)
+    ours = runs[-1]
+    where = f"simulated {args.simulate}" if args.simulate else "NVML"
+    print(f"\ndevice plugins on {where}, {args.calls} Allocate calls of 1 GPU each\n")
+    print(f"{'measure':34} " + " ".join(f"{r.name:>22}" for r in runs))
+
+    def row(label: str, values: list[str]) -> None:
+        print(f"{label:34} " + " ".join(f"{v:>22}" for v in values))
+
+    row("registration after start", [f"{r.register_ms:.0f} ms" for r in runs])
+    row("Allocate p50 / p99", [f"{r.p50_ms:.3f} / {r.p99_ms:.3f} ms" for r in runs])
+    row("re-registration median / max", [
+        f"{statistics.median(r.reregister_ms):.0f} / {max(r.reregister_ms):.0f} ms" if r.reregister_ms else "n/a"
+        for r in runs])
+    row("resident memory", [f"{r.rss_mb:.1f} MB" for r in runs])
+    row("SIGTERM to exit", [f"{r.stop_ms:.0f} ms" for r in runs])
+    print(f"{'kgpu exporter resident memory':34} {exporter_rss:>22.1f} MB")
+
+    checks = [
+        ("kgpu registers ≤ 2 s after start", ours.register_ms <= 2000),
+        ("kgpu re-registers ≤ 250 ms after a kubelet restart",
+         bool(ours.reregister_ms) and max(ours.reregister_ms) <= 250),
+        ("kgpu device plugin RSS ≤ 80 MB", ours.rss_mb <= 80),
+        ("kgpu exporter RSS ≤ 80 MB", exporter_rss <= 80),
+        ("kgpu stops ≤ 2 s after SIGTERM", ours.stop_ms <= 2000),
+    ]
+    if nvidia_run is not None:
+        limit = 3 * nvidia_run.p99_ms
+        checks.insert(1, (f"kgpu Allocate p99 ≤ 3× NVIDIA's ({limit:.3f} ms)", ours.p99_ms <= limit))
+    print()
+    for label, ok in checks:
+        print(f"{'PASS' if ok else 'FAIL'}  {label}")
+    return 0 if all(ok for _, ok in checks) and not any(r.error for r in runs) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
