@@ -30,7 +30,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from kgpu.deviceplugin.harness import FakeKubelet, PluginClient
+from kgpu.testing.kubelet import FakeKubelet, PluginClient
 
 RESOURCE = "nvidia.com/gpu"
 failures: list[str] = []

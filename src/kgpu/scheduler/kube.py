@@ -39,7 +39,6 @@ from lightkube.types import PatchType
 
 from kgpu.kubeapi import kube_client as _client_from
 from kgpu.kubeapi import transport_errors
-from kgpu.process import wait_for_stop
 from kgpu.scheduler.extender import ApiConflict, ApiFailure
 from kgpu.scheduler.handshake import HandshakeError, PendingShare, pending_allocation
 from kgpu.scheduler.inventory import NodeGPU, encode_gpus
@@ -168,7 +167,7 @@ def reflect(
                 log.warning("watch ended; listing again", extra={"resource": kind, "error": cause[:300],
                                                                   "retry_s": backoff})
                 last_cause = cause
-            wait_for_stop(stop, backoff)
+            stop.wait(backoff)  # the daemon runtime sets stop on SIGTERM from its own thread
             backoff = min(backoff * 2, RELIST_BACKOFF_MAX)
 
 
