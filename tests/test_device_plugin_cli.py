@@ -398,7 +398,7 @@ def test_sigterm_ends_the_plugin_while_the_kubelet_blocks_its_registration(root:
             proc.kill()
             proc.wait()
         kubelet.stop()
-    assert code in (0, 1)  # 1: it had to give up its clean stop at the deadline
+    assert code == 0  # a clean stop: the blocked call is left behind, the cleanup still runs
     assert took < 5.0, f"{took:.1f} s"  # bench/guardrails.py measures the figure (target < 2 s)
     assert not (root / "dp" / "nvidia-gpu.sock").exists()
 

@@ -382,6 +382,7 @@ def test_kgpu_mps_daemon_follows_a_configmap_update_and_keeps_running_daemons_on
         # When GPU 0 is no longer shared, its daemon is told to quit
         configmap.update(shared.format("[1]"))
         wait_for(lambda: not pid_alive(first))
+        wait_for(paths.ready_file.exists)  # the reload is over: GPU 1's daemon checked and ready
     finally:
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=60)

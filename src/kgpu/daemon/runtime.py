@@ -78,12 +78,17 @@ class Daemon:
         self.stop.wait()
 
     def shutdown(self) -> None:
-        """Stop the watchers (each finishes its tick) and run the cleanups, newest first."""
+        """Stop the watchers and run the cleanups, newest first.
+
+        Watchers get a third of the grace period to finish their step; one still blocked after that (a
+        kubelet that does not answer a registration) is left to end with the process, so that the
+        cleanups — sockets removed, control daemons told to quit, final state written — still run in time.
+        """
         self.stop.set()
-        deadline = time.monotonic() + self.grace
+        deadline = time.monotonic() + self.grace / 3
         for watcher in self.watchers:
             if not watcher.join(max(deadline - time.monotonic(), 0.0)):
-                log.warning("a watcher did not finish its step in time", extra={"watcher": watcher.name})
+                log.warning("a watcher is still in its step; stopping without it", extra={"watcher": watcher.name})
         while self._cleanups:
             cleanup = self._cleanups.pop()
             try:
