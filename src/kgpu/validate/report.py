@@ -17,7 +17,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from kgpu.nodestatus import CONDITION_TYPES, Stage, condition, merge_conditions
-from kgpu.process import wait_for_stop
 from kgpu.validate.result import StepResult
 
 log = logging.getLogger(__name__)
@@ -117,7 +116,7 @@ def run_report(
             if text != last_error:
                 log.warning("node report failed: %s", text)
             last_error = text
-        wait_for_stop(stop, interval_s)
+        stop.wait(interval_s)  # set at once by the runtime's signal thread (kgpu.daemon.StopSignals)
     if withdraw is not None:
         try:
             withdraw()

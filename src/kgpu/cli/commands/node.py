@@ -126,10 +126,10 @@ def report(
 ) -> None:
     """Report this node's GPU stages on its Node object, as the kgpu-validator DaemonSet does."""
     import json
-    import signal
     import threading
 
     from kgpu.cli.state import global_options
+    from kgpu.daemon import StopSignals
     from kgpu.labels.daemon import parse_duration
     from kgpu.labels.node import kube_client
     from kgpu.validate import ValidateOptions
@@ -162,7 +162,6 @@ def report(
         typer.echo(json.dumps(conditions, indent=2))
         raise typer.Exit(0 if all(c["status"] == "True" for c in conditions) else 1)
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    run_report(check, lambda c: patch_conditions(client, node, c), seconds, stop,
-               withdraw=lambda: remove_conditions(client, node))
+    with StopSignals(stop):  # the daemon runtime's signal handling: heard at once, a deadline on stopping
+        run_report(check, lambda c: patch_conditions(client, node, c), seconds, stop,
+                   withdraw=lambda: remove_conditions(client, node))
