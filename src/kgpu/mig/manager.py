@@ -23,7 +23,6 @@ from kgpu.fsio import read_text
 from kgpu.gpu.model import Inventory
 from kgpu.mig.config import MigConfigEntry, parse_mig_config
 from kgpu.mig.plan import GpuLayout, current_layout, plan_layout
-from kgpu.process import wait_for_stop
 
 log = logging.getLogger(__name__)
 
@@ -190,7 +189,7 @@ def run_manager(client: Any, control: MigControl, node: str, config_file: Path, 
             last_error = text
         if once:
             return outcome
-        wait_for_stop(stop, interval_s)
+        stop.wait(interval_s)  # set at once by the runtime's signal thread (kgpu.daemon.StopSignals)
     try:
         withdraw(client, node)
     except Exception as exc:  # stopping anyway

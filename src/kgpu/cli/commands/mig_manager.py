@@ -52,10 +52,10 @@ def mig_manager(
 ) -> None:
     """Apply the MIG layout the node's nvidia.com/mig.config label names."""
     import os
-    import signal
     import threading
 
     from kgpu.cli.state import global_options
+    from kgpu.daemon import StopSignals
     from kgpu.errors import ConfigError
     from kgpu.labels.daemon import parse_duration
     from kgpu.labels.node import kube_client
@@ -74,9 +74,8 @@ def mig_manager(
         control = NvmlMigControl(g.open_backend())
     client = kube_client(kubeconfig)
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    outcome = run_manager(client, control, node, config_file, default, namespace, seconds, stop, once=once)
+    with StopSignals(stop):  # the daemon runtime's signal handling: heard at once, a deadline on stopping
+        outcome = run_manager(client, control, node, config_file, default, namespace, seconds, stop, once=once)
     if once:
         typer.echo(f"{outcome.state}: {outcome.message}" if outcome else "no MIG config requested")
         raise typer.Exit(0 if outcome is None or outcome.state == "success" else 1)
