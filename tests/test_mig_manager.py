@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from kgpu.config.resolve import resolve_config
-from kgpu.deviceplugin.resources import build_logic
+from kgpu.deviceplugin.daemon import node_resources as build_logic
 from kgpu.gpu.migstate import read_mig_state
 from kgpu.gpu.simulated import SimulatedBackend
 from kgpu.mig.config import parse_mig_config
