@@ -213,10 +213,16 @@ def test_when_the_plugin_cannot_see_host_device_nodes_it_passes_the_required_one
     assert any("cannot see" in w and "nvidiactl" in w for w in logic.warnings)
 
 
-def test_gds_and_mofed_envs() -> None:
-    config = resolve_config({"gds-enabled": True}, {"MOFED_ENABLED": "true"})
-    alloc = build_logic(H100, config, EMPTY_HOST).allocate("nvidia.com/gpu", UUIDS[:1])
-    assert alloc.envs["NVIDIA_GDS"] == "enabled" and alloc.envs["NVIDIA_MOFED"] == "enabled"
+def test_gdrcopy_gds_and_mofed_envs_whatever_the_list_strategy() -> None:
+    # As NVIDIA's server.go sets them before it returns for an all-CDI strategy.
+    for strategy in ("envvar", "cdi-cri"):
+        config = resolve_config({"gds-enabled": True, "gdrcopy-enabled": "true", "device-list-strategy": strategy},
+                                {"MOFED_ENABLED": "true"})
+        alloc = build_logic(H100, config, EMPTY_HOST).allocate("nvidia.com/gpu", UUIDS[:1])
+        assert {k: v for k, v in alloc.envs.items() if k.startswith(("NVIDIA_G", "NVIDIA_M"))} == {
+            "NVIDIA_GDRCOPY": "enabled", "NVIDIA_GDS": "enabled", "NVIDIA_MOFED": "enabled"}, strategy
+    assert "NVIDIA_GDRCOPY" not in build_logic(H100, resolve_config(), EMPTY_HOST).allocate(
+        "nvidia.com/gpu", UUIDS[:1]).envs
 
 
 # --- kgpu's driver-mounts ---------------------------------------------------------------------------

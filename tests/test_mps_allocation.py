@@ -7,9 +7,10 @@ from typing import Any
 
 import pytest
 
+from kgpu.config.file import parse_mps_section
 from kgpu.container import AllocationError
 from kgpu.gpu.backend import open_backend
-from kgpu.sharing import MpsLayout, MpsPaths, build_layout, parse_mps_section, slice_allocation
+from kgpu.sharing import MpsLayout, MpsPaths, build_layout, slice_allocation
 
 ROOT = MpsPaths(Path("/run/kgpu/mps"))
 
@@ -24,6 +25,7 @@ def h100_layout(**extra: Any) -> MpsLayout:
             {"name": "nvidia.com/gpu-10gb", "memory": "10Gi", "computePercent": 25, "count": 2, "devices": [0, 1]},
         ],
         "allowComputeOversubscription": True,
+        "failRequestsGreaterThanOne": False,  # NVIDIA's default for sharing.mps is true; these tests add slices up
         **extra,
     }
     return build_layout(inventory, parse_mps_section(mps, "config.yaml"))
@@ -73,6 +75,7 @@ def test_slices_of_two_gpus_in_one_request_are_refused() -> None:
 
 def test_fail_requests_greater_than_one_refuses_two_slices() -> None:
     layout = h100_layout(failRequestsGreaterThanOne=True)
+    assert parse_mps_section({"resources": [{"name": "gpu", "replicas": 2}]}).fail_requests_greater_than_one
     pair = [s.id for s in layout.slices_of("nvidia.com/gpu-10gb") if s.gpu_index == 0]
     with pytest.raises(AllocationError, match=r"failRequestsGreaterThanOne is true"):
         slice_allocation(layout, pair, ROOT)

@@ -19,9 +19,10 @@ from pathlib import Path
 import pytest
 from configmap import ConfigMapVolume
 
+from kgpu.config.file import parse_mps_section
 from kgpu.daemon import Backoff
 from kgpu.gpu.backend import open_backend
-from kgpu.sharing import MpsPaths, build_layout, parse_mps_section
+from kgpu.sharing import MpsPaths, build_layout
 from kgpu.sharing.daemon import (
     ControlClient,
     DaemonSpec,

@@ -191,7 +191,7 @@ def test_slices_are_unhealthy_until_their_daemon_runs_and_while_it_is_down(short
 
 
 def test_preferred_allocation_keeps_a_containers_slices_on_one_gpu(short_dir: Path) -> None:
-    text = ("version: v1\nsharing:\n  mps:\n    slices:\n"
+    text = ("version: v1\nsharing:\n  mps:\n    failRequestsGreaterThanOne: false\n    slices:\n"
             "    - {name: nvidia.com/gpu-10gb, memory: 10Gi, computePercent: 20, count: 3, devices: [0, 1]}\n")
     logic = build_logic(h100(), config(short_dir, text))
     (small,) = [r for r in logic.resources() if r.name == "nvidia.com/gpu-10gb"]
