@@ -12,7 +12,7 @@ from dp_helpers import EMPTY_HOST, node
 
 from kgpu.config.labels import SharingStrategy
 from kgpu.config.resolve import resolve_config
-from kgpu.deviceplugin.resources import build_logic
+from kgpu.deviceplugin.daemon import node_resources as build_logic
 from kgpu.errors import ConfigError
 from kgpu.labels.config import node_settings
 from kgpu.labels.gfd import node_labels
@@ -114,11 +114,11 @@ def test_the_helm_sharing_values_advertise_each_gpu_four_times(tmp_path: Path) -
 @pytest.mark.parametrize("strategy", ["none", "single", "mixed"])
 def test_the_labels_name_the_resources_the_plugin_advertises(fixture: str, strategy: str) -> None:
     from kgpu.config.names import node_resource_names
-    from kgpu.deviceplugin.resources import base_devices
+    from kgpu.deviceplugin.devices import base_devices
 
     config = resolve_config({"mig-strategy": strategy}, {})
     try:
-        plugin = set(base_devices(node(fixture), config, EMPTY_HOST))
+        plugin = set(base_devices(node(fixture), config, mig_minors={}))
     except ConfigError:
         return  # e.g. single on a node that mixes MIG profiles: the plugin refuses the node
     whole, mig = node_resource_names(node(fixture), config)
