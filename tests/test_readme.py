@@ -96,7 +96,7 @@ PLANS: dict[str, Plan] = {
     # The device plugin
     "kgpu device-plugin --config-file /etc/kgpu/dp.yaml": Skip(
         "a GPU node's kubelet and /etc/kgpu/dp.yaml; the next block runs the plugin against a kubelet stand-in"),
-    "python -m kgpu.deviceplugin.harness --kubelet-dir /tmp/dp --allocate 2 &": Script(
+    "python -m kgpu.testing.kubelet --kubelet-dir /tmp/dp --allocate 2 &": Script(
         expect=("registered: nvidia.com/gpu", "ListAndWatch: 8 device(s)", "Allocate")),
     # Fractional GPUs
     "kgpu --simulate h100x8 mps-layout --config-file examples/mps.yaml": Run(expect=("nvidia.com/gpu-20gb",)),

@@ -247,7 +247,7 @@ class _Run:
         if host.needs_nvidia_runtime(strategy):
             return host.judge_runtime(host.read_runtime_findings(self.opts.root))
         from kgpu.config.resolve import resolve_config
-        from kgpu.deviceplugin.allocate import driver_file_mounts
+        from kgpu.deviceplugin.hostfacts import driver_file_mounts
 
         config = resolve_config({"device-list-strategy": ",".join(strategy), "nvidia-driver-root": driver_root},
                                 host_root=self.opts.root)
