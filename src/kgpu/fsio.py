@@ -147,12 +147,13 @@ def read_text_or_none(path: Path | str, name: str | None = None, limit: int = MA
 
 
 def check_root(root: Path, flag: str = "--root") -> Path:
-    """``root`` when it is an existing directory; else a one-line ConfigError (nothing is ever created)."""
+    """``root``, made absolute, when it is an existing directory; else a one-line ConfigError (nothing is ever
+    created). Absolute, because the paths found under it are absolute: a relative root would not prefix them."""
     if not root.exists():
         raise ConfigError(f"{flag} {root}: no such directory; give the node's filesystem root (default /)")
     if not root.is_dir():
         raise ConfigError(f"{flag} {root}: not a directory; give the node's filesystem root (default /)")
-    return root
+    return root.absolute()
 
 
 def node_path_of(path: str | PurePosixPath) -> str:

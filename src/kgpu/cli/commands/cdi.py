@@ -101,7 +101,7 @@ def generate(
     from kgpu.errors import ConfigError
     from kgpu.fsio import FileChange, apply_changes, check_root, read_text_or_none
 
-    check_root(root)
+    root = check_root(root)
     strategies = {"index": ("index",), "uuid": ("uuid",), "both": ("index", "uuid")}.get(device_name_strategy)
     if strategies is None:
         raise ConfigError(f"--device-name-strategy {device_name_strategy!r}: allowed index, uuid, both")
@@ -160,7 +160,7 @@ def validate_cmd(
     from kgpu.errors import ConfigError, KgpuError
     from kgpu.fsio import check_root, read_text
 
-    check_root(root)
+    root = check_root(root)
     where = _spec_path(spec_file, root)
     shown = str(where.named)
     try:

@@ -80,7 +80,7 @@ def doctor(
     from kgpu.doctor import gather, run_checks, select
     from kgpu.fsio import check_root
 
-    check_root(root)
+    root = check_root(root)
     checks = select(only.split(",") if only is not None else None)
     options = global_options(ctx)
     facts = gather(root, options.open_backend, kubelet_config)

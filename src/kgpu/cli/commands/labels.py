@@ -124,7 +124,7 @@ def labels(
     from kgpu.labels.output import format_json, format_lines, write_feature_file
 
     opts = global_options(ctx)
-    check_root(root)
+    root = check_root(root)
     config = _config(opts, given, root)
     computed = _computer(opts, given, root)()
     if not config.flags.gfd.no_timestamp:
@@ -180,7 +180,7 @@ def labeler(
     from kgpu.labels.output import remove_feature_file, write_feature_file
 
     opts = global_options(ctx)
-    check_root(root)
+    root = check_root(root)
     gfd_given = dict(given)
     interval = gfd_given.pop("interval", None)
     if interval is not None and "sleep-interval" not in gfd_given:

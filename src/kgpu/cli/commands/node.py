@@ -54,7 +54,7 @@ def prepare(
     from kgpu.host.facts import read_host_facts
     from kgpu.prepare import apply_prepare, plan_prepare
 
-    check_root(root)
+    root = check_root(root)
 
     facts = read_host_facts(root, kubelet_config)
     if facts.container is not None:

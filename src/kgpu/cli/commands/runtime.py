@@ -142,7 +142,7 @@ def configure(
     from kgpu.fsio import check_root
     from kgpu.runtime import ConfigureRequest, plan_configure
 
-    check_root(root)
+    root = check_root(root)
     notes = []
     if config_mode in ("oci-hook", "hook"):
         raise ConfigError(f"--config-mode {config_mode}: the OCI hook mode (deprecated in nvidia-ctk) is not "
@@ -193,7 +193,7 @@ def unconfigure(
     from kgpu.fsio import check_root
     from kgpu.runtime import ConfigureRequest, plan_unconfigure
 
-    check_root(root)
+    root = check_root(root)
     if drop_in_config == "":
         drop_in_config, no_drop_in = None, True
     req = ConfigureRequest(runtime=runtime, config=config, drop_in=drop_in_config, no_drop_in=no_drop_in,

@@ -146,7 +146,7 @@ def validate(
     from kgpu.validate import ValidateOptions, exit_code, parse_duration, parse_skip
     from kgpu.validate import validate as run_validation
 
-    check_root(root)
+    root = check_root(root)
     g = global_options(ctx)
     driver_root = g.driver_root()
     opts = ValidateOptions(
