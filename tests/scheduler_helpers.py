@@ -89,7 +89,8 @@ class MemoryApi:
             return copy.deepcopy(pod)
 
     def patch_pod_annotations(self, namespace: str, name: str, uid: str, resource_version: str,
-                              annotations: Mapping[str, str | None]) -> dict[str, Any]:
+                              annotations: Mapping[str, str | None],
+                              labels: Mapping[str, str] | None = None) -> dict[str, Any]:
         with self.lock:
             pod = self.pods[(namespace, name)]
             meta = pod["metadata"]
@@ -98,6 +99,7 @@ class MemoryApi:
                 meta["resourceVersion"] = str(next(self._version))  # someone else wrote it meanwhile
             if meta["uid"] != uid or (resource_version and meta["resourceVersion"] != resource_version):
                 raise ApiConflict(f"pod {namespace}/{name}: conflict")
+            meta.setdefault("labels", {}).update(labels or {})
             current = meta.setdefault("annotations", {})
             for key, value in annotations.items():
                 if value is None:

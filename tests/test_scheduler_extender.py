@@ -82,6 +82,8 @@ def test_bind_records_the_assignment_in_hamis_annotations_then_binds() -> None:
     assert pod["spec"]["nodeName"] == "n1"
     assert ann["hami.io/vgpu-node"] == "n1" and ann[BIND_PHASE] == PHASE_ALLOCATING
     assert ann[DEVICES_ALLOCATED] == ann[DEVICES_TO_ALLOCATE] == "GPU-n1-0000,NVIDIA,20000,30:;"
+    # and the pod's limits as labels an admin can list (kubectl get pods -L kgpu.io/gpu-memory-mib)
+    assert pod["metadata"]["labels"] == {"kgpu.io/gpu-memory-mib": "20000", "kgpu.io/gpu-cores": "30"}
     usage = state.usage("n1")
     assert usage is not None and usage.gpus[0].memory_mib == 20000
     assert state.in_flight("n1") and not state.in_flight("n1", other_than=pod["metadata"]["uid"])

@@ -45,6 +45,8 @@ from kgpu.scheduler.names import (
     DEVICES_ALLOCATED,
     DEVICES_TO_ALLOCATE,
     GPU_POLICY,
+    LABEL_CORES,
+    LABEL_MEMORY,
     NODE_POLICY,
     PHASE_ALLOCATING,
     PHASE_FAILED,
@@ -75,7 +77,8 @@ class ClusterApi(Protocol):
     def get_pod(self, namespace: str, name: str) -> dict[str, Any]: ...
 
     def patch_pod_annotations(self, namespace: str, name: str, uid: str, resource_version: str,
-                              annotations: Mapping[str, str | None]) -> dict[str, Any]: ...
+                              annotations: Mapping[str, str | None],
+                              labels: Mapping[str, str] | None = None) -> dict[str, Any]: ...
 
     def bind(self, namespace: str, name: str, uid: str, node: str) -> None: ...
 
@@ -300,10 +303,12 @@ class Extender:
             ASSIGNED_NODE: node, ASSIGNED_TIME: now, DEVICES_ALLOCATED: text, DEVICES_TO_ALLOCATE: text,
             BIND_PHASE: PHASE_ALLOCATING, BIND_TIME: now,
         }
+        shares = placement.assignment.shares
+        labels = {LABEL_MEMORY: str(sum(s.memory_mib for s in shares)), LABEL_CORES: str(sum(s.cores for s in shares))}
         version = str(meta.get("resourceVersion", ""))
         for attempt in (1, 2):
             try:
-                patched = self.api.patch_pod_annotations(namespace, name, uid, version, annotations)
+                patched = self.api.patch_pod_annotations(namespace, name, uid, version, annotations, labels)
                 return str((patched.get("metadata") or {}).get("resourceVersion", ""))
             except ApiConflict:
                 if attempt == 2:

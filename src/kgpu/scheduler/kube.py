@@ -57,7 +57,6 @@ def kube_client(kubeconfig: Path | None = None) -> Any:
 
 
 def _api_error(exc: Exception, what: str) -> Exception:
-
     if isinstance(exc, ApiError):
         code, message = exc.status.code, exc.status.message
         if code == 409:
@@ -74,16 +73,17 @@ class KubeApi:
         self.instance = instance or COMPONENT
 
     def get_pod(self, namespace: str, name: str) -> dict[str, Any]:
-
         try:
             return dict(self.client.get(Pod, name, namespace=namespace).to_dict())
         except (ApiError, *transport_errors()) as exc:  # type: ignore[misc]
             raise _api_error(exc, f"reading pod {namespace}/{name}") from None
 
     def patch_pod_annotations(self, namespace: str, name: str, uid: str, resource_version: str,
-                              annotations: Mapping[str, str | None]) -> dict[str, Any]:
-
+                              annotations: Mapping[str, str | None],
+                              labels: Mapping[str, str] | None = None) -> dict[str, Any]:
         meta: dict[str, Any] = {"uid": uid, "annotations": dict(annotations)}
+        if labels:
+            meta["labels"] = dict(labels)
         if resource_version:
             meta["resourceVersion"] = resource_version
         try:
@@ -94,8 +94,6 @@ class KubeApi:
         return dict(patched.to_dict())
 
     def bind(self, namespace: str, name: str, uid: str, node: str) -> None:
-
-
         binding = Pod.Binding(metadata=ObjectMeta(name=name, namespace=namespace, uid=uid or None),
                               target=ObjectReference(apiVersion="v1", kind="Node", name=node))
         try:
@@ -108,7 +106,6 @@ class KubeApi:
             raise _api_error(exc, f"binding pod {namespace}/{name} to node {node}") from None
 
     def event(self, pod: Mapping[str, Any], reason: str, message: str, kind: str = "Warning") -> None:
-
         meta = pod.get("metadata") or {}
         namespace, name = str(meta.get("namespace", "default")), str(meta.get("name", ""))
         now = datetime.datetime.now(datetime.UTC)

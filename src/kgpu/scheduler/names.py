@@ -52,6 +52,10 @@ PHASE_SUCCESS: Final = "success"
 PHASE_FAILED: Final = "failed"
 
 # -- kgpu's own -------------------------------------------------------------------------------------------
+LABEL_MEMORY: Final = "kgpu.io/gpu-memory-mib"
+"""Pod label: the MiB of GPU memory its containers were given in all (``kubectl get pods -L …``)."""
+LABEL_CORES: Final = "kgpu.io/gpu-cores"
+"""Pod label: the percent of SMs its containers were given in all (several GPUs add up)."""
 NODE_GPUS: Final = "kgpu.io/dynamic-gpus"
 """Node annotation written by the device plugin: the node's GPUs shared dynamically (see :mod:`.inventory`)."""
 SCHEDULER_NAME: Final = "kgpu-scheduler"
