@@ -70,8 +70,8 @@ def oversubscription(pods: list[dict[str, Any]], nodes: dict[str, tuple[NodeGPU,
     for pod in pods:
         node = (pod.get("spec") or {}).get("nodeName")
         text = ((pod.get("metadata") or {}).get("annotations") or {}).get(DEVICES_ALLOCATED)
-        if not node or text is None:
-            continue
+        if not node or text is None or (pod.get("status") or {}).get("phase") in ("Failed", "Succeeded"):
+            continue  # a pod that ended (or that its kubelet refused) holds no GPU
         for share in decode(text).shares:
             t = totals.setdefault((node, share.uuid), [0, 0, 0])
             t[0] += share.memory_mib
@@ -120,6 +120,7 @@ def run_cluster(count: int, image: str, kubeconfig: Path | None, timeout: float)
         while True:
             pods = [p.to_dict() for p in client.list(Pod, namespace=NAMESPACE)]
             bound = [p for p in pods if p["spec"].get("nodeName")]
+            failed = [p for p in bound if p["status"].get("phase") == "Failed"]
             if len(bound) > seen:
                 last_bound, seen = time.monotonic(), len(bound)
             refused = {e.involvedObject.name for e in client.list(Event, namespace=NAMESPACE)
@@ -134,6 +135,7 @@ def run_cluster(count: int, image: str, kubeconfig: Path | None, timeout: float)
         print(f"\nkgpu-scheduler on {len(nodes)} node(s), {sum(len(g) for g in nodes.values())} dynamic GPUs")
         print(f"{'pods created':<44} {count:>8}   in {created:.2f} s")
         print(f"{'pods bound':<44} {len(bound):>8}   on {gpus_in_use(bound)} GPUs")
+        print(f"{'  of which refused by their kubelet (Failed)':<44} {len(failed):>8}")
         print(f"{'pods left Pending with a reason':<44} {len(refused - {p['metadata']['name'] for p in bound}):>8}")
         print(f"{'time to bind them (first create → last bind)':<44} {binding:>8.2f} s")
         print(f"{'time until every pod was placed or refused':<44} {total:>8.2f} s")

@@ -50,6 +50,13 @@ def test_containers_are_handed_out_in_the_kubelets_order() -> None:
     assert second.patch()[BIND_PHASE] == PHASE_SUCCESS
 
 
+def test_a_pod_handed_out_but_not_yet_reported_by_the_kubelet_is_not_a_candidate() -> None:
+    # the previous pod's Allocate recorded it (bind-phase success); the kubelet has not posted its status yet
+    done = bound("done", ONE, phase=PHASE_SUCCESS)
+    done["metadata"]["annotations"][DEVICES_TO_ALLOCATE] = ";"
+    assert pending_allocation([done, bound("next", ONE)], "n1", ["GPU-a::1"]).name == "next"
+
+
 def test_no_pod_waiting_is_refused_with_what_to_do() -> None:
     stray = gpu_pod("stray", memory=1000)
     stray["spec"]["nodeName"] = "n1"
@@ -85,11 +92,13 @@ def test_concurrent_pods_each_get_their_own_share_whatever_order_the_kubelet_adm
     refused: list[str] = []
     stop = threading.Event()
     rng = random.Random(7)
+    allocated: list[str] = []
 
     def kubelet() -> None:
         while not stop.wait(0.002):
             waiting = [p for p in api.pods.values() if p["spec"].get("nodeName") == "n1"
-                       and not p["status"].get("containerStatuses")]
+                       and not p["status"].get("containerStatuses") and p["metadata"]["name"] not in given
+                       and p["status"].get("phase") != "Failed"]
             if not waiting:
                 continue
             admitting = rng.choice(waiting)  # the kubelet's order is its own
@@ -102,8 +111,11 @@ def test_concurrent_pods_each_get_their_own_share_whatever_order_the_kubelet_adm
                 continue
             assert pending.name == name, f"Allocate for {name} found {pending.name}"
             given[name] = pending.shares
-            api.update("default", name, lambda p, patch=pending.patch(): (
-                p["metadata"]["annotations"].update(patch), p["status"].update(containerStatuses=[{"name": "main"}])))
+            api.update("default", name, lambda p, patch=pending.patch(): p["metadata"]["annotations"].update(patch))
+            allocated.append(name)  # the kubelet reports the container a little later
+            if len(allocated) > 2 or rng.random() < 0.5:
+                late = allocated.pop(0)
+                api.update("default", late, lambda p: p["status"].update(containerStatuses=[{"name": "main"}]))
 
     thread = threading.Thread(target=kubelet)
     thread.start()
@@ -118,7 +130,7 @@ def test_concurrent_pods_each_get_their_own_share_whatever_order_the_kubelet_adm
             list(pool.map(schedule, range(40)))
         deadline = threading.Event()
         for _ in range(500):
-            if all(p["status"].get("containerStatuses") or p["status"].get("phase") == "Failed"
+            if all(p["metadata"]["name"] in given or p["status"].get("phase") == "Failed"
                    for p in api.pods.values() if p["spec"].get("nodeName")):
                 break
             deadline.wait(0.01)

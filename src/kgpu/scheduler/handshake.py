@@ -33,7 +33,6 @@ from kgpu.scheduler.names import (
     BIND_PHASE,
     DEVICES_TO_ALLOCATE,
     GPU_COUNT,
-    PHASE_ALLOCATING,
     PHASE_SUCCESS,
     SCHEDULER_NAME,
 )
@@ -100,7 +99,9 @@ def pending_allocation(pods: Sequence[Mapping[str, Any]], node: str, device_ids:
         to_allocate = _to_allocate(pod)
         if record.in_flight and to_allocate is not None and to_allocate.next_pending() is not None:
             assigned.append((pod, to_allocate))
-        elif record.bind_phase != PHASE_ALLOCATING and _asks_for_gpu(pod):
+        elif record.assignment is None and not record.assignment_error and _asks_for_gpu(pod):
+            # placed by someone else: the kubelet may be admitting it now. A pod with an assignment is either
+            # in flight (above) or already handed out, even while the kubelet has not reported it yet.
             others.append(f"{record.namespace}/{record.name}")
     if len(assigned) == 1 and not others:
         pod, to_allocate = assigned[0]
