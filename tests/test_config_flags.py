@@ -24,7 +24,8 @@ from kgpu.errors import ConfigError
 
 NVIDIA: dict[str, list[dict[str, Any]]] = json.loads(
     (Path(__file__).parent / "fixtures/nvidia/flags-v0.20.json").read_text())
-COMMANDS: dict[str, str] = {"nvidia-device-plugin": "device-plugin", "gpu-feature-discovery": "labeler"}
+COMMANDS: dict[str, str] = {"nvidia-device-plugin": "device-plugin", "gpu-feature-discovery": "labeler",
+                            "config-manager": "config-manager"}
 """The kgpu command that stands in for each NVIDIA program."""
 CASES = [(program, f) for program, flags in NVIDIA.items() for f in flags]
 CLI_CASES = [(p, f) for p, f in CASES if p in COMMANDS]

@@ -58,6 +58,7 @@ VARIANTS = {
     "mps": ci_values("mps"),
     "monitoring": ci_values("monitoring"),
     "lab": ci_values("lab"),
+    "config-manager": ci_values("config-manager"),
 }
 
 
@@ -397,3 +398,51 @@ def test_install_notes_say_how_to_verify() -> None:
     assert "allocatable.nvidia\\.com/gpu" in notes
     assert 'matching {"pool":"gpu"}' in custom
     assert "none running?" not in custom and "job/kgpu-validation" not in custom
+
+
+def test_per_node_configs_run_the_config_manager_beside_the_plugin_and_the_labeler(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from kgpu.config.resolve import resolve_config
+    from kgpu.configmanager import resolve_manager_settings
+
+    objs = render(VARIANTS["config-manager"])
+    # The named configs, "default" being `config`, each a valid NVIDIA v1 file.
+    configs = by_kind(objs, "ConfigMap")["kgpu-configs"]["data"]
+    assert sorted(configs) == ["default", "mps2", "ts4"]
+    for name, text in configs.items():
+        (tmp_path / name).write_text(text)
+        resolve_config({}, {}, tmp_path / name)
+    daemonsets = by_kind(objs, "DaemonSet")
+    for name in ("kgpu-device-plugin", "kgpu-labeler"):
+        spec = daemonsets[name]["spec"]["template"]["spec"]
+        (init,) = spec["initContainers"]
+        main, sidecar = spec["containers"]
+        assert (init["name"], sidecar["name"]) == ("config-manager-init", "config-manager")
+        # the daemon reads /etc/kgpu/config.yaml, which the sidecar points at the chosen config,
+        assert "/etc/kgpu/config.yaml" in main["args"]
+        volumes = {v["name"]: v for v in spec["volumes"]}
+        assert volumes["config"] == {"name": "config", "emptyDir": {}}
+        assert volumes["available-configs"]["configMap"]["name"] == "kgpu-configs"
+        for c in (main, init, sidecar):
+            mounts = {m["name"]: m["mountPath"] for m in c["volumeMounts"]}
+            assert (mounts["config"], mounts["available-configs"]) == ("/etc/kgpu", "/available-configs"), c["name"]
+        assert spec.get("automountServiceAccountToken", True) is True  # the sidecar reads its Node
+        # and the sidecars' command lines are NVIDIA's config-manager flags and variables, as kgpu parses them.
+        for c, oneshot in ((init, True), (sidecar, False)):
+            env = literal_env(c)
+            settings = resolve_manager_settings({}, {**env, "NODE_NAME": "gpu-node-1"})
+            assert (settings.oneshot, settings.send_signal, settings.default_config) == (oneshot, False, "default")
+            assert settings.fallback_strategies == ("named", "single")
+            assert str(settings.config_file_dst) == "/etc/kgpu/config.yaml"
+            assert parse_kgpu_command(c["args"]) is not None
+    # RBAC: both pods' accounts may get and watch nodes, nothing more.
+    role = by_kind(objs, "ClusterRole")["kgpu-config-manager"]
+    assert role["rules"] == [{"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "list", "watch"]}]
+    subjects = {s["name"] for s in by_kind(objs, "ClusterRoleBinding")["kgpu-config-manager"]["subjects"]}
+    assert subjects == {"kgpu", "kgpu-labeler"}
+    # Without it, nothing of it is there.
+    plain = render({})
+    assert "kgpu-configs" not in by_kind(plain, "ConfigMap")
+    spec = by_kind(plain, "DaemonSet")["kgpu-device-plugin"]["spec"]["template"]["spec"]
+    assert "initContainers" not in spec and len(spec["containers"]) == 1
+    assert spec["automountServiceAccountToken"] is False

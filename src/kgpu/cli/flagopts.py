@@ -24,7 +24,7 @@ from typing import Annotated, Any, TypeVar, get_type_hints
 import typer
 
 from kgpu.cli.help import KgpuCommand
-from kgpu.config.flags import Flag, Program, flags_of
+from kgpu.config.flags import CONFIG_MANAGER, Flag, Program, flags_of
 
 F = TypeVar("F", bound=Callable[..., Any])
 Given = Mapping[str, object]
@@ -40,11 +40,11 @@ def _decls(flag: Flag) -> list[str]:
 
 
 def _help(flag: Flag, program: Program, default: object = None) -> str:
-    parts = [flag.help]
+    parts = [flag.help_for.get(program, flag.help)]
     env = flag.env_for(program) or next(iter(flag.env.values()))
     if env:
         parts.append(f"Env: {', '.join(env)}.")
-    if flag.key:
+    if flag.key and program != CONFIG_MANAGER:  # config-manager reads no config file
         parts.append(f"File: {flag.key}.")
     default = flag.default if default is None else default
     if default not in (None, (), ""):

@@ -29,7 +29,7 @@ Example::
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final, Literal
 
 from kgpu.config.duration import parse_duration
@@ -83,6 +83,8 @@ class Flag:
     origin: Literal["nvidia", "kgpu"] = "nvidia"
     differs: str = ""
     """Where kgpu's default or meaning deliberately differs from NVIDIA's, and why."""
+    help_for: Mapping[Program, str] = field(default_factory=dict)
+    """The help for a program in which the flag means something else (config-manager's --oneshot)."""
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -195,7 +197,8 @@ FLAGS: tuple[Flag, ...] = (
          _dp("CDI_DISABLE_HOOKS"), (), "", metavar="LIST"),
     # ---- gpu-feature-discovery (cmd/gpu-feature-discovery/main.go, internal/flags) ----
     Flag("oneshot", "bool", "Label once and exit (non-zero on failure).",
-         {GFD: ("GFD_ONESHOT",), CONFIG_MANAGER: ("ONESHOT",)}, False, "flags.gfd.oneshot"),
+         {GFD: ("GFD_ONESHOT",), CONFIG_MANAGER: ("ONESHOT",)}, False, "flags.gfd.oneshot",
+         help_for={CONFIG_MANAGER: "Choose the config once and exit (an init container before the daemons)."}),
     Flag("no-timestamp", "bool", "Leave out the nvidia.com/gfd.timestamp label.",
          _gfd("GFD_NO_TIMESTAMP"), False, "flags.gfd.noTimestamp"),
     Flag("sleep-interval", "duration",

@@ -19,6 +19,7 @@ from kgpu.operator.template import (
     Image,
     Labels,
     Namespace,
+    Not,
     Opt,
     Override,
     Quote,
@@ -88,9 +89,15 @@ def _env(section: str, capabilities: str = "utility") -> list[Any]:
     ]
 
 
-def _common_volumes() -> list[Any]:
+def _common_volumes(selects_config: bool = False) -> list[Any]:
+    """``selects_config``: a pod with the config-manager sidecar when ``configManager.enabled``: the named
+    configs are mounted at /available-configs and /etc/kgpu is a directory the sidecar writes the chosen one to."""
+    config = {"name": "config", "configMap": {"name": Text(Fullname(), "-config")}}
     return [
-        {"name": "config", "configMap": {"name": Text(Fullname(), "-config")}},
+        *([when_items(Not(CONFIG_MANAGER), config),
+           when_items(CONFIG_MANAGER, {"name": "config", "emptyDir": {}},
+                      {"name": "available-configs", "configMap": {"name": Text(Fullname(), "-configs")}})]
+          if selects_config else [config]),
         {"name": "tmp", "emptyDir": {}},
         when_items(
             Ref("driverRoot"),
@@ -99,12 +106,48 @@ def _common_volumes() -> list[Any]:
     ]
 
 
-def _common_mounts() -> list[Any]:
+def _common_mounts(selects_config: bool = False) -> list[Any]:
     return [
-        {"name": "config", "mountPath": "/etc/kgpu", "readOnly": True},
+        *([when_items(Not(CONFIG_MANAGER), {"name": "config", "mountPath": "/etc/kgpu", "readOnly": True}),
+           when_items(CONFIG_MANAGER, {"name": "config", "mountPath": "/etc/kgpu", "readOnly": True},
+                      {"name": "available-configs", "mountPath": "/available-configs", "readOnly": True})]
+          if selects_config else [{"name": "config", "mountPath": "/etc/kgpu", "readOnly": True}]),
         {"name": "tmp", "mountPath": "/tmp"},
         when_items(Ref("driverRoot"), {"name": "driver-root", "mountPath": "/driver-root", "readOnly": True}),
     ]
+
+
+CONFIG_MANAGER = Ref("configManager.enabled")
+
+
+def _config_manager(oneshot: bool) -> dict[str, Any]:
+    """``kgpu config-manager``: NVIDIA's per-node config selection (the node label picks one of ``configs``),
+    writing /etc/kgpu/config.yaml, which the daemon beside it reads and reloads."""
+    name = "config-manager-init" if oneshot else "config-manager"
+    env = [
+        {"name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
+        {"name": "KGPU_LOG_LEVEL", "value": Quote(Ref("logLevel"))},
+        {"name": "ONESHOT", "value": "true" if oneshot else "false"},
+        {"name": "CONFIG_FILE_SRCDIR", "value": "/available-configs"},
+        {"name": "CONFIG_FILE_DST", "value": "/etc/kgpu/config.yaml"},
+        {"name": "DEFAULT_CONFIG", "value": Quote(Ref("configManager.defaultConfig"))},
+        {"name": "FALLBACK_STRATEGIES", "value": Quote(Ref("configManager.fallbackStrategies"))},
+        {"name": "SEND_SIGNAL", "value": "false"},  # kgpu's daemons reload the file when it changes
+    ]
+    return {
+        "name": name,
+        "image": Image(),
+        "imagePullPolicy": Ref("image.pullPolicy"),
+        "command": ["kgpu"],
+        "args": ["config-manager"],
+        "env": env,
+        "securityContext": _nonroot_security(),
+        "resources": Yaml(Ref("configManager.resources")),
+        "volumeMounts": [
+            {"name": "config", "mountPath": "/etc/kgpu"},
+            {"name": "available-configs", "mountPath": "/available-configs", "readOnly": True},
+        ],
+    }
 
 
 def _host_path(name: str, path: str, kind: str = "DirectoryOrCreate") -> dict[str, Any]:
@@ -120,6 +163,7 @@ def _daemonset(
     service_account: Expr | Text,
     automount_token: bool,
     checksum: bool = True,
+    selects_config: bool = False,
 ) -> Document:
     component = COMPONENTS[section]
     annotations: Any = Opt(Ref("daemonsets.annotations"))
@@ -127,7 +171,8 @@ def _daemonset(
         annotations = {"checksum/config": Checksum(Ref("config")), SPLICE_KEY: Splice(Ref("daemonsets.annotations"))}
     pod: dict[str, Any] = {"serviceAccountName": service_account}
     if not automount_token:
-        pod["automountServiceAccountToken"] = False
+        # The config-manager sidecar reads its Node: the pod needs its token then.
+        pod["automountServiceAccountToken"] = CONFIG_MANAGER if selects_config else False
     pod |= {
         # NVIDIA's per-component hostNetwork: for clusters whose pods reach the API server only from the host
         # network (the lab); dnsPolicy then keeps cluster DNS.
@@ -139,7 +184,9 @@ def _daemonset(
         "nodeSelector": Opt(Override(section, "nodeSelector", "nodeSelector")),
         "affinity": Opt(Override(section, "affinity", "affinity")),
         "tolerations": Opt(Ref("tolerations")),
-        "containers": [container],
+        **({"initContainers": When(CONFIG_MANAGER, [_config_manager(oneshot=True)])} if selects_config else {}),
+        "containers": [container, when_items(CONFIG_MANAGER, _config_manager(oneshot=False))] if selects_config
+        else [container],
         "volumes": volumes,
     }
     body = {
@@ -188,7 +235,7 @@ def device_plugin() -> Document:
         "livenessProbe": Opt(Ref("devicePlugin.livenessProbe")),
         "readinessProbe": Opt(Ref("devicePlugin.readinessProbe")),
         "volumeMounts": [
-            *_common_mounts(),
+            *_common_mounts(selects_config=True),
             {"name": "device-plugins", "mountPath": "/var/lib/kubelet/device-plugins"},
             {"name": "run-kgpu", "mountPath": "/run/kgpu"},
         ],
@@ -199,12 +246,13 @@ def device_plugin() -> Document:
         "root-owned host directory: it runs as root, with every capability dropped.",
         container=container,
         volumes=[
-            *_common_volumes(),
+            *_common_volumes(selects_config=True),
             _host_path("device-plugins", "/var/lib/kubelet/device-plugins", "Directory"),
             _host_path("run-kgpu", "/run/kgpu"),
         ],
         service_account=Fullname(),
         automount_token=False,
+        selects_config=True,
     )
 
 
@@ -218,15 +266,17 @@ def labeler() -> Document:
         "livenessProbe": {"httpGet": {"path": "/healthz", "port": "healthz"}, "initialDelaySeconds": 30,
                           "periodSeconds": 30, "failureThreshold": 4},
         "readinessProbe": {"httpGet": {"path": "/healthz", "port": "healthz"}, "periodSeconds": 10},
-        "volumeMounts": [*_common_mounts(), {"name": "run-kgpu", "mountPath": "/run/kgpu", "readOnly": True}],
+        "volumeMounts": [*_common_mounts(selects_config=True),
+                         {"name": "run-kgpu", "mountPath": "/run/kgpu", "readOnly": True}],
     }
     return _daemonset(
         "labeler",
         comment="The labeler only reads the GPUs and patches its own Node: it runs as a non-root user.",
         container=container,
-        volumes=[*_common_volumes(), _host_path("run-kgpu", "/run/kgpu")],
+        volumes=[*_common_volumes(selects_config=True), _host_path("run-kgpu", "/run/kgpu")],
         service_account=Text(Fullname(), "-labeler"),
         automount_token=True,
+        selects_config=True,
     )
 
 

@@ -118,6 +118,19 @@ class Override(Expr):
 
 
 @dataclass(frozen=True, slots=True)
+class Not(Expr):
+    """The negation of a value's truth (``not``), e.g. a volume used only when a feature is off."""
+
+    inner: Expr
+
+    def eval(self, ctx: Context) -> Any:
+        return not self.inner.eval(ctx)
+
+    def go(self) -> str:
+        return f"(not {self.inner.go()})"
+
+
+@dataclass(frozen=True, slots=True)
 class Quote(Expr):
     """A value as a YAML string, as Helm's ``quote`` writes it."""
 
