@@ -352,3 +352,28 @@ def test_reading_the_plain_config_values_loads_neither_pydantic_nor_yaml() -> No
     code = ("import sys, kgpu.config, kgpu.sharing.paths, kgpu.options; "
             "print(sorted(m for m in ('pydantic', 'yaml') if m in sys.modules))")
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "[]\n"
+
+
+def test_the_driver_root_is_read_where_it_is_mounted_and_an_empty_default_mount_is_not_the_driver(
+        tmp_path: Path) -> None:
+    from kgpu.config import resolve_driver_root
+    from kgpu.config.driverroot import driver_root_from
+
+    mount = tmp_path / "driver-root"
+    mount.mkdir()
+    # An empty directory where NVIDIA's default mount point would be is not a driver (a stray /driver-root).
+    assert resolve_driver_root("/run/nvidia/driver", str(mount)).view == Path("/run/nvidia/driver")
+    # A mount point that holds the driver is where this process reads it; paths stay the host's.
+    (mount / "lib64").mkdir()
+    (mount / "lib64/libcuda.so.1").write_bytes(b"\x7fELF")
+    root = resolve_driver_root("/run/nvidia/driver", str(mount))
+    assert (root.view, root.explicit) == (mount, True)
+    assert root.host_path(mount / "lib64/libcuda.so.1") == "/run/nvidia/driver/lib64/libcuda.so.1"
+    # Named explicitly, a mount point is used as it is, and one that is missing is an error.
+    assert resolve_driver_root("/", str(tmp_path), container_given=True).view == tmp_path
+    with pytest.raises(ConfigError, match=r"driver-root-ctr-path .* does not exist in this container"):
+        driver_root_from({"driver-root-ctr-path": str(tmp_path / "missing")}, {})
+    # The host path alone: read there (kgpu runs on the host), and named, so no other place is searched.
+    root = driver_root_from({}, {"NVIDIA_DRIVER_ROOT": "/usr/local/nvidia"})
+    assert (root.host, root.view, root.explicit) == ("/usr/local/nvidia", Path("/usr/local/nvidia"), True)
+    assert driver_root_from({}, {}).explicit is False

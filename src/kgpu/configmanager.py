@@ -166,7 +166,7 @@ def apply_label(settings: ManagerSettings, label: str, send: Callable[[int, int]
     if settings.send_signal:
         pid = find_process(settings.process_to_signal)
         send(pid, settings.signal)
-        log.info("signal sent", extra={"pid": pid, "signal": settings.signal, "process": settings.process_to_signal})
+        log.info("signal sent", extra={"pid": pid, "signal": settings.signal, "to": settings.process_to_signal})
     return True
 
 

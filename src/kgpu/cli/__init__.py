@@ -27,6 +27,7 @@ from kgpu.errors import KgpuError
 
 COMMANDS: dict[str, tuple[str, ...]] = {
     "cdi": ("cdi",),
+    "config-manager": ("config_manager",),
     "device-plugin": ("device_plugin",),
     "doctor": ("doctor",),
     "dra-plugin": ("dra_plugin",),

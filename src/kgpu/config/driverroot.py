@@ -23,6 +23,11 @@ from pathlib import Path
 from kgpu.config.flags import DEVICE_PLUGIN, flag_named, lookup
 from kgpu.config.values import DEFAULT_CONTAINER_DRIVER_ROOT, DriverRoot
 from kgpu.errors import ConfigError
+from kgpu.host.driverroot import CUDA_SONAME, NVML_SONAME, find_library
+
+
+def _holds_driver(root: Path) -> bool:
+    return find_library(root, NVML_SONAME) is not None or find_library(root, CUDA_SONAME) is not None
 
 
 def resolve_driver_root(
@@ -37,7 +42,9 @@ def resolve_driver_root(
 
     ``host_root`` is where the host's filesystem is (``--root`` of commands that read a host tree
     mounted elsewhere); then the driver is read under it. Otherwise ``container`` is used when it is
-    a directory (the DaemonSet mounted the host's driver root there); a container path other than
+    a directory (the DaemonSet mounted the host's driver root there) that was named, or, for NVIDIA's
+    default ``/driver-root``, that holds the driver (as NVIDIA's plugin looks for the library there and
+    falls back otherwise: an empty ``/driver-root`` on a host is not the driver); a container path other than
     NVIDIA's default that was named explicitly but does not exist is an error, so a missing mount is
     not mistaken for a driver on the plugin's own filesystem. (NVIDIA's own example config names the
     default ``/driver-root``; that one is used only when it exists.)
@@ -50,8 +57,9 @@ def resolve_driver_root(
         return DriverRoot(host=host, view=host_root / host.lstrip("/"), explicit=True)
     if container_given and container == "/":
         return DriverRoot(host=host, view=Path("/"), explicit=True)  # the driver root is this container's /
-    if container and container != "/" and Path(container).is_dir():
-        return DriverRoot(host=host, view=Path(container), explicit=True)
+    mounted = Path(container) if container and container != "/" else None
+    if mounted is not None and mounted.is_dir() and (container_given or _holds_driver(mounted)):
+        return DriverRoot(host=host, view=mounted, explicit=True)
     if container_given and container not in ("", "/", DEFAULT_CONTAINER_DRIVER_ROOT):
         raise ConfigError(
             f"driver-root-ctr-path {container[:100]!r} does not exist in this container; mount the host's driver "
