@@ -81,8 +81,8 @@ def top(module: str) -> str:
 
 PACKAGES_BEING_UNTANGLED = [
     # kgpu.gpu.migstate (the simulated backend's MIG layout) reads kgpu.mig.profiles' tables, which import
-    # kgpu.gpu.model (and kgpu.config reaches kgpu.gpu): the tables are GPU facts and belong under kgpu.gpu.
-    ["kgpu.config", "kgpu.gpu", "kgpu.mig"],
+    # kgpu.gpu.model: the tables are GPU facts and belong under kgpu.gpu.
+    ["kgpu.gpu", "kgpu.mig"],
     # kgpu.sharing.dynamic imports kgpu.scheduler's share values, kgpu.scheduler.kube imports
     # kgpu.labels.node, and kgpu.labels imports kgpu.sharing's MPS layout (issue 15's work).
     ["kgpu.labels", "kgpu.scheduler", "kgpu.sharing"],

@@ -44,7 +44,6 @@ from kgpu.config.resolve import resolve_settings
 from kgpu.daemon import Daemon, parse_listen
 from kgpu.errors import ConfigError
 from kgpu.kubeapi import kube_client, transport_errors
-from kgpu.process import wait_for_stop
 
 log = logging.getLogger("kgpu.config-manager")
 
@@ -219,7 +218,7 @@ def follow_label(client: Any, settings: ManagerSettings, value: LabelValue, stop
                 log.warning("watching the node failed; reading it again", extra={
                     "node": settings.node_name, "error": cause[:300], "retry_s": backoff})
                 last_cause = cause
-            wait_for_stop(stop, backoff)
+            stop.wait(backoff)
             backoff = min(backoff * 2, RELIST_BACKOFF_MAX)
 
 

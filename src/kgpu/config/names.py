@@ -19,9 +19,34 @@ Example::
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Protocol
+
 from kgpu.config.values import DEFAULT_GPU_RESOURCE, RESOURCE_NAME_PREFIX, PluginConfig
 from kgpu.errors import ConfigError
-from kgpu.gpu.model import Inventory
+
+
+class _Mig(Protocol):
+    @property
+    def profile(self) -> str: ...
+
+
+class _Gpu(Protocol):
+    @property
+    def index(self) -> int: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def mig_enabled(self) -> bool: ...
+    @property
+    def mig_devices(self) -> Sequence[_Mig]: ...
+
+
+class Inventory(Protocol):
+    """What these rules read of :class:`kgpu.gpu.model.Inventory` (kgpu.config does not import kgpu.gpu)."""
+
+    @property
+    def gpus(self) -> Sequence[_Gpu]: ...
 
 
 def node_resource_names(inventory: Inventory, config: PluginConfig) -> tuple[tuple[str, ...], tuple[str, ...]]:
