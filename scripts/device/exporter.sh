@@ -21,6 +21,9 @@ nvidia-smi --query-gpu=index,memory.reserved,memory.free,pcie.link.gen.current -
 cat "$OUT/smi.csv"
 grep -E '^# (HELP|TYPE) DCGM_FI_DEV_(TOTAL_ENERGY|FB_USED|GPU_TEMP)|^DCGM_FI_DEV_(GPU_TEMP|FB_USED|POWER_USAGE|TOTAL_ENERGY_CONSUMPTION|XID_ERRORS)\{' "$OUT/scrape.txt"
 grep -E '^kgpu_' "$OUT/scrape.txt"
+# NVLink bandwidth (a rate between scrapes: 0 on the first) and the vGPU license, read from NVML as DCGM does.
+grep -E '^(# TYPE )?DCGM_FI_DEV_(NVLINK_BANDWIDTH_TOTAL|VGPU_LICENSE_STATUS)' "$OUT/scrape.txt" \
+  || echo "(no NVLink counters on this GPU: no DCGM_FI_DEV_NVLINK_BANDWIDTH_TOTAL series, as with DCGM)"
 
 echo "== compare (kgpu vs nvidia-smi) =="
 python3 - "$OUT" <<'PY' || fail=1

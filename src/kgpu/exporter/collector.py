@@ -23,6 +23,7 @@ from typing import Any, Protocol
 
 from kgpu.exporter.attribution import Attribution, ContainerDevices, attribute
 from kgpu.exporter.families import Family, render, to_prometheus
+from kgpu.exporter.nvlink import NvlinkRates
 from kgpu.exporter.pluginstate import PluginStateFile
 from kgpu.exporter.snapshot import ExporterOptions, NodeSnapshot, build_families
 from kgpu.exporter.xid import XidTracker
@@ -105,6 +106,8 @@ class GPUCollector:
         self.read_timeout = read_timeout
         self._readers = {g.uuid: _GPUReader(g.uuid, backend.readings) for g in self.inventory.gpus}
         self._errors: dict[str, int] = dict.fromkeys(self._readers, 0)
+        self.nvlink = NvlinkRates()
+        """The previous NVLink counters, for DCGM_FI_DEV_NVLINK_BANDWIDTH_TOTAL."""
         self._failing: dict[str, str] = {}
         self._pod_state = "unknown"
         self._lock = threading.Lock()
@@ -177,9 +180,11 @@ class GPUCollector:
             state = self.plugin_state.read() if self.plugin_state is not None else None
             attribution, pods_ok = self._read_pods(state.resource_names if state is not None else ())
             xids = {g.uuid: r for g in self.inventory.gpus if (r := self.xids.last(g.uuid)) is not None}
+            bandwidth = self.nvlink.update({u: r.nvlink_data_kib for u, r in readings.items()}, time.monotonic())
             return NodeSnapshot(
                 inventory=self.inventory,
                 readings=readings,
+                nvlink_bandwidth=bandwidth,
                 read_errors_total=dict(self._errors),
                 xids=xids,
                 attribution=attribution,

@@ -3,7 +3,7 @@
 Each non-comment line is ``FIELD, type, help``: a DCGM field name, ``gauge``, ``counter`` or
 ``label`` (the field's value becomes a label on every series, as ``DCGM_FI_DRIVER_VERSION`` does),
 and the HELP text. Lines starting with ``#`` are comments. A dcgm-exporter CSV works unchanged:
-fields that need DCGM itself (profiling, NVLink bandwidth, ...) are skipped with a warning.
+fields that need DCGM itself (profiling, NVLink error counters, ...) are skipped with a warning.
 
 Example::
 
@@ -59,6 +59,12 @@ DCGM_FI_DEV_FB_FREE,     gauge, Framebuffer memory free (in MiB).
 DCGM_FI_DEV_FB_USED,     gauge, Framebuffer memory used (in MiB).
 DCGM_FI_DEV_FB_TOTAL,    gauge, Framebuffer memory total (in MiB).
 DCGM_FI_DEV_FB_RESERVED, gauge, Framebuffer memory reserved (in MiB).
+
+# NVLink
+DCGM_FI_DEV_NVLINK_BANDWIDTH_TOTAL,            counter, Total number of NVLink bandwidth counters for all lanes.
+
+# VGPU License status
+DCGM_FI_DEV_VGPU_LICENSE_STATUS, gauge, vGPU License status
 
 # Remapped rows
 DCGM_FI_DEV_UNCORRECTABLE_REMAPPED_ROWS, counter, Number of remapped rows for uncorrectable errors

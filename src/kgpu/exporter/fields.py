@@ -41,6 +41,8 @@ XID_FIELD = "DCGM_FI_DEV_XID_ERRORS"
 """Read from the health stream (the last XID seen), not from the readings."""
 FB_TOTAL_FIELD = "DCGM_FI_DEV_FB_TOTAL"
 """The inventory's memory size (NVML's total, as nvidia-smi prints memory.total), not a sensor."""
+NVLINK_BANDWIDTH_FIELD = "DCGM_FI_DEV_NVLINK_BANDWIDTH_TOTAL"
+"""A rate between two scrapes of the NVLink data counters (:mod:`kgpu.exporter.nvlink`), not one reading."""
 
 _ALL = (
     Field("DCGM_FI_DEV_SM_CLOCK", Scope.DEVICE, lambda r: r.sm_clock_mhz),
@@ -62,6 +64,8 @@ _ALL = (
     Field("DCGM_FI_DEV_UNCORRECTABLE_REMAPPED_ROWS", Scope.DEVICE, lambda r: r.uncorrectable_remapped_rows),
     Field("DCGM_FI_DEV_CORRECTABLE_REMAPPED_ROWS", Scope.DEVICE, lambda r: r.correctable_remapped_rows),
     Field("DCGM_FI_DEV_ROW_REMAP_FAILURE", Scope.DEVICE, lambda r: _flag(r.row_remap_failure)),
+    Field(NVLINK_BANDWIDTH_FIELD, Scope.DEVICE, lambda r: None),
+    Field("DCGM_FI_DEV_VGPU_LICENSE_STATUS", Scope.DEVICE, lambda r: r.vgpu_license_status),
 )
 
 FIELDS: dict[str, Field] = {f.name: f for f in _ALL}
@@ -80,8 +84,8 @@ NOT_PROVIDED = frozenset({
     "DCGM_FI_DEV_ECC_DBE_AGG_TOTAL", "DCGM_FI_DEV_RETIRED_SBE", "DCGM_FI_DEV_RETIRED_DBE",
     "DCGM_FI_DEV_RETIRED_PENDING", "DCGM_FI_DEV_NVLINK_CRC_FLIT_ERROR_COUNT_TOTAL",
     "DCGM_FI_DEV_NVLINK_CRC_DATA_ERROR_COUNT_TOTAL", "DCGM_FI_DEV_NVLINK_REPLAY_ERROR_COUNT_TOTAL",
-    "DCGM_FI_DEV_NVLINK_RECOVERY_ERROR_COUNT_TOTAL", "DCGM_FI_DEV_NVLINK_BANDWIDTH_TOTAL",
-    "DCGM_FI_DEV_NVLINK_BANDWIDTH_L0", "DCGM_FI_DEV_VGPU_LICENSE_STATUS", "DCGM_FI_DEV_FB_USED_PERCENT",
+    "DCGM_FI_DEV_NVLINK_RECOVERY_ERROR_COUNT_TOTAL", "DCGM_FI_DEV_NVLINK_BANDWIDTH_L0",
+    "DCGM_FI_DEV_FB_USED_PERCENT",
     "DCGM_FI_DEV_CLOCK_THROTTLE_REASONS", "DCGM_FI_DEV_CLOCKS_EVENT_REASONS", "DCGM_FI_DEV_PSTATE",
     "DCGM_FI_DEV_SLOWDOWN_TEMP", "DCGM_FI_DEV_SHUTDOWN_TEMP", "DCGM_FI_DEV_POWER_MGMT_LIMIT",
     "DCGM_FI_DEV_ENFORCED_POWER_LIMIT", "DCGM_FI_DEV_FAN_SPEED", "DCGM_FI_DEV_COUNT",

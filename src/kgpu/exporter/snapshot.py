@@ -15,7 +15,7 @@ from kgpu.deviceplugin.statefile import PluginState
 from kgpu.exporter.attribution import Attribution, PodRef
 from kgpu.exporter.counters import CounterSet
 from kgpu.exporter.families import Family, Labels, Sample
-from kgpu.exporter.fields import FB_TOTAL_FIELD, FIELDS, XID_FIELD, Scope
+from kgpu.exporter.fields import FB_TOTAL_FIELD, FIELDS, NVLINK_BANDWIDTH_FIELD, XID_FIELD, Scope
 from kgpu.exporter.xid import XidRecord, xid_description
 from kgpu.gpu.model import GPU, GPUReadings, Inventory, MigDevice
 
@@ -45,6 +45,8 @@ class NodeSnapshot:
     """None when pod attribution is off or the socket is absent; else whether ``List`` answered."""
     plugin_state: PluginState | None = None
     """The device plugin's state file, when present."""
+    nvlink_bandwidth: Mapping[str, int] = field(default_factory=dict)
+    """NVLink bandwidth per GPU UUID since the previous scrape (:class:`kgpu.exporter.nvlink.NvlinkRates`)."""
     scrape_seconds: float | None = None
 
 
@@ -87,10 +89,12 @@ def _pod_attrs(ref: PodRef | None) -> Labels:
 
 
 def _value(field_name: str, gpu: GPU, mig: MigDevice | None, readings: GPUReadings,
-           xid: XidRecord | None) -> int | float | None:
+           xid: XidRecord | None, nvlink_bandwidth: int | None = None) -> int | float | None:
     spec = FIELDS[field_name]
     if field_name == XID_FIELD:
         return xid.xid if xid is not None else 0
+    if field_name == NVLINK_BANDWIDTH_FIELD:
+        return nvlink_bandwidth
     if field_name == FB_TOTAL_FIELD:
         return mig.memory_total_mib if mig is not None else gpu.memory_total_mib
     if mig is not None and spec.scope is not Scope.DEVICE:
@@ -122,7 +126,7 @@ def build_dcgm_families(snapshot: NodeSnapshot, options: ExporterOptions) -> lis
         double = FIELDS[counter.field].double
         for gpu, mig, readings, labels, refs in entities:
             xid = snapshot.xids.get(gpu.uuid)
-            value = _value(counter.field, gpu, mig, readings, xid)
+            value = _value(counter.field, gpu, mig, readings, xid, snapshot.nvlink_bandwidth.get(gpu.uuid))
             if value is None:
                 continue
             xid_attrs: Labels = ()

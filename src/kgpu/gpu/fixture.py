@@ -100,6 +100,9 @@ class ReadingsSpec(_Strict):
     correctable_remapped_rows: int | None = Field(default=None, ge=0)
     uncorrectable_remapped_rows: int | None = Field(default=None, ge=0)
     row_remap_failure: bool | None = None
+    nvlink_data_kib: int | None = Field(default=None, ge=0)
+    """NVLink data counter (KiB); default 0 on a GPU with NVLink peers, none without."""
+    vgpu_license_status: int | None = Field(default=None, ge=0, le=1)
     fail: bool = False
     """Every read of this GPU's sensors fails, as a hung or erroring GPU does."""
 
@@ -326,6 +329,8 @@ def fixture_readings(gpu: GPUSpec) -> GPUReadings:
         correctable_remapped_rows=_or(r.correctable_remapped_rows, 0),
         uncorrectable_remapped_rows=_or(r.uncorrectable_remapped_rows, 0),
         row_remap_failure=_or(r.row_remap_failure, False),
+        nvlink_data_kib=r.nvlink_data_kib if r.nvlink_data_kib is not None else (0 if gpu.nvlink else None),
+        vgpu_license_status=_or(r.vgpu_license_status, 0),
     )
 
 

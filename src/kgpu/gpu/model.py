@@ -239,3 +239,8 @@ class GPUReadings:
     correctable_remapped_rows: int | None = None
     uncorrectable_remapped_rows: int | None = None
     row_remap_failure: bool | None = None
+    nvlink_data_kib: int | None = None
+    """NVLink data received plus transmitted over all links since the driver loaded, in KiB (NVML's
+    NVML_FI_DEV_NVLINK_THROUGHPUT_DATA_RX + _TX); None on a GPU without NVLink."""
+    vgpu_license_status: int | None = None
+    """1 when the vGPU feature is licensed, 0 when not or not licensable (DCGM's DCGM_FI_DEV_VGPU_LICENSE_STATUS)."""

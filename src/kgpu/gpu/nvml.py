@@ -335,6 +335,8 @@ class NvmlBackend:
             correctable_remapped_rows=remap[0] if remap is not None else None,
             uncorrectable_remapped_rows=remap[1] if remap is not None else None,
             row_remap_failure=bool(remap[3]) if remap is not None else None,
+            nvlink_data_kib=_nvlink_data_kib(h),
+            vgpu_license_status=_vgpu_license_status(h),
         )
 
     def probe(self, uuid: str) -> bool:
@@ -351,6 +353,35 @@ class NvmlBackend:
     def health_feed(self) -> NvmlHealthFeed:
         return NvmlHealthFeed(self)
 
+
+
+ALL_LINKS = 0xFFFFFFFF
+"""A field value's scope that means every NVLink of the GPU (as DCGM passes UINT_MAX)."""
+
+
+def _nvlink_data_kib(handle: Any) -> int | None:
+    """NVLink data received plus transmitted over every link, in KiB, as DCGM reads it for
+    DCGM_FI_DEV_NVLINK_BANDWIDTH_TOTAL; None where NVML has no NVLink counters for this GPU."""
+    ids = [(pynvml.NVML_FI_DEV_NVLINK_THROUGHPUT_DATA_RX, ALL_LINKS),
+           (pynvml.NVML_FI_DEV_NVLINK_THROUGHPUT_DATA_TX, ALL_LINKS)]
+    values = _optional(lambda: pynvml.nvmlDeviceGetFieldValues(handle, ids))
+    if values is None or any(v.nvmlReturn != pynvml.NVML_SUCCESS for v in values):
+        return None
+    return int(values[0].value.ullVal) + int(values[1].value.ullVal)
+
+
+def _vgpu_license_status(handle: Any) -> int | None:
+    """DCGM's DCGM_FI_DEV_VGPU_LICENSE_STATUS: 0 unless the vGPU feature is licensable and licensed."""
+    features = _optional(lambda: pynvml.nvmlDeviceGetGridLicensableFeatures(handle))
+    if features is None:
+        return None
+    if not features.isGridLicenseSupported:
+        return 0
+    for i in range(features.licensableFeaturesCount):
+        feature = features.gridLicensableFeatures[i]
+        if feature.featureCode == pynvml.NVML_GRID_LICENSE_FEATURE_CODE_VGPU:
+            return 1 if feature.featureState > 0 else 0
+    return None
 
 
 class NvmlHealthFeed:
