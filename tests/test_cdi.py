@@ -120,6 +120,19 @@ def test_gke_style_driver_root_maps_files_to_container_paths_without_the_root(tm
     assert result.left_out == ()
 
 
+def test_driver_root_with_a_dev_of_its_own_but_no_device_nodes_uses_the_nodes_dev(tmp_path: Path) -> None:
+    # as on the H200 machine: /usr/local/nvidia/dev exists, but the device nodes are only in the node's /dev
+    inv = _inventory("t4")
+    make_node(tmp_path, inv, driver_root="/usr/local/nvidia", lib_dir="lib64", bin_dir="bin", hook=False)
+    (tmp_path / "usr/local/nvidia/dev").mkdir()
+
+    result = generate_spec(inv, CdiOptions(root=tmp_path, driver_root="/usr/local/nvidia"))
+
+    nodes = {n["path"]: n.get("hostPath", n["path"]) for n in result.spec.to_json()["containerEdits"]["deviceNodes"]}
+    assert nodes["/dev/nvidiactl"] == "/dev/nvidiactl"
+    assert any("no /dev/nvidiactl under the driver root" in n for n in result.notes)
+
+
 def test_missing_device_node_or_driver_is_an_error_naming_it(tmp_path: Path) -> None:
     inv = _inventory("t4")
     make_node(tmp_path, inv)

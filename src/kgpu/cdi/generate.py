@@ -145,9 +145,10 @@ def generate_spec(inventory: Inventory, options: CdiOptions = CdiOptions()) -> G
     root = options.root
     notes: list[str] = []
     dev_root = options.dev_root if options.dev_root is not None else options.driver_root
-    if options.dev_root is None and not _under(root, _join(dev_root, "/dev")).is_dir():
-        # the driver alone under its root (GKE's /usr/local/nvidia): its device nodes are the node's
-        notes.append(f"no /dev under the driver root {dev_root}: device nodes are looked for in /dev "
+    if options.dev_root is None and not _under(root, _join(dev_root, "/dev/nvidiactl")).exists():
+        # the driver alone under its root (GKE's /usr/local/nvidia, which may hold a /dev of its own
+        # without the device nodes): its device nodes are the node's
+        notes.append(f"no /dev/nvidiactl under the driver root {dev_root}: device nodes are looked for in /dev "
                      f"(--dev-root chooses another)")
         dev_root = "/"
 
