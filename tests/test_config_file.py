@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from kgpu.config import DeviceSelector, PluginConfig
+from kgpu.config import DeviceSelector, DynamicShares, PluginConfig
 from kgpu.config.file import parse_config_text
 from kgpu.config.resolve import resolve_config
 from kgpu.errors import ConfigError
@@ -194,6 +194,29 @@ def test_mps_section_keeps_nvidias_shape_and_makes_the_strategy_mps(tmp_path: Pa
     config = resolve_config({}, {}, write(tmp_path, text))
     assert config.sharing.strategy == "mps"
     assert config.sharing.mps is not None and config.sharing.mps.resources[0].replicas == 4
+
+
+def test_dynamic_shares_alone_make_an_mps_config_with_hamis_default_split(tmp_path: Path) -> None:
+    config = resolve_config({}, {}, write(tmp_path, "sharing: {mps: {dynamic: {}}}"))
+    assert config.sharing.strategy == "mps"
+    assert config.sharing.mps is not None and config.sharing.mps.dynamic == DynamicShares(DeviceSelector(all=True), 10)
+    text = "sharing: {mps: {dynamic: {devices: [0, 2], shares: 48}}}"
+    dynamic = resolve_config({}, {}, write(tmp_path, text)).sharing.mps.dynamic  # type: ignore[union-attr]
+    assert dynamic is not None and (dynamic.devices.refs, dynamic.shares) == (("0", "2"), 48)
+    logged = resolve_config({}, {}, write(tmp_path, text)).to_dict()["sharing"]["mps"]["dynamic"]
+    assert logged == {"devices": {"all": False, "list": ["0", "2"]}, "shares": 48}
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("sharing: {mps: {dynamic: {shares: 49}}}", ["sharing.mps.dynamic.shares", "49", "48"]),
+    ("sharing: {mps: {dynamic: {shares: 0}}}", ["sharing.mps.dynamic.shares", "0"]),
+    ("sharing: {mps: {dynamic: {devices: ['0:1']}}}", ["sharing.mps.dynamic.devices", "0:1"]),
+    ("sharing: {mps: {dynamic: {replicas: 4}}}", ["unknown key sharing.mps.dynamic.replicas"]),
+])
+def test_bad_dynamic_shares_are_refused(tmp_path: Path, text: str, expected: list[str]) -> None:
+    message = error_of(tmp_path, text)
+    for part in expected:
+        assert part in message, (part, message)
 
 
 def test_config_in_nvidias_shape_round_trips_for_logging(tmp_path: Path) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from dp_helpers import node
 
-from kgpu.config import DeviceSelector
+from kgpu.config import DeviceSelector, DynamicShares
 from kgpu.errors import ConfigError
 from kgpu.scheduler.assignment import Share
 from kgpu.sharing.dynamic import ShareError, dynamic_gpus, preferred_shares, published, share_grant
@@ -13,7 +13,7 @@ from kgpu.sharing.paths import MpsPaths
 
 
 def test_selected_gpus_get_their_share_ids_and_are_published_for_the_extender() -> None:
-    gpus = dynamic_gpus(node("h100x8"), DeviceSelector(refs=("0", "3")), shares=4, source="c.yaml")
+    gpus = dynamic_gpus(node("h100x8"), DynamicShares(DeviceSelector(refs=("0", "3")), 4), "c.yaml")
     assert [g.index for g in gpus] == [0, 3]
     assert gpus[0].share_ids() == tuple(f"{gpus[0].uuid}::{n}" for n in range(4))
     (first, second) = published(gpus, healthy=lambda uuid: uuid != gpus[1].uuid)
@@ -30,12 +30,12 @@ def test_selected_gpus_get_their_share_ids_and_are_published_for_the_extender() 
 def test_gpus_that_cannot_be_shared_are_refused_in_one_line(fixture: str, devices: DeviceSelector, shares: int,
                                                            fragment: str) -> None:
     with pytest.raises(ConfigError, match=r"c\.yaml: sharing\.mps\.dynamic") as info:
-        dynamic_gpus(node(fixture), devices, shares, "c.yaml")
+        dynamic_gpus(node(fixture), DynamicShares(devices, shares), "c.yaml")
     assert fragment in str(info.value)
 
 
 def test_one_share_is_an_mps_client_with_exactly_its_limits() -> None:
-    gpus = {g.uuid: g for g in dynamic_gpus(node("h100x8"), DeviceSelector(all=True), 10, "c")}
+    gpus = {g.uuid: g for g in dynamic_gpus(node("h100x8"), DynamicShares(DeviceSelector(all=True), 10), "c")}
     uuid = next(iter(gpus))
     grant = share_grant([Share(uuid, 30720, 25)], gpus, MpsPaths())
     assert grant.gpu_uuids == (uuid,)
@@ -50,7 +50,7 @@ def test_one_share_is_an_mps_client_with_exactly_its_limits() -> None:
 
 
 def test_several_gpus_are_whole_and_unknown_gpus_refused() -> None:
-    gpus = {g.uuid: g for g in dynamic_gpus(node("h100x8"), DeviceSelector(all=True), 10, "c")}
+    gpus = {g.uuid: g for g in dynamic_gpus(node("h100x8"), DynamicShares(DeviceSelector(all=True), 10), "c")}
     a, b = list(gpus)[:2]
     grant = share_grant([Share(a, 81559, 100), Share(b, 81559, 100)], gpus, MpsPaths())
     assert grant.gpu_uuids == (a, b) and not grant.envs

@@ -32,6 +32,7 @@ from kgpu.config.limits import (
 )
 from kgpu.config.quantity import ALLOWED_FORMS, parse_memory_mib
 from kgpu.config.values import (
+    DEFAULT_DYNAMIC_SHARES,
     DEVICE_LIST_STRATEGIES,
     INFINITE,
     MAX_RESOURCE_NAME_LENGTH,
@@ -42,6 +43,7 @@ from kgpu.config.values import (
     DeviceDiscoveryStrategy,
     DeviceIDStrategy,
     DeviceSelector,
+    DynamicShares,
     MigStrategy,
     MpsConfig,
     ReplicaResource,
@@ -275,19 +277,33 @@ class _SliceSpec(_Spec):
         return parse_devices(v, mig_allowed=False)
 
 
+class _DynamicSpec(_Spec):
+    """kgpu's dynamic shares: each pod's share carved out by kgpu-scheduler from HAMi's requests."""
+
+    devices: Any = Field(default="all", validate_default=True)
+    shares: int = Field(default=DEFAULT_DYNAMIC_SHARES, ge=1, le=MAX_MPS_CLIENTS_PER_GPU)
+
+    @field_validator("devices")
+    @classmethod
+    def _devices(cls, v: Any) -> DeviceSelector:
+        return parse_devices(v, mig_allowed=False)
+
+
 class MpsSpec(_Spec):
-    """``sharing.mps`` as written: NVIDIA's ``ReplicatedResources`` plus kgpu's slices."""
+    """``sharing.mps`` as written: NVIDIA's ``ReplicatedResources`` plus kgpu's slices and dynamic shares."""
 
     rename_by_default: bool = False
     fail_requests_greater_than_one: bool = True
     allow_compute_oversubscription: bool = False
     resources: list[_MpsReplicasSpec] | None = None
     slices: list[_SliceSpec] | None = None
+    dynamic: _DynamicSpec | None = None
 
     @model_validator(mode="after")
     def _has_resources(self) -> MpsSpec:
-        if not self.resources and not self.slices:
-            raise ValueError("no resources specified: list at least one {name, replicas} entry (or kgpu's slices)")
+        if not self.resources and not self.slices and self.dynamic is None:
+            raise ValueError("no resources specified: list at least one {name, replicas} entry "
+                             "(or kgpu's slices, or dynamic)")
         return self
 
     def to_value(self, source: str) -> MpsConfig:
@@ -313,6 +329,8 @@ class MpsSpec(_Spec):
             fail_requests_greater_than_one=self.fail_requests_greater_than_one,
             allow_compute_oversubscription=self.allow_compute_oversubscription,
             source=source,
+            dynamic=None if self.dynamic is None else DynamicShares(devices=self.dynamic.devices,
+                                                                    shares=self.dynamic.shares),
         )
 
 

@@ -253,6 +253,19 @@ class SliceSpec:
     """The memory as the admin wrote it, for messages."""
 
 
+DEFAULT_DYNAMIC_SHARES = 10
+"""HAMi's ``deviceSplitCount`` default: containers one dynamically shared GPU serves at once."""
+
+
+@dataclass(frozen=True, slots=True)
+class DynamicShares:
+    """``sharing.mps.dynamic``: GPUs whose shares are carved out per pod by kgpu-scheduler (HAMi's requests)."""
+
+    devices: DeviceSelector
+    shares: int
+    """The most containers one GPU serves at once: its count of ``nvidia.com/gpu`` device IDs."""
+
+
 @dataclass(frozen=True, slots=True)
 class MpsConfig:
     """``sharing.mps`` as plain values. ``enabled`` is False when nothing is shared through MPS."""
@@ -264,10 +277,11 @@ class MpsConfig:
     """NVIDIA keeps MPS's historical behaviour: true unless the file says false."""
     allow_compute_oversubscription: bool = False
     source: str = "<config>"
+    dynamic: DynamicShares | None = None
 
     @property
     def enabled(self) -> bool:
-        return bool(self.resources or self.slices)
+        return bool(self.resources or self.slices or self.dynamic)
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,7 +11,7 @@ A container given several GPUs has them whole (the extender gives several only w
 
 Pure. Example::
 
-    gpus = dynamic_gpus(inventory, DeviceSelector(all=True), shares=10, source="config.yaml")
+    gpus = dynamic_gpus(inventory, DynamicShares(DeviceSelector(all=True), shares=10), source="config.yaml")
     gpus[0].share_ids()[:2]                                  # ('GPU-…::0', 'GPU-…::1')
     grant = share_grant(pending.shares, {g.uuid: g for g in gpus}, MpsPaths())
     grant.envs["CUDA_MPS_PINNED_DEVICE_MEM_LIMIT"]           # '0=20000M'
@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kgpu.config.limits import MAX_MPS_CLIENTS_PER_GPU as MAX_CLIENTS_PER_DAEMON
-from kgpu.config.values import DeviceSelector
+from kgpu.config.values import DynamicShares
 from kgpu.errors import ConfigError, KgpuError
 from kgpu.gpu.model import Inventory
 from kgpu.scheduler.assignment import Share
@@ -32,9 +32,6 @@ from kgpu.scheduler.inventory import NodeGPU
 from kgpu.sharing.allocation import client_envs, slice_mounts
 from kgpu.sharing.layout import ID_SEPARATOR, MIN_COMPUTE_CAPABILITY, gpu_of_device_id, select_gpus
 from kgpu.sharing.paths import MpsPaths
-
-DEFAULT_SHARES = 10
-"""HAMi's ``deviceSplitCount`` default: containers one GPU serves at once."""
 
 
 class ShareError(KgpuError):
@@ -55,8 +52,10 @@ class DynamicGPU:
         return tuple(f"{self.uuid}{ID_SEPARATOR}{n}" for n in range(self.shares))
 
 
-def dynamic_gpus(inventory: Inventory, devices: DeviceSelector, shares: int, source: str) -> tuple[DynamicGPU, ...]:
-    """The GPUs ``devices`` selects, each shared by up to ``shares`` containers; ConfigError when one cannot be."""
+def dynamic_gpus(inventory: Inventory, config: DynamicShares, source: str) -> tuple[DynamicGPU, ...]:
+    """The GPUs ``sharing.mps.dynamic`` selects, each shared by up to ``shares`` containers; ConfigError when
+    one cannot be."""
+    devices, shares = config.devices, config.shares
     where = f"{source}: sharing.mps.dynamic"
     if not 1 <= shares <= MAX_CLIENTS_PER_DAEMON:
         raise ConfigError(f"{where}.shares: {shares}: allowed 1 to {MAX_CLIENTS_PER_DAEMON}, the most MPS clients "
