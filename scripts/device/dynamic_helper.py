@@ -69,7 +69,7 @@ def allocate(args: argparse.Namespace) -> int:
         cmd = [sys.executable, "-m", "kgpu", *(["--driver-root", args.driver_root] if args.driver_root else []),
                "device-plugin", "--config-file", args.config_file, "--kubelet-dir", str(work / "kubelet"),
                "--state-file", str(out / "device-plugin-state.json")]
-        print("$ NODE_NAME=%s KUBECONFIG=%s %s" % (NODE, kubeconfig, " ".join(cmd)), flush=True)
+        print(f"$ NODE_NAME={NODE} KUBECONFIG={kubeconfig} {' '.join(cmd)}", flush=True)
         with open(out / "device-plugin.log", "w") as log:
             plugin = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
                                       env={**os.environ, "NODE_NAME": NODE, "KUBECONFIG": str(kubeconfig)})
@@ -101,8 +101,8 @@ def allocate(args: argparse.Namespace) -> int:
                 annotations = api.pod(name)["metadata"]["annotations"]
                 print(f"extender: {name} bound to {NODE} with hami.io/vgpu-devices-allocated="
                       f"{annotations['hami.io/vgpu-devices-allocated']}", flush=True)
-                free = [d.ID for d in kubelet.watch("nvidia.com/gpu").latest() if d.health == "Healthy"]
-                preferred = list(client.preferred_allocation(free, [], 1).container_responses[0].deviceIDs)
+                free = [d.ID for d in kubelet.watch("nvidia.com/gpu").latest if d.health == "Healthy"]
+                preferred = client.preferred_allocation(free, [], 1)
                 response = client.allocate([preferred]).container_responses[0]
                 envs = dict(response.envs)
                 (out / f"{name}.env").write_text("".join(f"{k}={v}\n" for k, v in sorted(envs.items())))
@@ -116,7 +116,8 @@ def allocate(args: argparse.Namespace) -> int:
                 after = api.pod(name)["metadata"]["annotations"]
                 print(f"    pod {name}: hami.io/bind-phase={after.get('hami.io/bind-phase')}", flush=True)
                 with api.lock:  # the kubelet starts the container and reports it
-                    api.pods[("default", name)]["status"]["containerStatuses"] = [{"name": "main"}]
+                    api.pods[("default", name)]["status"]["containerStatuses"] = [
+                        {"name": "main", "image": "any", "imageID": "", "ready": False, "restartCount": 0}]
                 state.upsert_pod(api.pod(name))
         finally:
             plugin.terminate()

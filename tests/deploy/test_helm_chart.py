@@ -94,7 +94,8 @@ def test_default_install_creates_the_node_components_and_their_accounts() -> Non
         ("Job", "kgpu-validation"),
         ("Role", "kgpu-validation"), ("RoleBinding", "kgpu-validation"),
         ("Service", "kgpu-exporter"),
-        ("ServiceAccount", "kgpu"), ("ServiceAccount", "kgpu-labeler"), ("ServiceAccount", "kgpu-validation"),
+        ("ServiceAccount", "kgpu"), ("ServiceAccount", "kgpu-device-plugin"), ("ServiceAccount", "kgpu-labeler"),
+        ("ServiceAccount", "kgpu-validation"),
     ]
     assert {o["metadata"].get("namespace", "kube-system") for o in objs} == {"kube-system"}
 
@@ -215,9 +216,17 @@ def test_rbac_is_least_privilege() -> None:
     assert accounts["kgpu"]["automountServiceAccountToken"] is False
     daemonsets = by_kind(objs, "DaemonSet")
     assert daemonsets["kgpu-labeler"]["spec"]["template"]["spec"]["serviceAccountName"] == "kgpu-labeler"
-    for name in ("kgpu-device-plugin", "kgpu-exporter"):
-        spec = daemonsets[name]["spec"]["template"]["spec"]
-        assert (spec["serviceAccountName"], spec["automountServiceAccountToken"]) == ("kgpu", False)
+    spec = daemonsets["kgpu-exporter"]["spec"]["template"]["spec"]
+    assert (spec["serviceAccountName"], spec["automountServiceAccountToken"]) == ("kgpu", False)
+    # the device plugin has an account of its own, with a token and rights only for dynamic GPU shares
+    assert daemonsets["kgpu-device-plugin"]["spec"]["template"]["spec"]["serviceAccountName"] == "kgpu-device-plugin"
+    assert accounts["kgpu-device-plugin"]["automountServiceAccountToken"] is False
+    dynamic = render({"config": {"version": "v1", "sharing": {"mps": {"dynamic": {}}}}})
+    assert by_kind(dynamic, "ServiceAccount")["kgpu-device-plugin"]["automountServiceAccountToken"] is True
+    assert by_kind(dynamic, "ClusterRole")["kgpu-device-plugin"]["rules"] == [
+        {"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "patch"]},
+        {"apiGroups": [""], "resources": ["nodes"], "verbs": ["patch"]},
+    ]
     bindings = {o["metadata"]["name"]: o for o in objs if o["kind"] in ("RoleBinding", "ClusterRoleBinding")}
     for b in bindings.values():
         assert b["subjects"][0]["name"] == b["roleRef"]["name"]

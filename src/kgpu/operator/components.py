@@ -250,8 +250,10 @@ def device_plugin() -> Document:
             _host_path("device-plugins", "/var/lib/kubelet/device-plugins", "Directory"),
             _host_path("run-kgpu", "/run/kgpu"),
         ],
-        service_account=Fullname(),
-        automount_token=False,
+        # its own account: a token only with dynamic GPU shares (config sharing.mps.dynamic), whose Allocate reads
+        # the node's pods (templates/serviceaccount.yaml and device-plugin-rbac.yaml)
+        service_account=Text(Fullname(), "-device-plugin"),
+        automount_token=True,
         selects_config=True,
     )
 

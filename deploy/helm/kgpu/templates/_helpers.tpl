@@ -145,3 +145,10 @@ tolerations:
 {{ include "kgpu.labels" .root }}
 app.kubernetes.io/component: {{ .component }}
 {{- end -}}
+
+{{/* "true" when the config shares GPUs dynamically (sharing.mps.dynamic): the device plugin then calls the API. */}}
+{{- define "kgpu.dynamicShares" -}}
+{{- $sharing := default dict .Values.config.sharing -}}
+{{- $mps := default dict $sharing.mps -}}
+{{- hasKey $mps "dynamic" | toString -}}
+{{- end -}}
