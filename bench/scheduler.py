@@ -20,13 +20,9 @@ is deleted afterwards.
 
 from __future__ import annotations
 
-import sys
-
-if sys.path and sys.path[0].endswith("bench"):  # bench/operator.py must not shadow the standard library's operator
-    sys.path.pop(0)
-
 import argparse
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable
