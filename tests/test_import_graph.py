@@ -83,9 +83,6 @@ PACKAGES_BEING_UNTANGLED = [
     # kgpu.gpu.migstate (the simulated backend's MIG layout) reads kgpu.mig.profiles' tables, which import
     # kgpu.gpu.model: the tables are GPU facts and belong under kgpu.gpu.
     ["kgpu.gpu", "kgpu.mig"],
-    # kgpu.sharing.dynamic imports kgpu.scheduler's share values, kgpu.scheduler.kube imports
-    # kgpu.labels.node, and kgpu.labels imports kgpu.sharing's MPS layout (issue 15's work).
-    ["kgpu.labels", "kgpu.scheduler", "kgpu.sharing"],
 ]
 """Cycles other work brought in, listed exactly (a new one, or a larger one, still fails); reported."""
 

@@ -145,6 +145,14 @@ def test_a_device_the_node_lacks_leaves_its_entry_out_with_a_warning(
     assert any("selects GPUs this node does not have" in r.getMessage() for r in caplog.records)
 
 
+def test_dynamic_shares_are_nvidia_gpu_replicas_shared_through_mps(tmp_path: Path) -> None:
+    # Given every GPU shared dynamically by up to 6 containers (their shares carved out per pod)
+    labels = labels_for(mps(tmp_path, "    dynamic: {shares: 6}\n"))
+    # Then the node is labelled as NVIDIA labels MPS replicas of nvidia.com/gpu
+    assert sharing(labels) == (f"{H100}-SHARED", "6", "mps")
+    assert labels["nvidia.com/gpu.count"] == "8"
+
+
 def test_settings_without_slices_or_replicas_share_nothing() -> None:
     assert LabelSettings(sharing=SharingStrategy.MPS).active_sharing_strategy is SharingStrategy.NONE
 
@@ -157,6 +165,7 @@ def test_settings_without_slices_or_replicas_share_nothing() -> None:
         "    slices:\n    - {name: nvidia.com/gpu-20gb, memory: 20Gi, computePercent: 25, count: 3, devices: [4, 6]}\n",
         "    resources:\n    - {name: nvidia.com/gpu, replicas: 4, devices: [1, 2]}\n"
         "    slices:\n    - {name: nvidia.com/gpu-10gb, memory: 10Gi, computePercent: 10, count: 5, devices: [3]}\n",
+        "    dynamic: {shares: 6}\n",
     ],
 )
 def test_labels_agree_with_what_the_device_plugin_advertises(tmp_path: Path, body: str) -> None:

@@ -123,6 +123,11 @@ def settings_from_plugin_config(config: PluginConfig) -> LabelSettings:
         entries = tuple(MpsEntry(r.name, r.replicas, r.devices) for r in sharing.mps.resources) + tuple(
             MpsEntry(s.name, s.count, s.devices, slice=True, memory_mib=s.memory_mib) for s in sharing.mps.slices
         )
+        dynamic = sharing.mps.dynamic
+        if dynamic is not None:
+            # dynamic shares are nvidia.com/gpu replicas to the kubelet, as NVIDIA's MPS replicas are
+            resources += (ReplicatedResource(DEFAULT_GPU_RESOURCE, dynamic.shares),)
+            entries += (MpsEntry(DEFAULT_GPU_RESOURCE, dynamic.shares, dynamic.devices),)
         return LabelSettings(mig, SharingStrategy.MPS, resources, entries, config.resources)
     if sharing.time_slicing is not None and sharing.time_slicing.resources:
         sliced = tuple(

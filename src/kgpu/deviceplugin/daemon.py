@@ -27,17 +27,20 @@ from pathlib import Path
 from kgpu.config import PluginConfig
 from kgpu.config.resolve import resolve_config
 from kgpu.daemon import ConfigReload, Daemon, parse_listen
+from kgpu.deviceplugin.dynamic import DynamicShares, NodeRecord
 from kgpu.deviceplugin.health import HealthTracker, XidPolicy, recover_due
 from kgpu.deviceplugin.hostfacts import NoDriverFiles, read_host_facts
 from kgpu.deviceplugin.mps import MpsHealthSource, layout_for
 from kgpu.deviceplugin.plugin import DevicePlugin, PluginSettings, idle_state
 from kgpu.deviceplugin.resources import NodeResources, build_node_resources
 from kgpu.deviceplugin.statefile import DEFAULT_STATE_FILE, ConfigState, write_state
-from kgpu.errors import ConfigError
+from kgpu.errors import ConfigError, KgpuError
 from kgpu.gpu.backend import BackendError, GPUBackend
 from kgpu.gpu.health import POLL_SLICE_SECONDS
 from kgpu.gpu.model import Inventory
 from kgpu.options import GlobalOptions
+from kgpu.scheduler.kube import NodeShares, kube_client
+from kgpu.sharing.dynamic import dynamic_gpus
 from kgpu.sharing.paths import MpsPaths
 
 log = logging.getLogger("kgpu.deviceplugin")
@@ -91,11 +94,32 @@ class _Served:
         self.settings = settings
         self.inventory = inventory
         self.backend = backend
+        self._claims: NodeShares | None = None
 
-    def build(self) -> tuple[PluginConfig, XidPolicy, NodeResources]:
+    def build(self) -> tuple[PluginConfig, XidPolicy, NodeResources | DynamicShares]:
         """Everything that can fail, before anything is swapped in: ConfigError names the problem."""
         config, policy = resolve(self.settings)
-        return config, policy, node_resources(self.inventory, config)
+        resources = node_resources(self.inventory, config)
+        dynamic = config.sharing.mps.dynamic if config.sharing.mps is not None else None
+        if dynamic is None:
+            return config, policy, resources
+        gpus = dynamic_gpus(self.inventory, dynamic, config.sharing.mps.source)  # type: ignore[union-attr]
+        return config, policy, DynamicShares(resources, gpus, self.claims(), MpsPaths(Path(config.flags.mps_root)))
+
+    def claims(self) -> NodeShares:
+        """The API calls of dynamic shares: the node's pods and its GPU record (NODE_NAME, in-cluster account)."""
+        if self._claims is None:
+            node = os.environ.get("NODE_NAME", "")
+            if not node:
+                raise ConfigError("sharing.mps.dynamic: the plugin finds the pods being allocated on its node through "
+                                  "the API server and needs the node's name: set NODE_NAME (the chart sets it from "
+                                  "spec.nodeName)")
+            try:
+                client = kube_client(None)
+            except KgpuError as exc:
+                raise ConfigError(f"sharing.mps.dynamic needs the API server: {exc}") from None
+            self._claims = NodeShares(client, node)
+        return self._claims
 
 
 def serve(settings: DevicePluginSettings, stop: threading.Event | None = None) -> None:
@@ -146,7 +170,7 @@ def serve(settings: DevicePluginSettings, stop: threading.Event | None = None) -
         mps.follow(config)
         runtime.on_stop(plugin.close)
         if reload is not None:
-            def apply(new: tuple[PluginConfig, XidPolicy, NodeResources]) -> None:
+            def apply(new: tuple[PluginConfig, XidPolicy, NodeResources | DynamicShares]) -> None:
                 new_config, new_policy, new_resources = new
                 for warning in new_resources.warnings:
                     log.warning(warning, extra={"event": "config"})
@@ -159,6 +183,9 @@ def serve(settings: DevicePluginSettings, stop: threading.Event | None = None) -
             reload.reported = plugin.state_changed
             runtime.reload(reload)
         attach(runtime, plugin, tracker, backend, mps.tick)
+        record = NodeRecord(lambda: plugin.logic, lambda uuid: tracker.device_health((uuid,))[0])
+        runtime.watch("dynamic-gpus", record.tick, interval=1.0)
+        runtime.on_stop(record.withdraw)
         log.info("device plugin starting", extra={
             "event": "start", "resources": [r.name for r in plugin.resources],
             "kubelet_dir": str(settings.kubelet_dir), "health_policy": tracker.policy.describe(),

@@ -19,13 +19,16 @@ from typing import Protocol
 
 from kgpu.config import MpsConfig
 from kgpu.container import AllocationError, ContainerAllocation
-from kgpu.deviceplugin.devices import AdvertisedDevice, Grant, ResourceSet
+from kgpu.deviceplugin.devices import AdvertisedDevice, Device, Grant, ResourceSet
 from kgpu.errors import ConfigError
 from kgpu.gpu.model import Inventory
 from kgpu.sharing.allocation import check_one_gpu, limit_envs, slice_envs, slice_mounts
-from kgpu.sharing.layout import MpsLayout, MpsSlice, build_layout
+from kgpu.sharing.layout import ID_SEPARATOR, MpsLayout, MpsSlice, SharedGPU, build_layout
 from kgpu.sharing.paths import MpsPaths
 from kgpu.sharing.status import MpsHealthWatcher
+
+DYNAMIC = "dynamic"
+"""The ``sharing`` of a resource whose IDs are dynamic shares (``sharing.mps.dynamic``)."""
 
 MPS_SOURCE = "mps"
 """The health source name under which daemon status reaches the device plugin's tracker."""
@@ -70,6 +73,15 @@ class MpsSharingLayout:
                 out[name] = replace(r, grants=kept)
         for gpu in layout.gpus:
             device = whole[gpu.uuid].device
+            if gpu.dynamic_shares:
+                # shares carved out per pod: the kubelet counts them; each container's limits come from its pod
+                name = next(r.name for r in resources.values() if whole[gpu.uuid] in r.grants)
+                previous = out.get(name)
+                if previous is not None and previous.sharing != DYNAMIC:
+                    raise ConfigError(dynamic_beside_whole(self.config.source, name, previous))
+                out[name] = ResourceSet(name=name, grants=(*(previous.grants if previous else ()),
+                                                           *share_grants(gpu, device)), sharing=DYNAMIC)
+                continue
             mounts = slice_mounts(gpu.uuid, self.paths)
             for s in gpu.slices:
                 grant = Grant(
@@ -90,6 +102,25 @@ class MpsSharingLayout:
                     fail_requests_greater_than_one=self.config.fail_requests_greater_than_one,
                 )
         return out
+
+
+def share_grants(gpu: SharedGPU, device: Device) -> tuple[Grant, ...]:
+    """The kubelet's device IDs for a dynamically shared GPU: ``<uuid>::0`` … ``<uuid>::<shares-1>``."""
+    return tuple(
+        Grant(advertised=AdvertisedDevice(id=f"{gpu.uuid}{ID_SEPARATOR}{n}", health_uuids=device.health_uuids,
+                                          gpu_uuid=gpu.uuid, numa_node=device.numa_node, replica=n),
+              device=device)
+        for n in range(gpu.dynamic_shares)
+    )
+
+
+def dynamic_beside_whole(source: str, name: str, other: ResourceSet) -> str:
+    """Why one resource cannot have both dynamic shares and other devices."""
+    kind = "whole GPUs" if other.sharing == "none" else f"{other.sharing} replicas"
+    return (f"{source}: sharing.mps.dynamic shares GPUs advertised as {name}, which on this node also has {kind} "
+            f"({', '.join(sorted({g.device.index for g in other.grants}))}): the kubelet would hand either kind to "
+            f"any pod asking for {name}. Share every such GPU dynamically (sharing.mps.dynamic.devices: all), or "
+            "advertise the others under another name (resources.gpus)")
 
 
 def mps_extras(grants: Sequence[Grant]) -> ContainerAllocation:

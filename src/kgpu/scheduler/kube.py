@@ -158,7 +158,8 @@ def reflect(
                     delete(data)
                 else:
                     upsert(data)
-        except (ApiError, *transport_errors()) as exc:  # type: ignore[misc]
+        except (ApiError, msgspec.MsgspecError, *transport_errors()) as exc:  # type: ignore[misc]
+            # an object lightkube cannot read is a failed list or watch like any other: start over
             cause = f"{type(exc).__name__}: {getattr(getattr(exc, 'status', None), 'message', None) or exc}"
             if cause != last_cause:
                 log.warning("watch ended; listing again", extra={"resource": kind, "error": cause[:300],
@@ -219,16 +220,23 @@ class NodeShares:
         except (ApiError, *transport_errors()) as exc:  # type: ignore[misc]
             raise _api_error(exc, f"publishing the GPUs of node {self.node}") from None
 
+    def _pods(self) -> list[dict[str, Any]]:
+        try:
+            return [p.to_dict() for p in self.client.list(Pod, namespace="*", fields={"spec.nodeName": self.node})]
+        except msgspec.MsgspecError as exc:
+            raise ApiFailure(f"listing the pods of node {self.node}: a pod could not be read: {exc}") from None
+        except (ApiError, *transport_errors()) as exc:  # type: ignore[misc]
+            raise _api_error(exc, f"listing the pods of node {self.node}") from None
+
+    def peek(self, size: int) -> PendingShare:
+        """The pod being allocated (for GetPreferredAllocation), without recording anything."""
+        return pending_allocation(self._pods(), self.node, ["?"] * size)
+
     def claim(self, device_ids: Sequence[str]) -> PendingShare:
         """The pod being allocated and its next container's shares, recorded as handed out on the pod."""
 
         for attempt in range(1, self.ATTEMPTS + 1):
-            try:
-                pods = [p.to_dict() for p in self.client.list(Pod, namespace="*",
-                                                              fields={"spec.nodeName": self.node})]
-            except (ApiError, *transport_errors()) as exc:  # type: ignore[misc]
-                raise _api_error(exc, f"listing the pods of node {self.node}") from None
-            pending = pending_allocation(pods, self.node, device_ids)
+            pending = pending_allocation(self._pods(), self.node, device_ids)
             patch = {"metadata": {"uid": pending.uid, "resourceVersion": pending.resource_version,
                                   "annotations": pending.patch()}}
             try:

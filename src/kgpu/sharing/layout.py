@@ -59,19 +59,23 @@ class SharedGPU:
     memory_total_mib: int
     multiprocessor_count: int
     slices: tuple[MpsSlice, ...]
+    dynamic_shares: int = 0
+    """For a GPU shared dynamically (``sharing.mps.dynamic``): how many containers it serves at once; it
+    has no slices, each container's share comes from its pod."""
 
     @property
-    def default_memory_mib(self) -> int:
-        """The daemon's default client limit: the largest slice, so a client that drops its env gets no more."""
-        return max(s.memory_mib for s in self.slices)
+    def default_memory_mib(self) -> int | None:
+        """The daemon's default client limit: the largest slice, so a client that drops its env gets no more.
+        None for a dynamic GPU: its clients' shares differ per pod."""
+        return max((s.memory_mib for s in self.slices), default=None)
 
     @property
-    def default_compute_percent(self) -> int:
-        return max(s.compute_percent for s in self.slices)
+    def default_compute_percent(self) -> int | None:
+        return max((s.compute_percent for s in self.slices), default=None)
 
     @property
     def replicas(self) -> int:
-        return len(self.slices)
+        return self.dynamic_shares or len(self.slices)
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,7 +204,22 @@ def build_layout(inventory: Inventory, config: MpsConfig) -> MpsLayout:
         for gpu in select_gpus(s.devices, inventory.gpus, where):
             plan.setdefault(gpu.uuid, []).append((s.name, s.count, s.memory_mib, s.compute_percent, True))
 
+    dynamic: dict[str, int] = {}
+    if config.dynamic is not None:
+        for gpu in select_gpus(config.dynamic.devices, inventory.gpus, f"{source}: sharing.mps.dynamic"):
+            if gpu.uuid in plan:
+                raise ConfigError(
+                    f"{source}: sharing.mps.dynamic selects GPU {gpu.index} ({gpu.name}), which sharing.mps "
+                    f"already splits into {', '.join(dict.fromkeys(e[0] for e in plan[gpu.uuid]))}: a GPU is whole, "
+                    "in fixed slices, or shared dynamically; leave it out of one of them"
+                )
+            _check_gpu(gpu, source, [], config.allow_compute_oversubscription)
+            dynamic[gpu.uuid] = config.dynamic.shares
     shared: list[SharedGPU] = []
+    for gpu in sorted((by_uuid[u] for u in dynamic), key=lambda g: g.index):
+        shared.append(SharedGPU(uuid=gpu.uuid, index=gpu.index, name=gpu.name, memory_total_mib=gpu.memory_total_mib,
+                                multiprocessor_count=gpu.multiprocessor_count, slices=(),
+                                dynamic_shares=dynamic[gpu.uuid]))
     for gpu in sorted((by_uuid[u] for u in plan), key=lambda g: g.index):
         entries = plan[gpu.uuid]
         _check_gpu(gpu, source, [(n, c, m, p) for n, c, m, p, _ in entries], config.allow_compute_oversubscription)
@@ -234,6 +253,7 @@ def build_layout(inventory: Inventory, config: MpsConfig) -> MpsLayout:
                 slices=tuple(slices),
             )
         )
+    shared.sort(key=lambda g: g.index)
     return MpsLayout(gpus=tuple(shared), fail_requests_greater_than_one=config.fail_requests_greater_than_one)
 
 
@@ -252,6 +272,7 @@ def layout_to_json(layout: MpsLayout) -> dict[str, object]:
                 "name": g.name,
                 "memory_total_mib": g.memory_total_mib,
                 "multiprocessor_count": g.multiprocessor_count,
+                **({"dynamic_shares": g.dynamic_shares} if g.dynamic_shares else {}),
                 "slices": [
                     {
                         "id": s.id,
