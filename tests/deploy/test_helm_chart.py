@@ -223,6 +223,8 @@ def test_rbac_is_least_privilege() -> None:
     assert accounts["kgpu-device-plugin"]["automountServiceAccountToken"] is False
     dynamic = render({"config": {"version": "v1", "sharing": {"mps": {"dynamic": {}}}}})
     assert by_kind(dynamic, "ServiceAccount")["kgpu-device-plugin"]["automountServiceAccountToken"] is True
+    named = render({"configManager": {"enabled": True}, "configs": {"shared": {"sharing": {"mps": {"dynamic": {}}}}}})
+    assert "kgpu-device-plugin" in by_kind(named, "ClusterRole")  # a named config the node may choose
     assert by_kind(dynamic, "ClusterRole")["kgpu-device-plugin"]["rules"] == [
         {"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "patch"]},
         {"apiGroups": [""], "resources": ["nodes"], "verbs": ["patch"]},
@@ -448,10 +450,11 @@ def test_per_node_configs_run_the_config_manager_beside_the_plugin_and_the_label
     role = by_kind(objs, "ClusterRole")["kgpu-config-manager"]
     assert role["rules"] == [{"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "list", "watch"]}]
     subjects = {s["name"] for s in by_kind(objs, "ClusterRoleBinding")["kgpu-config-manager"]["subjects"]}
-    assert subjects == {"kgpu", "kgpu-labeler"}
+    assert subjects == {"kgpu-device-plugin", "kgpu-labeler"}
+    assert by_kind(objs, "ServiceAccount")["kgpu-device-plugin"]["automountServiceAccountToken"] is True
     # Without it, nothing of it is there.
     plain = render({})
     assert "kgpu-configs" not in by_kind(plain, "ConfigMap")
     spec = by_kind(plain, "DaemonSet")["kgpu-device-plugin"]["spec"]["template"]["spec"]
     assert "initContainers" not in spec and len(spec["containers"]) == 1
-    assert spec["automountServiceAccountToken"] is False
+    assert by_kind(plain, "ServiceAccount")["kgpu-device-plugin"]["automountServiceAccountToken"] is False

@@ -146,9 +146,13 @@ tolerations:
 app.kubernetes.io/component: {{ .component }}
 {{- end -}}
 
-{{/* "true" when the config shares GPUs dynamically (sharing.mps.dynamic): the device plugin then calls the API. */}}
+{{/* "true" when a config shares GPUs dynamically (sharing.mps.dynamic, in config or in one of the named configs
+     the config-manager may choose): the device plugin then calls the API. */}}
 {{- define "kgpu.dynamicShares" -}}
-{{- $sharing := default dict .Values.config.sharing -}}
-{{- $mps := default dict $sharing.mps -}}
-{{- hasKey $mps "dynamic" | toString -}}
+{{- $found := false -}}
+{{- range $config := prepend (values (default dict .Values.configs)) .Values.config -}}
+{{- $sharing := default dict (get (default dict $config) "sharing") -}}
+{{- if hasKey (default dict (get $sharing "mps")) "dynamic" -}}{{- $found = true -}}{{- end -}}
+{{- end -}}
+{{- $found | toString -}}
 {{- end -}}
