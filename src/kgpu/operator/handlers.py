@@ -171,8 +171,9 @@ class ApiWriter:
         from lightkube.resources.core_v1 import Event
 
         now = datetime.now(UTC)
+        # A cluster-scoped object's events live in the default namespace (the API server refuses others).
         event = Event(
-            metadata=ObjectMeta(generateName=f"{policy.name}.", namespace=self.namespace),
+            metadata=ObjectMeta(generateName=f"{policy.name}.", namespace="default"),
             involvedObject=ObjectReference(apiVersion=f"{GROUP}/{VERSION}", kind=KIND, name=policy.name,
                                            uid=policy.uid),
             reason=reason, message=message[:1024], type=kind, source=EventSource(component=MANAGED_BY),

@@ -37,6 +37,48 @@ def load_base_values(path: Path | None) -> dict[str, Any]:
     return coalesce(defaults, loaded)
 
 
+def delete_policies(namespace: str, release: str, kubeconfig: Path | None, timeout_s: float = 180.0) -> list[str]:
+    """Delete every ClusterPolicy and wait until the DaemonSets they own, and those DaemonSets' pods, are gone.
+
+    The chart's pre-delete hook runs this, so the node components stop (and take their Node conditions and
+    labels with them) while their ServiceAccounts and RBAC still exist; Helm deletes those afterwards.
+    """
+    import time
+
+    from lightkube.core.exceptions import ApiError
+    from lightkube.generic_resource import create_global_resource
+    from lightkube.resources.apps_v1 import DaemonSet
+    from lightkube.resources.core_v1 import Pod
+
+    from kgpu.labels.node import kube_client
+    from kgpu.operator.policy import GROUP, KIND, PLURAL, VERSION
+    from kgpu.operator.reconcile import MANAGED_BY
+
+    client = kube_client(kubeconfig)
+    resource = create_global_resource(GROUP, VERSION, KIND, PLURAL)
+    deleted: list[str] = []
+    try:
+        for policy in client.list(resource):
+            client.delete(resource, policy.metadata.name)
+            deleted.append(policy.metadata.name)
+    except ApiError as exc:
+        if exc.status.code != 404:  # no CRD: nothing to delete
+            raise
+    owned = {"app.kubernetes.io/managed-by": MANAGED_BY, "app.kubernetes.io/instance": release}
+    pods = {"app.kubernetes.io/name": "kgpu", "app.kubernetes.io/instance": release}
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        left = list(client.list(DaemonSet, namespace=namespace, labels=owned))
+        if not left:
+            running = [p for p in client.list(Pod, namespace=namespace, labels=pods)
+                       if p.metadata and (p.metadata.labels or {}).get("app.kubernetes.io/component")
+                       not in ("operator", "operator-cleanup", "validation")]
+            if not running:
+                return deleted
+        time.sleep(1.0)
+    raise ConfigError(f"the node DaemonSets of release {release} in {namespace} were not gone after {timeout_s:.0f} s")
+
+
 SERVICE_ACCOUNT = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 
 

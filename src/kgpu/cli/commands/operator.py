@@ -49,8 +49,18 @@ def operator(
         str | None, typer.Option(help="Liveness endpoint URL.", metavar="URL")
     ] = "http://0.0.0.0:8080/healthz",
     resync: Annotated[float, typer.Option(help="Seconds between full reconciles without any change.")] = 10.0,
+    delete_policies: Annotated[
+        bool,
+        typer.Option("--delete-policies", help="Delete every ClusterPolicy, wait until the node DaemonSets and "
+                     "their pods are gone, and exit (the chart's pre-delete hook runs this on uninstall)."),
+    ] = False,
 ) -> None:
     """Run the kgpu operator."""
+    from kgpu.operator.run import delete_policies as delete_all
     from kgpu.operator.run import run_operator
 
+    if delete_policies:
+        gone = delete_all(namespace, release, kubeconfig)
+        typer.echo(f"deleted ClusterPolicy {', '.join(gone)}" if gone else "no ClusterPolicy to delete")
+        return
     run_operator(namespace, release, values, kubeconfig, liveness or None, resync)
