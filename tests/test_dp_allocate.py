@@ -12,6 +12,7 @@ from dp_helpers import plugin_config as cfg
 from kgpu.config.resolve import resolve_config
 from kgpu.container import AllocationError, DeviceNode, Mount
 from kgpu.deviceplugin.hostfacts import NoDriverFiles
+from kgpu.errors import ConfigError
 
 VERSION = "580.95.05"
 
@@ -355,3 +356,38 @@ def test_a_driver_root_set_to_the_container_mount_point_is_flagged() -> None:
     config = resolve_config({"nvidia-driver-root": "/driver-root"}, {})
     logic = build_logic(H100, config, EMPTY_HOST)
     assert any("the plugin container's own mount point" in w for w in logic.warnings)
+
+
+def test_cdi_strategies_refuse_to_start_without_an_nvidia_gpu_cdi_spec(tmp_path: Path) -> None:
+    from kgpu.deviceplugin.hostfacts import read_host_facts
+
+    config = resolve_config({"device-list-strategy": "cdi-cri"}, {})
+    # The spec directories cannot be seen (a container without them mounted): said, not refused.
+    assert any("not checking that a CDI spec" in w for w in read_host_facts(config, tmp_path).warnings)
+    # They can, and nothing defines nvidia.com/gpu: every container would fail to start.
+    (tmp_path / "etc/cdi").mkdir(parents=True)
+    (tmp_path / "etc/cdi/other.yaml").write_text("cdiVersion: 0.5.0\nkind: example.com/fpga\ndevices: []\n")
+    with pytest.raises(NoDriverFiles, match=r"no spec under /etc/cdi or /var/run/cdi has kind nvidia\.com/gpu"):
+        read_host_facts(config, tmp_path)
+    (tmp_path / "etc/cdi/nvidia.yaml").write_text('cdiVersion: 0.5.0\nkind: "nvidia.com/gpu"\ndevices: []\n')
+    assert read_host_facts(config, tmp_path).warnings == ()
+    (tmp_path / "etc/cdi/nvidia.yaml").unlink()
+    (tmp_path / "etc/cdi/nvidia.json").write_text('{"cdiVersion": "0.5.0", "kind": "nvidia.com/gpu", "devices": []}')
+    assert read_host_facts(config, tmp_path).warnings == ()
+
+
+@pytest.mark.parametrize(
+    ("given", "what"),
+    [
+        ({"nvidia-cdi-hook-path": "/usr/local/nvidia/toolkit/nvidia-cdi-hook"}, "kgpu cdi generate --nvidia-cdi-hook"),
+        ({"cdi-feature-flags": "disable-nvsandboxutils"}, "nvidia-ctk cdi generate --feature-flag"),
+        ({"cdi-disable-hooks": "all"}, "kgpu cdi generate --disable-hook"),
+    ],
+)
+def test_settings_for_a_cdi_spec_the_plugin_does_not_write_are_refused_with_cdi_strategies(
+        given: dict[str, str], what: str) -> None:
+    with pytest.raises(ConfigError) as exc:
+        resolve_config({**given, "device-list-strategy": "envvar,cdi-cri"}, {})
+    assert "kgpu's device plugin writes no CDI spec" in str(exc.value) and what in str(exc.value)
+    # Without a CDI strategy NVIDIA's plugin writes no spec either and the setting changes nothing.
+    assert resolve_config(given, {}).flags.plugin.any_cdi is False

@@ -155,8 +155,8 @@ FLAGS: tuple[Flag, ...] = (
          _dp("CDI_ANNOTATION_PREFIX"), DEFAULT_CDI_ANNOTATION_PREFIX, "flags.plugin.cdiAnnotationPrefix",
          metavar="PREFIX"),
     Flag("nvidia-cdi-hook-path", "string",
-         "The nvidia-cdi-hook (or nvidia-ctk) binary named in the CDI spec the plugin writes for the "
-         "cdi-annotations and cdi-cri strategies.",
+         "The hook NVIDIA's plugin names in the CDI spec it writes. kgpu's writes none (cdi-* strategies use the "
+         "node's nvidia.com/gpu spec: kgpu cdi generate), so with a cdi-* strategy another value is refused.",
          _dp("NVIDIA_CDI_HOOK_PATH", "NVIDIA_CTK_PATH"), DEFAULT_NVIDIA_CTK_PATH, "flags.plugin.nvidiaCTKPath",
          aliases=("nvidia-ctk-path",), metavar="PATH"),
     Flag("driver-root-ctr-path", "string",
@@ -190,10 +190,11 @@ FLAGS: tuple[Flag, ...] = (
          "NVIDIA v1 config file (YAML or JSON); flags and environment variables override it.",
          {DEVICE_PLUGIN: ("CONFIG_FILE",), GFD: ("GFD_CONFIG_FILE", "CONFIG_FILE")}, None, "", metavar="FILE"),
     Flag("cdi-feature-flags", "strings",
-         "Feature flags for the CDI spec the plugin writes (comma-separated or repeated).",
+         "Feature flags for the CDI spec NVIDIA's plugin writes; refused with a cdi-* strategy (kgpu's writes none).",
          _dp("CDI_FEATURE_FLAGS"), (), "", metavar="LIST"),
     Flag("cdi-disable-hooks", "strings",
-         "OCI hooks to leave out of the CDI spec the plugin writes (comma-separated or repeated; all: none).",
+         "Hooks to leave out of the CDI spec NVIDIA's plugin writes; refused with a cdi-* strategy (kgpu cdi "
+         "generate --disable-hook does it for the node's spec).",
          _dp("CDI_DISABLE_HOOKS"), (), "", metavar="LIST"),
     # ---- gpu-feature-discovery (cmd/gpu-feature-discovery/main.go, internal/flags) ----
     Flag("oneshot", "bool", "Label once and exit (non-zero on failure).",

@@ -34,6 +34,7 @@ from kgpu.config.flags import (
 from kgpu.config.limits import shown
 from kgpu.config.values import (
     DEFAULT_GPU_RESOURCE,
+    DEFAULT_NVIDIA_CTK_PATH,
     SUPPORTED_DISCOVERY_STRATEGIES,
     Flags,
     GfdFlags,
@@ -220,6 +221,24 @@ def check_combination(config: PluginConfig, settings: Mapping[str, Setting] | No
             "is refused: kgpu discovers GPUs through NVML (use auto or nvml); Jetson (tegra) and vfio "
             "passthrough are not supported"
         )
+    plugin = config.flags.plugin
+    if plugin.any_cdi:
+        # NVIDIA's plugin writes its own CDI spec with these; kgpu's names the devices of the node's
+        # nvidia.com/gpu spec, written by kgpu cdi generate (or nvidia-ctk cdi generate), where they belong.
+        # (Without a CDI strategy NVIDIA's plugin writes no spec either, and ignores them as kgpu does.)
+        for name, value, fix in (
+            ("nvidia-cdi-hook-path", plugin.nvidia_ctk_path if plugin.nvidia_ctk_path != DEFAULT_NVIDIA_CTK_PATH
+             else "", "kgpu cdi generate --nvidia-cdi-hook-path PATH"),
+            ("cdi-feature-flags", ",".join(plugin.cdi_feature_flags), "nvidia-ctk cdi generate --feature-flag"),
+            ("cdi-disable-hooks", ",".join(plugin.cdi_disable_hooks), "kgpu cdi generate --disable-hook NAME"),
+        ):
+            if value:
+                raise ConfigError(
+                    f"{_source(settings, name, where)}: {shown(value)} is refused: kgpu's device plugin writes no "
+                    f"CDI spec; its {'/'.join(s for s in plugin.device_list_strategy if s.startswith('cdi-'))} "
+                    f"strategy names the devices of the node's nvidia.com/gpu spec, so set it where that spec is "
+                    f"written ({fix})"
+                )
     if config.imex.channel_ids not in ((), (0,)):
         raise ConfigError(
             f"{_source(settings, 'imex-channel-ids', where)}: invalid IMEX channel IDs "

@@ -84,7 +84,8 @@ def check(settings: DevicePluginSettings) -> PluginConfig:
 def node_resources(inventory: Inventory, config: PluginConfig, host_root: Path = Path("/")) -> NodeResources:
     """What the plugin serves on this host: its facts read (under ``host_root``), then the decisions built.
     ConfigError for a config that does not fit the node."""
-    return build_node_resources(inventory, config, read_host_facts(config, host_root))
+    facts = read_host_facts(config, host_root, check_cdi=inventory.backend != "simulated")
+    return build_node_resources(inventory, config, facts)
 
 
 class _Served:

@@ -15,6 +15,7 @@ Example::
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from kgpu.config import DRIVER_MOUNTS, DriverRoot, PluginConfig, resolve_driver_root
@@ -92,11 +93,40 @@ def no_driver_files(root: DriverRoot, host_root: Path = Path("/")) -> NoDriverFi
     )
 
 
-def read_host_facts(config: PluginConfig, host_root: Path = Path("/")) -> HostFacts:
+CDI_SPEC_DIRS = ("/etc/cdi", "/var/run/cdi")
+"""Where container runtimes look for CDI specs (containerd's and CRI-O's default cdi_spec_dirs)."""
+
+
+def check_cdi_specs(host_root: Path = Path("/")) -> list[str]:
+    """The cdi-* strategies name devices of the node's ``nvidia.com/gpu`` CDI spec: none there means every
+    container would fail to start, so :class:`NoDriverFiles` is raised. Warnings when the spec directories
+    cannot be seen (the plugin's container does not mount them), so nothing can be checked."""
+    dirs = [host_root / d.lstrip("/") for d in CDI_SPEC_DIRS]
+    if not any(d.is_dir() for d in dirs):
+        return [f"cannot see {' or '.join(CDI_SPEC_DIRS)}: not checking that a CDI spec for nvidia.com/gpu exists "
+                "(mount them into the plugin to have it checked)"]
+    for directory in dirs:
+        for spec in sorted(directory.glob("*.y*ml")) + sorted(directory.glob("*.json")):
+            try:
+                text = spec.read_text(errors="replace")[:1024 * 1024]
+            except OSError:
+                continue
+            if re.search(r'["\']?kind["\']?\s*:\s*["\']?nvidia\.com/gpu["\']?\s*(,|$)', text, re.M):
+                return []
+    raise NoDriverFiles(
+        f"the cdi-annotations/cdi-cri strategies name nvidia.com/gpu devices of the node's CDI spec, but no spec "
+        f"under {' or '.join(CDI_SPEC_DIRS)} has kind nvidia.com/gpu; write one with kgpu cdi generate --output "
+        "/etc/cdi/nvidia.yaml (or kgpu node prepare --apply, or nvidia-ctk cdi generate)"
+    )
+
+
+def read_host_facts(config: PluginConfig, host_root: Path = Path("/"), *, check_cdi: bool = True) -> HostFacts:
     """Device nodes, driver files and MIG minors on the host, as the plugin sees them (see
     :func:`driver_root_seen`), with warnings about what is missing.
 
-    Raises :class:`NoDriverFiles` when ``driver-mounts`` finds no driver library under the driver root.
+    Raises :class:`NoDriverFiles` when ``driver-mounts`` finds no driver library under the driver root, or
+    a CDI strategy finds no ``nvidia.com/gpu`` CDI spec (``check_cdi``: not for a simulated node, which has
+    no driver to write one from).
     """
     warnings: list[str] = []
     flags = config.flags
@@ -129,6 +159,8 @@ def read_host_facts(config: PluginConfig, host_root: Path = Path("/")) -> HostFa
         mounts = driver_file_mounts(root)
         if not any(m.container_path.startswith(CONTAINER_LIB_DIR) for m in mounts):
             raise no_driver_files(root, host_root)
+    if flags.plugin.any_cdi and check_cdi:
+        warnings.extend(check_cdi_specs(host_root))
     channels = tuple(
         f"/dev/nvidia-caps-imex-channels/channel{c}"
         for c in config.imex.channel_ids

@@ -7,6 +7,7 @@ import math
 import os
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -137,6 +138,26 @@ def labels(
     sys.stdout.write(format_json(result) if as_json else format_lines(result))
 
 
+def _node_feature_publisher(given: Given, environ: Mapping[str, str]) -> tuple[Any, str]:
+    """GFD's NodeFeature output: --node-name, --namespace and --pod-name (or NODE_NAME, NAMESPACE, POD_NAME)."""
+    from kgpu.config.resolve import resolve_settings
+    from kgpu.errors import ConfigError
+    from kgpu.kubeapi import kube_client
+    from kgpu.labels.nodefeature import apply_node_feature, node_feature_name, pod_owners
+
+    values = {n: str(s.value) for n, s in resolve_settings(GFD, given, environ).items() if s.value is not None}
+    node, namespace = values.get("node-name", ""), values.get("namespace", "default")
+    if not node:
+        raise ConfigError("--use-node-feature-api needs the node's name: --node-name or NODE_NAME")
+    client = kube_client(_kubeconfig(given))
+    owners = pod_owners(client, namespace, values.get("pod-name", ""))
+
+    def publish(labels: Labels) -> None:
+        apply_node_feature(client, namespace, node, labels, owners)
+
+    return publish, f"NodeFeature {namespace}/{node_feature_name(node)}"
+
+
 def _kubeconfig(given: Given) -> Path | None:
     value = given.get("kubeconfig") or os.environ.get("KUBECONFIG")
     return Path(str(value)) if value else None
@@ -189,18 +210,14 @@ def labeler(
     gfd = config.flags.gfd
     oneshot, output_file = gfd.oneshot, Path(gfd.output_file)
     seconds = gfd.sleep_interval
-    if config.flags.use_node_feature_api:
-        raise ConfigError(
-            f"{'flag --use-node-feature-api' if 'use-node-feature-api' in given else 'useNodeFeatureAPI'}: "
-            "publishing an NFD NodeFeature object is not supported by kgpu yet; label the Node with --node "
-            "NAME, or write the feature file (--use-node-feature-api=false)"
-        )
     address = parse_listen(healthz, "--healthz") if healthz else None
     with Daemon("labeler") as runtime:
         keepalive = opts.open_backend(config.driver_root)  # fail fast; keeps NVML initialised between polls
         runtime.on_stop(keepalive.close)
         compute = _computer(opts, gfd_given, root)
-        if node is not None:
+        if config.flags.use_node_feature_api:
+            publish, target = _node_feature_publisher(given, os.environ)
+        elif node is not None:
             publish = _node_publisher(node, _kubeconfig(given))
             target = f"node {node}"
         else:
@@ -221,7 +238,7 @@ def labeler(
             raise  # a configuration that cannot work stops the labeler at once, in one line
         except KgpuError:
             pass  # the GPUs or the API server failing now: retried by the watcher below, which logs it
-        if node is None and not math.isinf(seconds):
+        if node is None and not config.flags.use_node_feature_api and not math.isinf(seconds):
             def remove() -> None:
                 if remove_feature_file(output_file):
                     log.info("removed the feature file", extra={"path": str(output_file)})
