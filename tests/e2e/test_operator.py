@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -177,16 +178,38 @@ def test_a_sharing_change_rolls_out_and_allocatable_follows(operator_release: Re
     assert [m for m in events(cluster, "RolloutNode") if cluster.node in m]
 
 
+def _follow_logs(cluster: Cluster, selector: str, into: list[str]) -> subprocess.Popen[str]:
+    """`kubectl logs -f` of the pods ``selector`` matches, into ``into`` (read when the test fails)."""
+    proc = subprocess.Popen(["kubectl", "logs", "-f", "--prefix", "--max-log-requests", "10", "-n", NAMESPACE,
+                             "-l", selector, "--tail", "5"], env=cluster.env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    threading.Thread(target=lambda: into.extend(proc.stdout or []), daemon=True).start()
+    return proc
+
+
 def test_uninstall_leaves_no_policy_daemonset_condition_label_or_file(operator_release: Release,
                                                                       cluster: Cluster) -> None:
+    logs: list[str] = []
+    followers = [_follow_logs(cluster, "app.kubernetes.io/component in (validator,mig-manager)", logs)]
+    hook_logs: list[str] = []
+    watcher = threading.Thread(target=lambda: hook_logs.extend(
+        wait_for("the cleanup hook's pod", lambda: cluster.get("pods", "-n", NAMESPACE, "-l",
+                 "app.kubernetes.io/component=operator-cleanup")["items"] or None, timeout=60) and
+        cluster.kubectl("logs", "-f", "-n", NAMESPACE, "-l", "app.kubernetes.io/component=operator-cleanup",
+                        check=False).splitlines()), daemon=True)
+    watcher.start()
     operator_release.uninstall()
+    for proc in followers:
+        proc.terminate()
+    watcher.join(timeout=5)
+    seen = "\n".join(["validator/mig-manager:", *logs[-30:], "cleanup hook:", *hook_logs[-10:]])
     assert cluster.kubectl("get", "crd", "clusterpolicies.kgpu.io", "--ignore-not-found").strip() == ""
     wait_for("operator DaemonSets gone", lambda: not cluster.get(
         "daemonsets", "-n", NAMESPACE, "-l", "app.kubernetes.io/managed-by=kgpu-operator")["items"], timeout=120)
     wait_for("kgpu pods gone", lambda: not cluster.get("pods", "-n", NAMESPACE, "-l",
                                                       "app.kubernetes.io/part-of=kgpu")["items"], timeout=120)
     node = cluster.node_object()
-    assert not KGPU_CONDITIONS & {c["type"] for c in node["status"]["conditions"]}
+    assert not KGPU_CONDITIONS & {c["type"] for c in node["status"]["conditions"]}, seen
     assert MIG_STATE not in node["metadata"].get("labels", {})
     assert "kgpu.io/mig.config.message" not in node["metadata"].get("annotations", {})
     wait_for("no kgpu file on the node", lambda: not kgpu_files_left(), timeout=60)
