@@ -7,8 +7,9 @@
 # Steps, each with the tool made for it:
 #   1. pip wheel         kgpu's wheel from this checkout
 #   2. pip download      the locked wheels (deploy/image/requirements.txt, --require-hashes), cached
-#   3. mmdebstrap        a Debian 12 rootfs (essential packages + python3), the wheels installed by pip
-#                        running inside it, as one tar, reproducible under SOURCE_DATE_EPOCH
+#   3. mmdebstrap        a Debian 12 rootfs (essential packages + python3 + libstdc++6 for grpcio), the
+#                        wheels installed by pip running inside it (every native library they need checked
+#                        with ldd), as one tar, reproducible under SOURCE_DATE_EPOCH
 #   4. umoci             that tar as the single layer of an OCI image, with the image config
 #   5. skopeo            the OCI image written as a docker-archive tagged IMAGE_REF
 # Same inputs (checkout, lock, Debian mirror state, SOURCE_DATE_EPOCH) → same bytes, so the same digest.
@@ -45,7 +46,7 @@ fi
 
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/kgpu-image.XXXXXX")"
 trap 'rm -rf "$WORK"' EXIT
-mkdir -p "$WORK/wheels" "$CACHE/wheels" "$(dirname "$OUT")"
+mkdir -p "$WORK/wheels" "$CACHE/wheels" "$CACHE/debs" "$(dirname "$OUT")"
 
 say "1/5 kgpu wheel"
 "$PYTHON" -m pip wheel --quiet --no-deps --no-build-isolation --wheel-dir "$WORK/kgpu" . 2>&1 | grep -v 'is ignored' >&2 || true
@@ -72,25 +73,32 @@ done
 # (scripts in /usr/local/bin with its #!) and no pip is left behind. Offline, pinned, no byte-code yet.
 PIP_WHEEL="pip-$(sed -n 's/^pip==\([^ ]*\) .*/\1/p' deploy/image/pip.txt)-py3-none-any.whl"
 export PIP_INSTALL="python3 /tmp/wheels/$PIP_WHEEL/pip install --quiet --no-index --no-deps --break-system-packages --root-user-action=ignore --no-cache-dir --no-compile --disable-pip-version-check --no-warn-script-location"
+# Byte-code is compiled last with -f: every .pyc hash-checked, none left with a timestamp header (which holds
+# the install time, so would change the digest). Debian's .debs are cached in $CACHE/debs between builds.
 # No docs, man pages or translations: nothing in the image reads them (the copyright files stay).
 # merged /usr the way debootstrap (and Debian's own container images) set it up, without usrmerge and the perl
 # it needs.
 mmdebstrap ${MMDEBSTRAP_VERBOSE:---quiet} --mode=root --variant=essential --format=tar \
     --hook-dir=/usr/share/mmdebstrap/hooks/merged-usr \
-    --include=python3 \
+    --include=python3,libstdc++6 \
     --dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/info/*' \
     --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-include=/usr/share/doc/*/copyright' \
     --dpkgopt='path-exclude=/usr/share/locale/*' --dpkgopt='path-exclude=/usr/share/lintian/*' \
     --dpkgopt='path-exclude=/usr/lib/x86_64-linux-gnu/gconv/*' \
+    --skip=download/empty --skip=essential/unlink \
+    --setup-hook='mkdir -p "$1/var/cache/apt/archives"' \
+    --setup-hook="sync-in $CACHE/debs /var/cache/apt/archives/" \
+    --customize-hook="sync-out /var/cache/apt/archives $CACHE/debs" \
     --customize-hook='mkdir "$1/tmp/wheels"' \
     --customize-hook="sync-in $WORK/wheels /tmp/wheels" \
     --customize-hook='chroot "$1" env -i PATH=/usr/sbin:/usr/bin SOURCE_DATE_EPOCH=$SOURCE_DATE_EPOCH sh -c "$PIP_INSTALL --find-links /tmp/wheels --require-hashes -r /tmp/wheels/requirements.txt"' \
     --customize-hook='chroot "$1" env -i PATH=/usr/sbin:/usr/bin SOURCE_DATE_EPOCH=$SOURCE_DATE_EPOCH sh -c "$PIP_INSTALL /tmp/wheels/kgpu-*.whl"' \
-    --customize-hook='chroot "$1" python3 -m compileall -q --invalidation-mode unchecked-hash /usr/local/lib/python3.11/dist-packages >/dev/null' \
+    --customize-hook='chroot "$1" python3 -m compileall -q -f --invalidation-mode unchecked-hash /usr/local/lib/python3.11/dist-packages >/dev/null' \
     --customize-hook='rm -rf "$1/tmp/wheels" "$1"/var/cache/* "$1"/var/log/* "$1/etc/resolv.conf" "$1/etc/hostname"' \
     --customize-hook='echo "nonroot:x:65532:65532:kgpu:/nonexistent:/usr/sbin/nologin" >> "$1/etc/passwd"' \
     --customize-hook='echo "nonroot:x:65532:" >> "$1/etc/group"' \
     --customize-hook='chroot "$1" kgpu --version' \
+    --customize-hook='if chroot "$1" find /usr/local/lib/python3.11/dist-packages -name "*.so*" -exec ldd {} + | grep "not found"; then echo "image: a shared library the wheels need is not in the image (above)" >&2; exit 1; fi' \
     --customize-hook='chroot "$1" dpkg-query -W -f "\${Package}=\${Version}\n" > "$1/usr/share/kgpu-image-packages.txt"' \
     "$SUITE" "$WORK/rootfs.tar" "${sources[@]}"
 
