@@ -37,13 +37,16 @@ INSTALL_ORDER = [
 _SEPARATOR = re.compile(r"^---[ \t]*$", re.MULTILINE)
 _KIND = re.compile(r"^kind:[ \t]*(\S+)", re.MULTILINE)
 _HOOK = re.compile(r"^[ \t]+helm\.sh/hook:", re.MULTILINE)
+_DELETE_HOOK = re.compile(r"^[ \t]+helm\.sh/hook:[ \t]*\S*delete", re.MULTILINE)
 
 HEADER = """\
 # kgpu node components, rendered from deploy/helm/kgpu with its default values (release "kgpu", namespace
 # kube-system) by scripts/render_manifests.py. Do not edit: change the chart and re-run the script.
 #   kubectl apply -f deploy/manifests/kgpu.yaml
 # The last object is the validation Job that `helm install` runs as a post-install hook; applied this way it
-# starts at once and waits (up to its --timeout) for a GPU node to accept its test pod.
+# starts at once and waits (up to its --timeout) for a GPU node to accept its test pod. What `helm uninstall`
+# does after deleting (the chart's post-delete hook) is for you to run after `kubectl delete -f`:
+#   kgpu labeler --prune      # removes the labels the labeler applied from every Node
 """
 
 
@@ -72,6 +75,8 @@ def render_documents(values: dict[str, Any] | None = None, namespace: str = NAME
 def render_manifest(values: dict[str, Any] | None = None) -> str:
     parts = [HEADER]
     for source, body in render_documents(values):
+        if _DELETE_HOOK.search(body):
+            continue  # runs on helm uninstall; applied with kubectl it would run at once
         parts.append(f"---\n# Source: {source}\n{body}\n")
     return "".join(parts)
 

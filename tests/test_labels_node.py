@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from cli_inproc import kgpu
 from fake_apiserver import FakeApiServer
 from typer.testing import CliRunner
 
@@ -99,3 +100,36 @@ def test_the_apply_body_carries_only_name_and_labels() -> None:
     assert apply_body("n", {"b": "2", "a": "1"}) == {
         "apiVersion": "v1", "kind": "Node", "metadata": {"name": "n", "labels": {"a": "1", "b": "2"}},
     }
+
+
+def test_prune_removes_only_what_the_labeler_alone_holds_on_every_node(api: FakeApiServer, tmp_path: Path) -> None:
+    # Given two GPU nodes the labeler labelled, one of which an admin also labelled gpu.present by hand,
+    # and a CPU node kgpu never touched,
+    api.add_node("gpu-node-2")
+    api.add_node("cpu-node", team="web")
+    label_node(api, tmp_path, "t4")
+    runner.invoke(app, ["--simulate", "t4", "labels", "--no-timestamp", "--root", str(tmp_path), "--node",
+                        "gpu-node-2", "--kubeconfig", str(api.kubeconfig(tmp_path))], env=CLEAN_ENV)
+    api.set_label("gpu-node-2", "nvidia.com/gpu.present", "true", manager="kubectl-label")
+    requests_before = len(api.requests)
+    # when helm uninstall prunes,
+    result = runner.invoke(app, ["labeler", "--prune", "--kubeconfig", str(api.kubeconfig(tmp_path))])
+    # then no kgpu label is left, the admin's own label and other labels stay, the CPU node is not patched,
+    assert result.exit_code == 0, result.output
+    assert not [k for k in api.nodes["gpu-node-1"].labels if k.startswith("nvidia.com/")]
+    assert [k for k in api.nodes["gpu-node-2"].labels if k.startswith("nvidia.com/")] == ["nvidia.com/gpu.present"]
+    assert api.nodes["cpu-node"].labels == {"team": "web"}
+    patched = {r.path for r in api.requests[requests_before:] if r.method == "PATCH"}
+    assert patched == {"/api/v1/nodes/gpu-node-1", "/api/v1/nodes/gpu-node-2"}
+    assert "node/gpu-node-1: removed" in result.stdout and "nvidia.com/gpu.product" in result.stdout
+    # and a second prune finds nothing to do.
+    again = runner.invoke(app, ["labeler", "--prune", "--kubeconfig", str(api.kubeconfig(tmp_path))])
+    assert again.exit_code == 0 and "no node carries a label of field manager kgpu" in again.stdout
+
+
+def test_prune_without_the_right_to_list_nodes_says_what_it_needs(api: FakeApiServer, tmp_path: Path) -> None:
+    api.forbid = True
+    done = kgpu("labeler", "--prune", "--kubeconfig", str(api.kubeconfig(tmp_path)))
+    assert done.returncode != 0
+    assert "list, get and patch on nodes" in done.stderr and "Traceback" not in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr

@@ -241,3 +241,46 @@ def _api_error(node: str, exc: Any) -> NodeLabelError:
             f"not allowed to change node {node!r}: {status.message}; this needs get and patch on nodes"
         )
     return NodeLabelError(f"changing node {node!r} failed: {status.code} {status.message}")
+
+
+# -- helm uninstall: withdraw the labeler's labels from every node (as NFD's chart runs nfd-master -prune) --
+
+
+def owned_labels(managed_fields: list[dict[str, Any]], manager: str = FIELD_MANAGER) -> set[str]:
+    """Label keys that ``manager`` holds, read from an object's ``metadata.managedFields``."""
+    keys: set[str] = set()
+    for entry in managed_fields:
+        if entry.get("manager") != manager:
+            continue
+        labels = ((entry.get("fieldsV1") or {}).get("f:metadata") or {}).get("f:labels") or {}
+        keys.update(k[2:] for k in labels if k.startswith("f:"))
+    return keys
+
+
+def prune_node_labels(client: Any, node: str | None = None) -> dict[str, list[str]]:
+    """Withdraw every label the labeler applied (field manager ``kgpu``) from ``node``, or from every Node
+    that carries one: an apply of no labels as ``kgpu``, so a label another manager also holds (an
+    admin's ``kubectl label``) stays. Returns, per node touched, the keys that are gone."""
+    from lightkube import ApiError
+    from lightkube.resources.core_v1 import Node
+
+    removed: dict[str, list[str]] = {}
+    try:
+        nodes = [client.get(Node, node)] if node is not None else list(client.list(Node))
+        for obj in nodes:
+            meta = obj.to_dict().get("metadata", {})
+            name = str(meta.get("name", ""))
+            ours = owned_labels(meta.get("managedFields") or [])
+            if not ours:
+                continue
+            result = client.apply(Node.from_dict(apply_body(name, {})), field_manager=FIELD_MANAGER, force=True)
+            left = set(result.to_dict().get("metadata", {}).get("labels") or {})
+            removed[name] = sorted(ours - left)
+    except ApiError as exc:
+        if exc.status.code == 403:
+            raise NodeLabelError(f"not allowed to remove kgpu's node labels ({exc.status.message}); this needs "
+                                 "list, get and patch on nodes") from exc
+        raise _api_error(node or "(all)", exc) from exc
+    except _transport_errors() as exc:
+        raise NodeLabelError(f"cannot reach the Kubernetes API server to remove kgpu's labels: {exc}") from exc
+    return removed

@@ -95,6 +95,18 @@ def _node_publisher(node: str, kubeconfig: Path | None) -> Any:
     return publish
 
 
+def _prune(node: str | None, kubeconfig: Path | None) -> None:
+    from kgpu.labels.node import FIELD_MANAGER, kube_client, prune_node_labels
+
+    removed = prune_node_labels(kube_client(kubeconfig), node)
+    if not removed:
+        where = f"node/{node} carries no" if node else "no node carries a"
+        print(f"{where} label of field manager {FIELD_MANAGER}: nothing to remove")
+    for name, keys in removed.items():
+        print(f"node/{name}: removed {len(keys)} label{'s' * (len(keys) != 1)}"
+              + (f" ({', '.join(keys)})" if keys else ""))
+
+
 @takes_flags(GFD, LABELS_FLAGS)
 def labels(
     ctx: typer.Context,
@@ -178,6 +190,12 @@ def labeler(
         typer.Option("--healthz", help="Serve GET /healthz on HOST:PORT (200 while labels are being published).",
                      metavar="ADDR"),
     ] = None,
+    prune: Annotated[
+        bool,
+        typer.Option("--prune", help="Instead of labelling: remove the labels the labeler applied (field manager "
+                     "kgpu) from every Node, or only from --node, and exit; a label someone else also set "
+                     "stays. `helm uninstall` runs this, as NFD's chart runs nfd-master -prune."),
+    ] = False,
 ) -> None:
     """Keep the node's GPU labels up to date: relabel every --interval, and at once when the inventory,
     the config file or the host facts change. SIGTERM stops it cleanly.
@@ -193,7 +211,12 @@ def labeler(
         --healthz :8081
 
       kgpu --simulate h100x8 labeler --oneshot -o /tmp/kgpu.labels
+
+      kgpu labeler --prune                    # every node: kgpu's labels removed
     """
+    if prune:
+        _prune(node, _kubeconfig(given))
+        return
     from kgpu.daemon import Daemon, parse_listen
     from kgpu.errors import ConfigError, KgpuError
     from kgpu.fsio import check_root
