@@ -43,10 +43,15 @@ def by_kind(objs: list[dict[str, Any]], kind: str) -> dict[str, dict[str, Any]]:
     return {o["metadata"]["name"]: o for o in objs if o["kind"] == kind}
 
 
+def uninstall_hook(obj: dict[str, Any]) -> bool:
+    return "delete" in obj["metadata"].get("annotations", {}).get("helm.sh/hook", "")
+
+
 def containers(objs: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
+    """Containers of what an install runs (the uninstall hook has its own test)."""
     out = []
     for o in objs:
-        if o["kind"] in ("DaemonSet", "Job"):
+        if o["kind"] in ("DaemonSet", "Job") and not uninstall_hook(o):
             spec = o["spec"]["template"]["spec"]
             out += [(o["metadata"]["name"], spec, c) for c in spec["containers"]]
     return out
@@ -87,14 +92,16 @@ def test_default_install_creates_the_node_components_and_their_accounts() -> Non
     objs = render()
     kinds = sorted((o["kind"], o["metadata"]["name"]) for o in objs)
     assert kinds == [
-        ("ClusterRole", "kgpu-labeler"), ("ClusterRole", "kgpu-validation"),
-        ("ClusterRoleBinding", "kgpu-labeler"), ("ClusterRoleBinding", "kgpu-validation"),
+        ("ClusterRole", "kgpu-labeler"), ("ClusterRole", "kgpu-labeler-prune"), ("ClusterRole", "kgpu-validation"),
+        ("ClusterRoleBinding", "kgpu-labeler"), ("ClusterRoleBinding", "kgpu-labeler-prune"),
+        ("ClusterRoleBinding", "kgpu-validation"),
         ("ConfigMap", "kgpu-config"),
         ("DaemonSet", "kgpu-device-plugin"), ("DaemonSet", "kgpu-exporter"), ("DaemonSet", "kgpu-labeler"),
-        ("Job", "kgpu-validation"),
+        ("Job", "kgpu-labeler-prune"), ("Job", "kgpu-validation"),
         ("Role", "kgpu-validation"), ("RoleBinding", "kgpu-validation"),
         ("Service", "kgpu-exporter"),
         ("ServiceAccount", "kgpu"), ("ServiceAccount", "kgpu-device-plugin"), ("ServiceAccount", "kgpu-labeler"),
+        ("ServiceAccount", "kgpu-labeler-prune"),
         ("ServiceAccount", "kgpu-validation"),
     ]
     assert {o["metadata"].get("namespace", "kube-system") for o in objs} == {"kube-system"}
@@ -162,7 +169,7 @@ def test_the_labelers_scheduling_is_overridable() -> None:
         assert (spec["nodeSelector"], spec["affinity"]) == ({"nvidia.com/gpu.present": "true"}, pool), name
 
 
-@pytest.mark.parametrize("variant", list(VARIANTS))
+@pytest.mark.parametrize("variant", [v for v in VARIANTS if v != "lab"])  # lab: toolkit-free, below
 def test_every_container_drops_all_capabilities_and_has_limits(variant: str) -> None:
     for owner, _, c in containers(render(VARIANTS[variant])):
         sc = c["securityContext"]
@@ -202,7 +209,7 @@ def test_http_probes_point_at_declared_ports() -> None:
 
 
 def test_rbac_is_least_privilege() -> None:
-    objs = render()
+    objs = [o for o in render() if not uninstall_hook(o)]
     roles = {(o["kind"], o["metadata"]["name"]): o["rules"] for o in objs if o["kind"] in ("Role", "ClusterRole")}
     assert roles == {
         ("ClusterRole", "kgpu-labeler"): [{"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "patch"]}],
@@ -306,7 +313,7 @@ def test_monitoring_values_add_a_service_monitor_and_drop_the_validation_job() -
     assert monitor["spec"]["endpoints"] == [{"port": "metrics", "path": "/metrics", "interval": "15s",
                                              "honorLabels": True}]
     assert monitor["metadata"]["labels"]["release"] == "prometheus"
-    assert not by_kind(objs, "Job")
+    assert "kgpu-validation" not in by_kind(objs, "Job")
     assert "kgpu-validation" not in by_kind(objs, "ServiceAccount")
     assert not by_kind(objs, "Role")
     assert by_kind(objs, "RuntimeClass") == {"nvidia": {
@@ -354,10 +361,89 @@ def test_a_driver_root_reaches_every_node_component_as_nvidia_lays_it_out(
     assert (config.driver_root.host, config.driver_root.view) == ("/run/nvidia/driver", mount)
 
 
+TOOLKIT_FREE = {"driverRoot": "/usr/local/nvidia", "config": {"version": "v1", "flags": {"plugin": {
+    "deviceListStrategy": "driver-mounts"}}}}
+EVERY_NODE_COMPONENT = {"mpsDaemon": {"enabled": True}, "validator": {"enabled": True},
+                        "migManager": {"enabled": True}}
+
+
+def test_toolkit_free_components_get_the_driver_read_only_and_the_gpus_device_nodes() -> None:
+    # Given a node without the NVIDIA container toolkit: the documented two values, every node component on.
+    objs = render({**TOOLKIT_FREE, **EVERY_NODE_COMPONENT})
+    nodes = [(owner, spec, c) for owner, spec, c in containers(objs) if owner != "kgpu-validation"]
+    assert len(nodes) == 6
+    for owner, spec, c in nodes:
+        sc = c["securityContext"]
+        # NVML opens /dev/nvidiactl and /dev/nvidiaN, which only a privileged container reaches (nothing
+        # injects them), so each is privileged — and no more: its root filesystem read-only, the driver root
+        # read-only at /driver-root, no host PID/IPC namespace, and settings privileged ignores left out.
+        assert sc["privileged"] is True, owner
+        assert sc["readOnlyRootFilesystem"] is True, owner
+        assert not {"allowPrivilegeEscalation", "capabilities", "seccompProfile"} & set(sc), owner
+        assert driver_root_problems(owner, spec, c, "/usr/local/nvidia") == [], owner
+        assert not (spec.get("hostPID") or spec.get("hostIPC") or spec.get("hostNetwork")), owner
+        writable = [m["mountPath"] for m in c["volumeMounts"] if not m.get("readOnly")]
+        assert set(writable) <= {"/tmp", "/run/kgpu", "/var/lib/kubelet/device-plugins", "/dev/shm"}, owner
+    # The labeler stays non-root: privileged gives it the device nodes but no capability.
+    users = {owner: c["securityContext"]["runAsUser"] for owner, _, c in nodes}
+    assert users["kgpu-labeler"] == 65532
+    # The validation Job gets its GPU from the device plugin like any pod: not privileged.
+    (job,) = [c for owner, _, c in containers(objs) if owner == "kgpu-validation"]
+    assert "privileged" not in job["securityContext"] and job["securityContext"]["runAsNonRoot"] is True
+
+
+def test_toolkit_free_without_a_driver_root_is_refused_naming_the_value() -> None:
+    with pytest.raises(Exception, match="driver-mounts needs driverRoot"):
+        render({**TOOLKIT_FREE, "driverRoot": ""})
+
+
+def test_a_driver_root_alone_changes_no_privilege() -> None:
+    # A GPU Operator driver container with the toolkit: the runtime injects the GPUs, nothing is privileged.
+    for owner, _, c in containers(render({"driverRoot": "/run/nvidia/driver", **EVERY_NODE_COMPONENT})):
+        assert "privileged" not in c["securityContext"], owner
+        assert c["securityContext"]["capabilities"] == {"drop": ["ALL"]}, owner
+
+
+def test_the_validation_job_and_the_prune_hook_can_use_the_node_network_too() -> None:
+    # Clusters whose pods reach the API server only from the host network (the lab): the node components take
+    # <component>.hostNetwork; the Jobs that call the API follow validation.hostNetwork and the labeler's.
+    values = {"labeler": {"hostNetwork": True}, "validation": {"hostNetwork": True}}
+    jobs = {o["metadata"]["name"]: o["spec"]["template"]["spec"] for o in render(values) if o["kind"] == "Job"}
+    assert {name: spec.get("hostNetwork") for name, spec in jobs.items()} == {
+        "kgpu-validation": True, "kgpu-labeler-prune": True}
+    assert not any(o["spec"]["template"]["spec"].get("hostNetwork") for o in render() if o["kind"] == "Job")
+
+
 def test_without_a_driver_root_nothing_of_it_is_set() -> None:
     for owner, spec, c in containers(render(VARIANTS["mps"])):
         assert not {e["name"] for e in c.get("env", [])} & {"NVIDIA_DRIVER_ROOT", "CONTAINER_DRIVER_ROOT"}, owner
         assert "driver-root" not in {v["name"] for v in spec.get("volumes", [])}, owner
+
+
+def test_helm_uninstall_prunes_the_labelers_labels_with_objects_of_its_own() -> None:
+    # The labeler and its RBAC are gone when post-delete hooks run: the prune Job brings its own, as hooks
+    # created before it (lower weight) and deleted with it once it succeeded.
+    hooks = {(o["kind"], o["metadata"]["name"]): o for o in render()
+             if o["metadata"].get("annotations", {}).get("helm.sh/hook") == "post-delete"}
+    assert set(hooks) == {("ServiceAccount", "kgpu-labeler-prune"), ("ClusterRole", "kgpu-labeler-prune"),
+                          ("ClusterRoleBinding", "kgpu-labeler-prune"), ("Job", "kgpu-labeler-prune")}
+    weights = {kind: int(o["metadata"]["annotations"]["helm.sh/hook-weight"]) for (kind, _), o in hooks.items()}
+    assert weights["ServiceAccount"] < weights["ClusterRoleBinding"] < weights["Job"]
+    assert all(o["metadata"]["annotations"]["helm.sh/hook-delete-policy"] == "before-hook-creation,hook-succeeded"
+               for o in hooks.values())
+    assert hooks[("ClusterRole", "kgpu-labeler-prune")]["rules"] == [
+        {"apiGroups": [""], "resources": ["nodes"], "verbs": ["list", "get", "patch"]}]
+    pod = hooks[("Job", "kgpu-labeler-prune")]["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == "kgpu-labeler-prune"
+    assert pod["containers"][0]["args"] == ["labeler", "--prune"]
+    assert pod["containers"][0]["securityContext"]["runAsNonRoot"] is True
+    # Where the labeler reaches the API server from the node's network, so does its clean-up.
+    lab = by_kind(render(VARIANTS["lab"]), "Job")["kgpu-labeler-prune"]["spec"]["template"]["spec"]
+    assert lab["hostNetwork"] is True
+    assert {"name": "KUBERNETES_SERVICE_HOST", "value": "127.0.0.1"} in lab["containers"][0]["env"]
+    # Off: no hook at all; and kubectl's manifests never carry it (applied, it would run at once).
+    assert not [o for o in render({"labeler": {"pruneOnUninstall": False}}) if "prune" in o["metadata"]["name"]]
+    assert "labeler-prune" not in (REPO / "deploy" / "manifests" / "kgpu.yaml").read_text()
 
 
 def test_validation_job_is_a_post_install_hook_running_validate_pod() -> None:

@@ -27,6 +27,7 @@ from kgpu.operator.template import (
     SelectorLabels,
     Splice,
     Text,
+    ToolkitFree,
     When,
     Yaml,
     when_items,
@@ -43,26 +44,30 @@ COMPONENTS: dict[str, str] = {
     "draPlugin": "dra-plugin",
 }
 
-_ROOT_SECURITY: dict[str, Any] = {
-    "runAsUser": 0,
-    "runAsNonRoot": False,
-    "allowPrivilegeEscalation": False,
-    "readOnlyRootFilesystem": True,
-    "capabilities": {"drop": ["ALL"]},
-    "seccompProfile": {"type": "RuntimeDefault"},
-}
+def _security(user: dict[str, Any]) -> dict[str, Any]:
+    """``user`` plus what every node component shares: a read-only root filesystem, and either no capability,
+    no privilege escalation and the runtime's seccomp profile, or — on a node without the NVIDIA container
+    toolkit — privileged, because nothing else gives a pod the GPUs' device nodes that NVML opens (a hostPath
+    of a device node is refused by the device cgroup; a device plugin cannot allocate GPUs to itself).
+    Privileged grants every capability and unconfined seccomp, so those settings are left out rather than
+    shown and ignored; a non-root user still gets no capability."""
+    free = ToolkitFree()
+    return {
+        **user,
+        "privileged": When(free, True),
+        "allowPrivilegeEscalation": When(Not(free), False),
+        "readOnlyRootFilesystem": True,
+        "capabilities": When(Not(free), {"drop": ["ALL"]}),
+        "seccompProfile": When(Not(free), {"type": "RuntimeDefault"}),
+    }
+
+
+def _root_security() -> dict[str, Any]:
+    return _security({"runAsUser": 0, "runAsNonRoot": False})
 
 
 def _nonroot_security() -> dict[str, Any]:
-    return {
-        "runAsUser": Ref("nonRootUser"),
-        "runAsGroup": Ref("nonRootUser"),
-        "runAsNonRoot": True,
-        "allowPrivilegeEscalation": False,
-        "readOnlyRootFilesystem": True,
-        "capabilities": {"drop": ["ALL"]},
-        "seccompProfile": {"type": "RuntimeDefault"},
-    }
+    return _security({"runAsUser": Ref("nonRootUser"), "runAsGroup": Ref("nonRootUser"), "runAsNonRoot": True})
 
 
 def _env(section: str, capabilities: str = "utility") -> list[Any]:
@@ -230,7 +235,7 @@ def _container(section: str, *, security: dict[str, Any], capabilities: str = "u
 
 
 def device_plugin() -> Document:
-    container = _container("devicePlugin", security=_ROOT_SECURITY)
+    container = _container("devicePlugin", security=_root_security())
     container |= {
         "livenessProbe": Opt(Ref("devicePlugin.livenessProbe")),
         "readinessProbe": Opt(Ref("devicePlugin.readinessProbe")),
@@ -285,7 +290,7 @@ def labeler() -> Document:
 def exporter() -> Document:
     container = _container(
         "exporter",
-        security=_ROOT_SECURITY,
+        security=_root_security(),
         extra={"ports": [{"name": "metrics", "containerPort": Ref("exporter.port"), "protocol": "TCP"}]},
     )
     container |= {
@@ -315,7 +320,7 @@ def exporter() -> Document:
 
 
 def mps_daemon() -> Document:
-    container = _container("mpsDaemon", security=_ROOT_SECURITY, capabilities="compute,utility")
+    container = _container("mpsDaemon", security=_root_security(), capabilities="compute,utility")
     container |= {
         "livenessProbe": {"exec": {"command": ["sh", "-c", "test -d /run/kgpu/mps"]}, "periodSeconds": 30},
         "readinessProbe": {"exec": {"command": ["sh", "-c", "test -f /run/kgpu/mps/.ready"]}, "periodSeconds": 10},
@@ -340,7 +345,7 @@ def mps_daemon() -> Document:
 
 
 def validator() -> Document:
-    container = _container("validator", security=_ROOT_SECURITY)
+    container = _container("validator", security=_root_security())
     container |= {
         "volumeMounts": [
             *_common_mounts(),
@@ -361,7 +366,7 @@ def validator() -> Document:
 
 
 def mig_manager() -> Document:
-    container = _container("migManager", security=_ROOT_SECURITY, capabilities="compute,utility")
+    container = _container("migManager", security=_root_security(), capabilities="compute,utility")
     namespace = {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}}
     container["env"].insert(1, namespace)  # the pods it restarts after a change live in its namespace
     container |= {
@@ -391,7 +396,7 @@ def mig_manager() -> Document:
 def dra_plugin() -> Document:
     container = _container(
         "draPlugin",
-        security=_ROOT_SECURITY,
+        security=_root_security(),
         capabilities="compute,utility",
         extra={"ports": [{"name": "healthz", "containerPort": Ref("draPlugin.healthPort"), "protocol": "TCP"}]},
     )

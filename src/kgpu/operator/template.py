@@ -221,6 +221,35 @@ class SelectorLabels(Expr):
 
 
 @dataclass(frozen=True, slots=True)
+class Not(Expr):
+    """True when ``inner`` is empty or false (Go's ``not``)."""
+
+    inner: Expr
+
+    def eval(self, ctx: Context) -> Any:
+        return not self.inner.eval(ctx)
+
+    def go(self) -> str:
+        return f"not ({self.inner.go()})"
+
+
+DRIVER_MOUNTS = "driver-mounts"
+
+
+@dataclass(frozen=True, slots=True)
+class ToolkitFree(Expr):
+    """The node runs GPU containers without the NVIDIA container toolkit: the device plugin's
+    ``deviceListStrategy`` is (or lists) ``driver-mounts`` (the chart's ``kgpu.toolkitFree``)."""
+
+    def eval(self, ctx: Context) -> Any:
+        strategy = lookup(ctx.values, "config.flags.plugin.deviceListStrategy")
+        return "true" if strategy is not None and DRIVER_MOUNTS in _go_string(strategy) else ""
+
+    def go(self) -> str:
+        return 'include "kgpu.toolkitFree" .'
+
+
+@dataclass(frozen=True, slots=True)
 class Checksum(Expr):
     """sha256 of a value's JSON, so a pod template changes when that value does (Go's ``toJson``)."""
 

@@ -61,6 +61,19 @@ checksum/config: {{ toYaml .Values.config | sha256sum }}
 {{- end }}
 {{- end -}}
 
+{{/* "true" when the nodes run GPU containers without the NVIDIA container toolkit: the device plugin's
+     deviceListStrategy is (or lists) driver-mounts. Nothing then injects the driver or the GPUs' device nodes
+     into kgpu's own containers, so they mount driverRoot themselves and run privileged (README "Without the
+     NVIDIA container toolkit" says why). */}}
+{{- define "kgpu.toolkitFree" -}}
+{{- if contains "driver-mounts" (toString (dig "flags" "plugin" "deviceListStrategy" "" (.Values.config | default dict))) -}}
+{{- if not .Values.driverRoot -}}
+{{- fail "config.flags.plugin.deviceListStrategy driver-mounts needs driverRoot: the NVIDIA driver's directory on the nodes (e.g. /usr/local/nvidia, /home/kubernetes/bin/nvidia, or / for a driver installed on the host)" -}}
+{{- end -}}
+true
+{{- end -}}
+{{- end -}}
+
 {{- define "kgpu.rootSecurityContext" -}}
 runAsUser: 0
 runAsNonRoot: false
