@@ -206,10 +206,13 @@ def test_sigterm_stops_cleanly_and_removes_the_socket(launch) -> None:  # type: 
     plugin = launch("t4")
     plugin.kubelet.wait_for_registration("nvidia.com/gpu")
     assert (plugin.kubelet.directory / "nvidia-gpu.sock").is_socket()
+    deadline = time.monotonic() + 30
+    while not plugin.state_file.exists():
+        assert time.monotonic() < deadline, "the plugin never wrote its state file"
+        time.sleep(0.05)
     assert plugin.stop() == 0
     assert not (plugin.kubelet.directory / "nvidia-gpu.sock").exists()
-    state = json.loads(plugin.state_file.read_text())
-    assert [r["registered"] for r in state["resources"]] == [False]
+    assert not plugin.state_file.exists()
 
 
 def test_a_bad_flag_value_exits_non_zero_naming_the_value_and_the_choices(launch) -> None:  # type: ignore[no-untyped-def]
@@ -260,13 +263,14 @@ def test_without_nvml_and_fail_on_init_error_false_it_idles_without_registering(
             assert time.monotonic() < deadline, "the idle plugin never wrote its state file"
             time.sleep(0.05)
         assert idle.poll() is None  # still running: no crash loop
+        state = json.loads(state_file.read_text())  # alive, and says why it serves nothing
+        assert state["resources"] == [] and "libnvidia-ml.so.1" in state["idle"]
         idle.send_signal(signal.SIGTERM)
         out, _ = idle.communicate(timeout=30)
         assert idle.returncode == 0
         assert "idling" in out
+        assert not state_file.exists()  # stopped: nothing of it left on the node
         assert kubelet.registrations == []
-        state = json.loads(state_file.read_text())  # alive, and says why it serves nothing
-        assert state["resources"] == [] and "libnvidia-ml.so.1" in state["idle"]
     finally:
         if idle is not None and idle.poll() is None:
             idle.kill()

@@ -33,7 +33,7 @@ from kgpu.deviceplugin.hostfacts import NoDriverFiles, read_host_facts
 from kgpu.deviceplugin.mps import MpsHealthSource, layout_for
 from kgpu.deviceplugin.plugin import DevicePlugin, PluginSettings, idle_state
 from kgpu.deviceplugin.resources import NodeResources, build_node_resources
-from kgpu.deviceplugin.statefile import DEFAULT_STATE_FILE, ConfigState, write_state
+from kgpu.deviceplugin.statefile import DEFAULT_STATE_FILE, ConfigState, remove_state, write_state
 from kgpu.errors import ConfigError, KgpuError
 from kgpu.gpu.backend import BackendError, GPUBackend
 from kgpu.gpu.health import POLL_SLICE_SECONDS
@@ -265,6 +265,7 @@ def _idle(runtime: Daemon, settings: DevicePluginSettings, reason: str) -> None:
     """Serve nothing until SIGTERM; the state file says why (and that the daemon is alive)."""
     runtime.watch("state-file", lambda: write_state(settings.state_file, idle_state(settings.kubelet_dir, reason)),
                   interval=IDLE_STATE_SECONDS)
+    runtime.on_stop(lambda: remove_state(settings.state_file))
     runtime.serve()
 
 

@@ -13,8 +13,8 @@ retrying belong to the daemon runtime (:mod:`kgpu.deviceplugin.daemon` wires the
 * :meth:`DevicePlugin.replace`: a reloaded configuration. Resources whose devices did not change keep
   their endpoint and registration (they answer Allocate with the new decisions at once); the others
   are stopped (their sockets removed) and the new ones served and registered.
-* :meth:`DevicePlugin.close`: every endpoint stopped, our sockets removed, the state file rewritten
-  with every resource unregistered.
+* :meth:`DevicePlugin.close`: every endpoint stopped, our sockets and the state file removed (a clean
+  stop leaves nothing on the node).
 
 Example::
 
@@ -43,6 +43,7 @@ from kgpu.deviceplugin.statefile import (
     MpsLimits,
     PluginState,
     ResourceState,
+    remove_state,
     timestamp,
     write_state,
 )
@@ -254,7 +255,7 @@ class DevicePlugin:
         self._dirty.set()
 
     def close(self) -> None:
-        """Stop every endpoint (removing our sockets) and write the final state."""
+        """Stop every endpoint, removing our sockets and the state file."""
         with self._lock:
             self._closed = True
             registrations = list(self._registrations)
@@ -263,7 +264,7 @@ class DevicePlugin:
             reg.endpoint.stop()
             reg.kubelet = None
         self.tracker.unsubscribe(self._on_health_change)
-        self.write_state()
+        remove_state(self.settings.state_file)
         log.info("device plugin stopped",
                  extra={"event": "stop", "resources": [r.resource.name for r in registrations]})
 

@@ -219,3 +219,11 @@ def read_state(path: Path) -> PluginState:
 def write_state(path: Path, state: PluginState) -> None:
     """Replace ``path`` atomically: readers see the old file or the new one, never half of either."""
     write_atomic(path, json.dumps(state.to_json(), indent=2) + "\n")
+
+
+def remove_state(path: Path | None) -> None:
+    """The file gone on a clean stop (SIGTERM: a rollout, ``helm uninstall``): a plugin that serves nothing
+    leaves nothing on the node, and readers (the exporter, the DRA plugin) take a missing file as no plugin."""
+    if path is not None:
+        path.unlink(missing_ok=True)
+
