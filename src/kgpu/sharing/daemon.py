@@ -445,6 +445,25 @@ class Supervisor:
             write_status(self.paths, daemon.status())
         if errors:
             raise DaemonError("; ".join(errors))
+        self.remove_files()
+
+    def remove_files(self) -> None:
+        """After a clean stop (SIGTERM: a rollout, ``helm uninstall``) nothing of ours is left on the node: the
+        layout, each GPU's status and whatever the control daemons left in their pipe and log directories.
+        The directories stay: GPU pods have them bind-mounted, and a restarted daemon must be reachable
+        through the same ones. shm/ is left alone: MPS clients in other pods keep their files there."""
+        paths = [self.paths.layout_file]
+        for daemon in self.daemons:
+            uuid = daemon.spec.uuid
+            paths.append(self.paths.status_file(uuid))
+            for directory in (self.paths.pipe_dir(uuid), self.paths.log_dir(uuid)):
+                if directory.is_dir():
+                    paths.extend(p for p in directory.iterdir() if not p.is_dir())
+        for path in paths:
+            try:
+                path.unlink(missing_ok=True)
+            except OSError as exc:
+                log.warning("cannot remove an MPS file", extra={"path": str(path), "error": str(exc)})
 
 
 def _reap_orphans() -> None:
