@@ -6,7 +6,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.kgpu-installed
 
 IMAGE_ARCHIVE ?= build/kgpu-image.tar
-# Every user of the machine's one lab takes this lock (flock) around anything that touches it; empty: no lock.
+# Every user of the machine's one lab takes this lock around anything that touches it; empty: no lock. flock -o: the
+# lab's daemons that `lab up` starts must not inherit (and so hold) it after the run.
 LAB_LOCK ?= $(wildcard /work/lab.lock)
 
 .PHONY: demo test lint typecheck unit clean proto image e2e e2e-dra

@@ -36,7 +36,11 @@ class Release:
     def install(self, values: dict[str, Any], timeout: int = 600) -> dict[str, Any]:
         """`helm install`: returns once the objects exist and the post-install hooks (validation Job) succeeded."""
         with self._config() as config:
-            self.installed = True
+            if config.list(all_states=True, name_filter=f"^{self.name}$"):
+                # never ours to remove: another user of the cluster left it, or is using it
+                raise RuntimeError(f"a Helm release {self.name!r} already exists in {self.namespace}: the suite "
+                                   "installs its own (helm uninstall it if it is a leftover)")
+            self.installed = True  # from here on, a failed install leaves a release to uninstall
             release: dict[str, Any] = config.install(CHART, self.name, values, namespace=self.namespace,
                                                      timeout=timeout)
         return release

@@ -40,7 +40,8 @@ T = TypeVar("T")
 
 
 def wait_for(what: str, probe: Callable[[], T | None], timeout: float = 120.0, interval: float = 0.5) -> T:
-    """Poll ``probe`` until it returns something other than None/False; fail naming ``what`` and the last value."""
+    """Poll ``probe`` until it returns something true (a value, True, a non-empty list); fail naming ``what``
+    and the last value seen."""
     deadline = time.monotonic() + timeout
     last: Any = None
     while True:
@@ -50,7 +51,7 @@ def wait_for(what: str, probe: Callable[[], T | None], timeout: float = 120.0, i
             value, last = None, exc
         else:
             last = value
-        if value is not None and value is not False:
+        if value:
             return value
         if time.monotonic() > deadline:
             raise AssertionError(f"{what}: not after {timeout:g}s (last: {last!r})")
@@ -151,6 +152,21 @@ class Cluster:
         labels: dict[str, str] = self.node_object()["metadata"].get("labels", {})
         return labels
 
+    def forget_stale_resource(self, resource: str) -> None:
+        """Remove ``resource`` from the Node's status when no device plugin advertises it any more.
+
+        A Node keeps an extended resource in its status after the plugin that advertised it is gone when
+        the kubelet restarted without its device checkpoint (it then never mentions the resource again), so
+        a GPU pod could even be admitted on it. Kubernetes' documented way out is a JSON patch of the
+        status; the suite does it before an install so that its timings start from zero GPUs."""
+        status = self.node_object()["status"]
+        if resource not in status.get("capacity", {}) and resource not in status.get("allocatable", {}):
+            return
+        key = resource.replace("~", "~0").replace("/", "~1")
+        ops = [{"op": "remove", "path": f"/status/{part}/{key}"} for part in ("capacity", "allocatable")
+               if resource in status.get(part, {})]
+        self.kubectl("patch", "node", self.node, "--subresource=status", "--type=json", "-p", json.dumps(ops))
+
     def import_image(self, archive: Path) -> None:
         if not self.on_lab:
             raise RuntimeError("importing an image needs the lab; on another cluster, make the image pullable")
@@ -195,3 +211,26 @@ class Cluster:
         self.kubectl("delete", "namespace", name, "--ignore-not-found", "--wait=true", timeout=180)
         if name in self.created_namespaces:
             self.created_namespaces.remove(name)
+
+    def state_report(self, namespace: str = "kube-system", selector: str = "app.kubernetes.io/part-of=kgpu") -> str:
+        """What an admin looks at when something is wrong: pods, recent events, the last log lines of kgpu's
+        pods. Printed under a failed test; never raises."""
+        parts = []
+        for title, args in (
+            ("pods", ("get", "pods", "-A", "-o", "wide")),
+            ("events (last 25)", ("get", "events", "-A", "--sort-by=.lastTimestamp")),
+        ):
+            done = subprocess.run(["kubectl", *args], env=self.env, capture_output=True, text=True, timeout=30)
+            lines = (done.stdout or done.stderr).splitlines()
+            parts.append(f"--- {title}\n" + "\n".join(lines[-26:] if "events" in title else lines))
+        try:
+            pods = self.get("pods", "-n", namespace, "-l", selector)["items"]
+        except (subprocess.CalledProcessError, subprocess.TimeoutExpired, ValueError):
+            pods = []
+        for pod in pods:
+            name = pod["metadata"]["name"]
+            done = subprocess.run(["kubectl", "logs", "-n", namespace, name, "--all-containers", "--tail", "15"],
+                                  env=self.env, capture_output=True, text=True, timeout=30)
+            parts.append(f"--- logs {namespace}/{name}\n{(done.stdout or done.stderr).rstrip()}")
+        return "\n".join(parts)
+

@@ -57,3 +57,17 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         terminalreporter.section("kgpu e2e figures")
         for what, value in TIMINGS:
             terminalreporter.write_line(f"{what:<58} {value}")
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[pytest.TestReport]:
+    """Under a failed test: the cluster's pods, events and kgpu's logs, before teardown removes them."""
+    report: pytest.TestReport = yield
+    cluster = getattr(item, "funcargs", {}).get("cluster")
+    if report.failed and isinstance(cluster, Cluster):
+        try:
+            report.sections.append(("kgpu e2e: cluster state", cluster.state_report()))
+        except Exception as exc:  # a report must never hide the failure itself
+            report.sections.append(("kgpu e2e: cluster state", f"unavailable: {exc!r}"))
+    return report
+

@@ -15,6 +15,8 @@ import shutil
 import stat
 from pathlib import Path
 
+from cluster import REPO
+
 from kgpu.gpu.model import Inventory
 from kgpu.gpu.simulated import SimulatedBackend
 
@@ -27,6 +29,7 @@ LIBRARIES = ("libnvidia-ml.so", "libcuda.so", "libnvidia-ptxjitcompiler.so", "li
 BINARIES = ("nvidia-smi", "nvidia-debugdump", "nvidia-persistenced", "nvidia-cuda-mps-control",
             "nvidia-cuda-mps-server")
 CONTROL_NODES = ("nvidiactl", "nvidia-uvm", "nvidia-uvm-tools")
+MPS_CONTROL_FAKE = REPO / "tests" / "fakes" / "nvidia-cuda-mps-control"
 
 
 def inventory() -> Inventory:
@@ -59,7 +62,12 @@ def lay_out_driver_root(root: Path = DRIVER_ROOT) -> Path:
         (root / "lib64" / f"{stem}.1").symlink_to(f"{stem}.{version}")
     for name in BINARIES:
         tool = root / "bin" / name
-        tool.write_text(f"#!/bin/sh\necho '{name}: kgpu e2e driver root, no real driver' >&2\nexit 1\n")
+        if name == "nvidia-cuda-mps-control":
+            # The simulated GPUs run no CUDA: the MPS control daemon is the unit tests' stand-in (Python,
+            # standard library only, run by the image's python3), so kgpu mps-daemon supervises a live one.
+            shutil.copyfile(MPS_CONTROL_FAKE, tool)
+        else:
+            tool.write_text(f"#!/bin/sh\necho '{name}: kgpu e2e driver root, no real driver' >&2\nexit 1\n")
         tool.chmod(0o755)
     null = os.stat("/dev/null").st_rdev
     for name in (*CONTROL_NODES, *(f"nvidia{minor}" for minor, _ in simulated_gpus())):
@@ -89,11 +97,12 @@ def kgpu_files_left() -> list[str]:
         if not top.exists():
             continue
         for path in sorted(top.rglob("*")):
-            if path.is_dir():
-                continue
+            if path.is_dir() or path == EVENTS_FILE:
+                continue  # the suite's own health events (inject_event), standing in for the GPUs
             if top.name == "device-plugins" and (path.name == "kubelet.sock" or path.name.startswith("kubelet_")):
                 continue  # the kubelet's own socket and checkpoint
             if top.name == "device-plugins" and not path.name.startswith("nvidia"):
                 continue  # other plugins' sockets
             left.append(str(path))
     return left
+

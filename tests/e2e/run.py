@@ -2,7 +2,8 @@
 
     .venv/bin/python tests/e2e/run.py [--versions 1.36,1.28] [--image-archive build/kgpu-image.tar] [PYTEST ARGS]
 
-Each version costs a `lab down` and a warm `lab up` (~5 s); the lab is left up on the first version listed.
+Each version costs a `lab down` and a warm `lab up` (~5 s); the lab is left on the version that ran before
+(v1.36 when none did).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ def main() -> int:
     versions = [v.strip() for v in args.versions.split(",") if v.strip()]
     failed: list[str] = []
     rows: list[tuple[str, int, float]] = []
+    leave_on = running_lab_version() or "1.36"  # the lab is left as its other users expect it
     try:
         for version in versions:
             print(f"\n=== e2e on the lab v{version} ===", flush=True)
@@ -45,8 +47,8 @@ def main() -> int:
             if code != 0:
                 failed.append(version)
     finally:
-        if versions and running_lab_version() != versions[0]:
-            start_lab(versions[0])  # leave the lab as the machine's other users expect it
+        if running_lab_version() != leave_on:
+            start_lab(leave_on)
     print("\ne2e summary")
     for version, code, seconds in rows:
         print(f"  v{version:<6} {'passed' if code == 0 else f'FAILED (pytest exit {code})':<24} {seconds:6.1f} s")
