@@ -220,19 +220,6 @@ class SelectorLabels(Expr):
         return f'include "kgpu.selectorLabels" (dict "root" . "component" "{self.component}")'
 
 
-@dataclass(frozen=True, slots=True)
-class Not(Expr):
-    """True when ``inner`` is empty or false (Go's ``not``)."""
-
-    inner: Expr
-
-    def eval(self, ctx: Context) -> Any:
-        return not self.inner.eval(ctx)
-
-    def go(self) -> str:
-        return f"not ({self.inner.go()})"
-
-
 DRIVER_MOUNTS = "driver-mounts"
 
 
@@ -246,7 +233,7 @@ class ToolkitFree(Expr):
         return "true" if strategy is not None and DRIVER_MOUNTS in _go_string(strategy) else ""
 
     def go(self) -> str:
-        return 'include "kgpu.toolkitFree" .'
+        return '(include "kgpu.toolkitFree" .)'
 
 
 @dataclass(frozen=True, slots=True)
