@@ -400,3 +400,25 @@ def test_kgpu_mps_daemon_follows_a_configmap_update_and_keeps_running_daemons_on
         _, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
     assert err.count("the changed sharing.mps configuration is refused") == 1
+
+
+def test_a_gpu_no_longer_shared_after_a_reload_keeps_nothing_on_the_node(paths: MpsPaths) -> None:
+    # Given daemons on GPUs 0 and 1,
+    zero, one = daemons_for(paths, [0, 1])
+    supervisor = Supervisor([zero, one], paths, layout_json={"gpus": []})
+    supervisor.prepare()
+    supervisor.check_all()
+    assert paths.status_file(one.spec.uuid).exists() and paths.layout_file.exists()
+    try:
+        # when a reloaded config shares GPU 0 only, GPU 1's daemon stops and its files go (its directories stay,
+        # GPU pods may have them mounted), while GPU 0's daemon keeps running;
+        supervisor.replace(daemons_for(paths, [0]), {"gpus": []})
+        assert [p for p in paths.gpu_dir(one.spec.uuid).rglob("*") if not p.is_dir()] == []
+        assert paths.pipe_dir(one.spec.uuid).is_dir()
+        assert pid_alive(fake_pid(paths, zero.spec.uuid))
+        # and when it shares nothing, the layout goes too.
+        supervisor.replace([], None)
+        assert not paths.layout_file.exists()
+        assert [p for p in paths.root.rglob("*") if not p.is_dir()] == []
+    finally:
+        supervisor.stop_all()

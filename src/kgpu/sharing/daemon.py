@@ -390,16 +390,22 @@ class Supervisor:
                 if same is not None:
                     old.remove(same)
                 new.append(same or daemon)
+            stopped = []
             for gone in old:
                 try:
                     gone.stop()
                 except DaemonError as exc:
                     log.error("MPS daemon did not stop", extra={"gpu": gone.spec.uuid, "reason": str(exc)})
-                write_status(self.paths, gone.status())
+                    write_status(self.paths, gone.status())  # the evidence stays
+                else:
+                    stopped.append(gone.spec.uuid)
+            self._remove_files(stopped, layout=False)  # a GPU no longer shared keeps nothing on the node
             self.daemons = tuple(new)
             self.layout_json = layout_json
             if layout_json is not None:
                 write_json_atomic(self.paths.layout_file, layout_json)
+            else:
+                self.paths.layout_file.unlink(missing_ok=True)
             self._ready = False
             self.paths.ready_file.unlink(missing_ok=True)
 
@@ -452,9 +458,11 @@ class Supervisor:
         layout, each GPU's status and whatever the control daemons left in their pipe and log directories.
         The directories stay: GPU pods have them bind-mounted, and a restarted daemon must be reachable
         through the same ones. shm/ is left alone: MPS clients in other pods keep their files there."""
-        paths = [self.paths.layout_file]
-        for daemon in self.daemons:
-            uuid = daemon.spec.uuid
+        self._remove_files([d.spec.uuid for d in self.daemons], layout=True)
+
+    def _remove_files(self, uuids: Sequence[str], layout: bool) -> None:
+        paths = [self.paths.layout_file] if layout else []
+        for uuid in uuids:
             paths.append(self.paths.status_file(uuid))
             for directory in (self.paths.pipe_dir(uuid), self.paths.log_dir(uuid)):
                 if directory.is_dir():
