@@ -187,9 +187,10 @@ def main() -> int:
                 break
             time.sleep(0.1)
         running = idle.poll() is None
+        # read before SIGTERM: a clean stop removes the state file with the sockets
+        reason = json.loads(state.read_text()).get("idle", "") if state.exists() else ""
         idle.send_signal(signal.SIGTERM)
         idle.communicate(timeout=30)
-        reason = json.loads(state.read_text()).get("idle", "") if state.exists() else ""
         check("still running, nothing registered", running and kubelet.registrations == [])
         # the empty root fails at its first need, NVML (before driver-mounts looks for files): either names the root
         check("the state file says why", str(empty) in reason and "--driver-root" in reason, reason[:200])
