@@ -139,6 +139,7 @@ PLANS: dict[str, Plan] = {
     '../shared/lab/lab up && eval "$(../shared/lab/lab env)"': Skip(CLUSTER),
     "../shared/lab/lab import build/kgpu-image.tar": Skip(CLUSTER),
     "kubectl label node lab-node nvidia.com/gpu.present=true": Skip(CLUSTER),
+    ".venv/bin/python tests/e2e/node.py": Skip(CLUSTER),
     "helm install kgpu deploy/helm/kgpu -n kube-system -f deploy/helm/kgpu/ci/lab-values.yaml": Skip(CLUSTER),
     "helm install kgpu deploy/helm/kgpu -n kube-system --set image.repository=registry.example.com/kgpu": Skip(CLUSTER),
     "cat > sharing.yaml <<'YAML'": Skip(CLUSTER),

@@ -106,3 +106,15 @@ def kgpu_files_left() -> list[str]:
             left.append(str(path))
     return left
 
+
+if __name__ == "__main__":
+    # By hand, as the README's "Install on a cluster" does on the lab: lay out (or, with "remove", remove) the
+    # driver root that ci/lab-values.yaml names.
+    import sys
+
+    if sys.argv[1:] == ["remove"]:
+        remove_driver_root(DRIVER_ROOT)
+    elif not sys.argv[1:]:
+        print(lay_out_driver_root(DRIVER_ROOT))
+    else:
+        sys.exit(f"usage: {sys.argv[0]} [remove]: lay out (or remove) the lab's driver root at {DRIVER_ROOT}")
