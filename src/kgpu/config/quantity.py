@@ -13,7 +13,9 @@ Example::
 
 from __future__ import annotations
 
+import math
 import re
+from fractions import Fraction
 
 _MIB = 1024 * 1024
 _FACTORS: dict[str, int] = {
@@ -71,6 +73,30 @@ _K8S_QUANTITY = re.compile(r"^([+-]?)(\d+(?:\.\d*)?|\.\d+)(Ki|Mi|Gi|Ti|Pi|Ei|m|k
 _K8S_FACTORS: dict[str, int] = {**_FACTORS, "Pi": 1024**5, "Ei": 1024**6, "P": 1000**5, "E": 1000**6}
 
 
+def parse_quantity(text: str) -> Fraction:
+    """A Kubernetes resource quantity (``20k``, ``30Gi``, ``1.5G``, ``2e9``, ``500m``) as its exact value, as
+    ``resource.ParseQuantity`` reads it; ValueError for anything else or a negative amount."""
+    text = text.strip()
+    match = _K8S_QUANTITY.match(text)
+    if not match or len(text) > 64:
+        raise ValueError(f"{text[:64]!r} is not a Kubernetes quantity such as 30Gi, 512Mi, 10G or 32212254720")
+    sign, number, suffix = match.groups()
+    if sign == "-":
+        raise ValueError(f"{text!r} is negative")
+    whole, _, frac = number.partition(".")
+    value = Fraction(int(whole or 0) * 10 ** len(frac) + int(frac or 0), 10 ** len(frac))
+    if suffix is None:
+        return value
+    if suffix == "m":
+        return value / 1000
+    if suffix[0] in "eE":
+        exponent = int(suffix[1:])
+        if exponent > 30:
+            raise ValueError(f"{text!r} is too large")
+        return value * Fraction(10) ** exponent
+    return value * _K8S_FACTORS[suffix]
+
+
 def parse_quantity_bytes(value: str | int) -> int:
     """A Kubernetes resource quantity (``30Gi``, ``32212254720``, ``1.5G``, ``2e9``) as whole bytes, rounded
     up as Kubernetes rounds a quantity's ``Value()``; ValueError for anything else or a negative amount.
@@ -84,26 +110,4 @@ def parse_quantity_bytes(value: str | int) -> int:
         if value < 0:
             raise ValueError(f"{value} is negative")
         return value
-    text = str(value).strip()
-    match = _K8S_QUANTITY.match(text)
-    if not match or len(text) > 64:
-        raise ValueError(f"{value!r} is not a Kubernetes quantity such as 30Gi, 512Mi, 10G or 32212254720")
-    sign, number, suffix = match.groups()
-    if sign == "-":
-        raise ValueError(f"{value!r} is negative")
-    whole, _, frac = number.partition(".")
-    denominator: int = 10 ** len(frac)
-    numerator: int = int(whole or 0) * denominator + int(frac or 0)
-    if suffix is None:
-        pass
-    elif suffix == "m":
-        denominator *= 1000
-    elif suffix[0] in "eE":
-        exponent = int(suffix[1:])
-        if exponent > 30:
-            raise ValueError(f"{value!r} is too large")
-        scale = int(10 ** abs(exponent))
-        numerator, denominator = (numerator * scale, denominator) if exponent >= 0 else (numerator, denominator * scale)
-    else:
-        numerator *= _K8S_FACTORS[suffix]
-    return -(-numerator // denominator)
+    return math.ceil(parse_quantity(str(value)))

@@ -23,11 +23,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from lightkube.utils.quantity import parse_quantity
-
+from kgpu.config.quantity import parse_quantity
 from kgpu.errors import KgpuError
 from kgpu.scheduler.names import GPU_CORES, GPU_COUNT, GPU_MEMORY, GPU_MEMORY_PERCENTAGE, MANAGED_RESOURCES
 
@@ -166,9 +164,9 @@ def _whole(raw: object, container: str, resource: str) -> int:
     text = str(raw)[:64]
     try:
         quantity = parse_quantity(text)
-    except (ValueError, InvalidOperation, TypeError):
+    except ValueError:
         quantity = None
-    if quantity is None or quantity < 0 or quantity != quantity.to_integral_value() or quantity > Decimal(2**62):
+    if quantity is None or quantity.denominator != 1 or quantity > 2**62:
         raise RequestError(f"container {container!r}: {resource}: {text!r} is not a whole number; "
                            f"{resource} counts {'MiB' if resource == GPU_MEMORY else 'units'} as an integer")
     return int(quantity)
