@@ -187,14 +187,15 @@ def test_kgpus_own_rows_never_rename_an_nvidia_flag() -> None:
 def test_each_flag_is_declared_once_in_the_source() -> None:
     # "Searching the source for a flag's name finds its one declaration": no command declares
     # one of the table's names by hand.
-    # (--output and --kubeconfig are also everyday options of kgpu's other commands: lint, cdi, node. And
+    # (--output and --kubeconfig are also everyday options of kgpu's other commands: lint, cdi, node; --healthz and
+    # --once those of its other daemons (labeler, config-manager, mig-manager, node), with their own help. And
     # kgpu cdi / kgpu runtime take nvidia-ctk's flags, another NVIDIA program whose --driver-root, --dev-root
     # and --nvidia-cdi-hook-path have their own defaults and variables.)
     nvidia_ctk = {"cdi.py", "runtime.py"}
     src = Path(__file__).resolve().parents[1] / "src/kgpu"
     for row in FLAGS:
         for name in row.names:
-            if len(name) == 1 or name in ("output", "kubeconfig"):
+            if len(name) == 1 or name in ("output", "kubeconfig", "healthz", "once"):
                 continue
             declared = re.compile(r"Option\([^)]*[\"']--" + re.escape(name) + r"[\"'/]", re.S)
             hits = [p for p in src.rglob("*.py") if p.name not in nvidia_ctk and declared.search(p.read_text())]

@@ -14,10 +14,22 @@ from typing import TYPE_CHECKING
 
 from kgpu.config.driverroot import driver_root_from
 from kgpu.config.flags import DEVICE_PLUGIN, flag_named, lookup
+from kgpu.config.limits import shown
 from kgpu.config.values import DriverRoot
+from kgpu.errors import ConfigError
+from kgpu.gpu.backend import BACKEND_NAMES
+from kgpu.log import LEVELS
 
 if TYPE_CHECKING:
     from kgpu.gpu.backend import GPUBackend
+
+ENVIRONMENT = {
+    "backend": "KGPU_BACKEND",
+    "simulate": "KGPU_SIMULATE",
+    "simulate_events": "KGPU_SIMULATE_EVENTS",
+    "log_level": "KGPU_LOG_LEVEL",
+}
+"""The environment variable of each global option (``kgpu --simulate`` or ``KGPU_SIMULATE``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +40,22 @@ class GlobalOptions:
     log_level: str = "info"
     flags: Mapping[str, object] = field(default_factory=dict)
     """NVIDIA's driver-root flags given before the command (``kgpu --driver-root DIR …``), by flag name."""
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str]) -> GlobalOptions:
+        """The global options as a daemon's own entry point takes them: from their environment variables.
+        ConfigError for a backend or log level that does not exist."""
+        backend = environ.get(ENVIRONMENT["backend"]) or "auto"
+        if backend not in BACKEND_NAMES:
+            raise ConfigError(f"environment variable {ENVIRONMENT['backend']}: {shown(backend)} is not one of "
+                              f"{', '.join(BACKEND_NAMES)}")
+        level = (environ.get(ENVIRONMENT["log_level"]) or "info").lower()
+        if level not in LEVELS:
+            raise ConfigError(f"environment variable {ENVIRONMENT['log_level']}: {shown(level)} is not one of "
+                              f"{', '.join(LEVELS)}")
+        events = environ.get(ENVIRONMENT["simulate_events"])
+        return cls(backend=backend, simulate=environ.get(ENVIRONMENT["simulate"]) or None,
+                   simulate_events=Path(events) if events else None, log_level=level)
 
     def driver_root(self, environ: Mapping[str, str] | None = None, host_root: Path = Path("/")) -> DriverRoot:
         """The driver root from these flags and the environment (commands without a config file)."""

@@ -24,6 +24,7 @@ from kgpu.cli.help import KgpuGroup, use_kgpu_help
 from kgpu.cli.state import GlobalOptions
 from kgpu.config.flags import DEVICE_PLUGIN, GLOBAL_FLAGS
 from kgpu.errors import KgpuError
+from kgpu.options import ENVIRONMENT
 
 COMMANDS: dict[str, tuple[str, ...]] = {
     "cdi": ("cdi",),
@@ -112,7 +113,7 @@ def _global_options(
         typer.Option(
             help="Where GPU facts come from: nvml (the driver), simulated (a fixture), or auto "
             "(NVML, or the simulated node when --simulate is given).",
-            envvar="KGPU_BACKEND",
+            envvar=ENVIRONMENT["backend"],
             metavar="NAME",
         ),
     ] = "auto",
@@ -121,7 +122,7 @@ def _global_options(
         typer.Option(
             help="Run on a simulated node: a built-in fixture (p100, t4, a30, a100-mig, h100x8, mixed) "
             "or a YAML file. Implies --backend simulated.",
-            envvar="KGPU_SIMULATE",
+            envvar=ENVIRONMENT["simulate"],
             metavar="NAME_OR_PATH",
         ),
     ] = None,
@@ -130,12 +131,12 @@ def _global_options(
         typer.Option(
             help="With a simulated node: a file of JSON-lines health events to follow, e.g. "
             '{"uuid": "GPU-…", "kind": "xid", "xid": 79} (kinds: xid, ecc, lost, recovered).',
-            envvar="KGPU_SIMULATE_EVENTS",
+            envvar=ENVIRONMENT["simulate_events"],
             metavar="FILE",
         ),
     ] = None,
     log_level: Annotated[
-        str, typer.Option(help="debug, info, warning or error.", envvar="KGPU_LOG_LEVEL", metavar="LEVEL")
+        str, typer.Option(help="debug, info, warning or error.", envvar=ENVIRONMENT["log_level"], metavar="LEVEL")
     ] = "info",
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")

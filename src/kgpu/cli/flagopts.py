@@ -24,47 +24,20 @@ from typing import Annotated, Any, TypeVar, get_type_hints
 import typer
 
 from kgpu.cli.help import KgpuCommand
-from kgpu.config.flags import CONFIG_MANAGER, Flag, Program, flags_of
+from kgpu.config.flags import BOOL_METAVAR, Flag, Program, describe, flags_of, normalize_args, option_names
 
 F = TypeVar("F", bound=Callable[..., Any])
 Given = Mapping[str, object]
 """What the command line set, by NVIDIA's flag name; a value of ``None`` means not given."""
 
 PANEL_NVIDIA = "NVIDIA's flags (flag > environment variable > config file > default)"
-BOOL_METAVAR = "[=BOOL]"
-"""A boolean is given bare (``--pass-device-specs``) or with a value (``--pass-device-specs=false``)."""
 
 
-def _decls(flag: Flag) -> list[str]:
-    return [f"-{n}" if len(n) == 1 else f"--{n}" for n in flag.names]
-
-
-def _help(flag: Flag, program: Program, default: object = None) -> str:
-    parts = [flag.help_for.get(program, flag.help)]
-    env = flag.env_for(program) or next(iter(flag.env.values()))
-    if env:
-        parts.append(f"Env: {', '.join(env)}.")
-    if flag.key and program != CONFIG_MANAGER:  # config-manager reads no config file
-        parts.append(f"File: {flag.key}.")
-    default = flag.default if default is None else default
-    if default not in (None, (), ""):
-        if isinstance(default, bool):
-            shown = str(default).lower()
-        elif isinstance(default, tuple):
-            shown = ",".join(str(d) for d in default)
-        elif flag.kind == "duration" and isinstance(default, float):
-            shown = f"{default:g}s"
-        else:
-            shown = str(default)
-        parts.append(f"Default: {shown}.")
-    return " ".join(parts)
-
-
-def _option(flag: Flag, program: Program, panel: str, default: object = None) -> Any:
+def _option(flag: Flag, program: Program, panel: str | None, default: object = None) -> Any:
     """The Annotated type of one generated parameter (a string, or repeated strings for a list)."""
     metavar = BOOL_METAVAR if flag.kind == "bool" else flag.metavar
-    info = typer.Option(*_decls(flag), help=_help(flag, program, default), metavar=metavar, show_default=False,
-                        rich_help_panel=panel)
+    info = typer.Option(*option_names(flag), help=describe(flag, program, default), metavar=metavar,
+                        show_default=False, rich_help_panel=panel)
     if flag.kind in ("strings", "ints"):
         return Annotated[list[str] | None, info]
     return Annotated[str | None, info]
@@ -76,11 +49,12 @@ def _param(flag: Flag) -> str:
 
 def takes_flags(
     program: Program, only: Sequence[str] = (), *, extra: Sequence[Flag] = (), panel: str = PANEL_NVIDIA,
-    defaults: Mapping[str, object] | None = None,
+    own_panel: str | None = None, defaults: Mapping[str, object] | None = None,
 ) -> Callable[[F], F]:
     """Give a command the table's options for ``program`` (or ``only`` some of them, plus ``extra`` rows).
 
     The command must have a parameter ``given``; it receives the generated options' values by flag name.
+    NVIDIA's flags are listed under ``panel``, kgpu's own rows under ``own_panel`` (None: "Options").
     ``defaults`` shows another default in the help, where the command applies one of its own.
     """
     defaults = defaults or {}
@@ -93,7 +67,8 @@ def takes_flags(
                 for p in signature.parameters.values() if p.name != "given"]
         generated = [
             inspect.Parameter(_param(f), inspect.Parameter.KEYWORD_ONLY, default=None,
-                              annotation=_option(f, program, panel, defaults.get(f.name)))
+                              annotation=_option(f, program, panel if f.origin == "nvidia" else own_panel,
+                                                 defaults.get(f.name)))
             for f in rows
         ]
         params = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) if p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD
@@ -110,39 +85,6 @@ def takes_flags(
         return command  # type: ignore[return-value]
 
     return decorate
-
-
-def normalize_args(args: Sequence[str], long_names: set[str], bool_names: set[str]) -> list[str]:
-    """NVIDIA's command-line forms as Click reads them.
-
-    ``-name[=v]`` → ``--name[=v]`` (Go's single dash); ``--bool`` → ``--bool=true``;
-    ``--no-bool`` → ``--bool=false`` (kgpu's older spelling). Nothing after ``--`` is touched.
-    """
-    out: list[str] = []
-    rest = False
-    for arg in args:
-        if rest or not arg.startswith("-") or arg == "-":
-            out.append(arg)
-            continue
-        if arg == "--":
-            rest = True
-            out.append(arg)
-            continue
-        body = arg[2:] if arg.startswith("--") else arg[1:]
-        name, sep, value = body.partition("=")
-        if not arg.startswith("--") and name not in long_names:
-            if len(name) == 1 and sep:
-                out.extend([f"-{name}", value])  # Go's -o=FILE
-            else:
-                out.append(arg)  # a short option such as -o FILE
-            continue
-        if name in bool_names and not sep:
-            out.append(f"--{name}=true")
-        elif name.startswith("no-") and name[3:] in bool_names and not sep:
-            out.append(f"--{name[3:]}=false")
-        else:
-            out.append(f"--{name}{sep}{value}")
-    return out
 
 
 class FlagCommand(KgpuCommand):

@@ -13,7 +13,11 @@ Programs are NVIDIA's binaries; kgpu's commands take their flags:
 ``nvidia-device-plugin``   ``kgpu device-plugin``
 ``gpu-feature-discovery``  ``kgpu labeler`` (``kgpu labels`` takes a subset)
 ``config-manager``         ``kgpu config-manager``
+``dcgm-exporter``          ``kgpu exporter`` (kgpu's own flags, dcgm-exporter's metrics)
 =========================  ===============================================
+
+The device plugin and the exporter also run from entry points of their own (``kgpu-device-plugin``,
+``kgpu-exporter``: :mod:`kgpu.daemon.entry`), whose command lines are generated from this table too.
 
 Values are parsed as urfave/cli v2 parses them: booleans by Go's ``strconv.ParseBool`` (``1 t T TRUE
 true True 0 f F FALSE false False``; a variable set to the empty string means false), lists split
@@ -38,10 +42,12 @@ from kgpu.config.values import (
     ALLOCATION_POLICIES,
     DEFAULT_CDI_ANNOTATION_PREFIX,
     DEFAULT_CONTAINER_DRIVER_ROOT,
+    DEFAULT_DEVICE_PLUGIN_STATE_FILE,
     DEFAULT_KUBELET_SOCKET,
     DEFAULT_MACHINE_TYPE_FILE,
     DEFAULT_MPS_ROOT,
     DEFAULT_NVIDIA_CTK_PATH,
+    DEFAULT_POD_RESOURCES_SOCKET,
     DEFAULT_SLEEP_INTERVAL,
     DEVICE_DISCOVERY_STRATEGIES,
     DEVICE_ID_STRATEGIES,
@@ -50,17 +56,20 @@ from kgpu.config.values import (
 )
 from kgpu.errors import ConfigError
 
-Program = Literal["nvidia-device-plugin", "gpu-feature-discovery", "config-manager"]
+Program = Literal["nvidia-device-plugin", "gpu-feature-discovery", "config-manager", "dcgm-exporter"]
 DEVICE_PLUGIN: Final = "nvidia-device-plugin"
 GFD: Final = "gpu-feature-discovery"
 CONFIG_MANAGER: Final = "config-manager"
-PROGRAMS: tuple[Program, ...] = (DEVICE_PLUGIN, GFD, CONFIG_MANAGER)
+DCGM_EXPORTER: Final = "dcgm-exporter"
+PROGRAMS: tuple[Program, ...] = (DEVICE_PLUGIN, GFD, CONFIG_MANAGER, DCGM_EXPORTER)
 
 Kind = Literal["string", "bool", "strings", "ints", "duration", "int", "float"]
 
 _TRUE = frozenset({"1", "t", "T", "TRUE", "true", "True"})
 _FALSE = frozenset({"0", "f", "F", "FALSE", "false", "False"})
 BOOL_FORMS = "true or false (also 1, 0, t, f, TRUE, FALSE, True, False)"
+BOOL_METAVAR = "[=BOOL]"
+"""A boolean is given bare (``--pass-device-specs``) or with a value (``--pass-device-specs=false``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +117,10 @@ def _gfd(*env: str) -> dict[Program, tuple[str, ...]]:
 
 def _cm(*env: str) -> dict[Program, tuple[str, ...]]:
     return {CONFIG_MANAGER: env}
+
+
+def _ex(*env: str) -> dict[Program, tuple[str, ...]]:
+    return {DCGM_EXPORTER: env}
 
 
 FLAGS: tuple[Flag, ...] = (
@@ -245,6 +258,57 @@ FLAGS: tuple[Flag, ...] = (
     Flag("signal", "int", "The signal number to send (1 is SIGHUP).", _cm("SIGNAL"), 1, "", metavar="NUMBER"),
     Flag("process-to-signal", "string", "The process (its argv[0]) to signal.",
          _cm("PROCESS_TO_SIGNAL"), "nvidia-device-plugin", "", metavar="NAME"),
+    # ---- kgpu's own settings of the device plugin (kgpu device-plugin, kgpu-device-plugin) ----
+    Flag("kubelet-dir", "string",
+         "The kubelet's device-plugins directory (holds kubelet.sock and our sockets). Default: the directory "
+         "of --kubelet-socket.",
+         _dp("KGPU_KUBELET_DIR"), None, "", metavar="DIR", origin="kgpu"),
+    Flag("health-recovery-window", "string",
+         "An unhealthy GPU becomes healthy again once it answers probes and no fatal event came for this "
+         "long (e.g. 5m, 90s, 1h; 0 disables recovery).",
+         _dp("KGPU_HEALTH_RECOVERY_WINDOW"), "5m", "", metavar="DURATION", origin="kgpu"),
+    Flag("state-file", "string",
+         "JSON snapshot of advertised devices, health and allocation counts (read by the exporter).",
+         _dp("KGPU_DP_STATE_FILE"), DEFAULT_DEVICE_PLUGIN_STATE_FILE, "", metavar="FILE", origin="kgpu"),
+    Flag("healthz", "string",
+         "Serve GET /healthz on HOST:PORT (e.g. :8082): 200 while every watcher works, 503 with why.",
+         _dp("KGPU_HEALTHZ"), None, "", metavar="ADDR", origin="kgpu"),
+    # ---- kgpu exporter (kgpu-exporter), in place of dcgm-exporter ----
+    Flag("listen", "string", "Address to serve /metrics and /healthz on: HOST:PORT, :PORT or [::]:PORT.",
+         _ex("KGPU_EXPORTER_LISTEN"), "0.0.0.0:9400", "", metavar="ADDR", origin="kgpu"),
+    Flag("collect", "string",
+         "Counters to publish, in dcgm-exporter's CSV format ('FIELD, gauge|counter|label, help'). Default: "
+         "kgpu's built-in list (see --print-default-counters).",
+         _ex("KGPU_EXPORTER_COLLECT"), None, "", metavar="FILE", origin="kgpu"),
+    Flag("kubelet-pod-resources", "string",
+         "The kubelet's PodResources socket, for pod/namespace/container labels; 'none' turns pod "
+         "attribution off.",
+         _ex("KGPU_KUBELET_POD_RESOURCES"), DEFAULT_POD_RESOURCES_SOCKET, "", metavar="SOCKET", origin="kgpu"),
+    Flag("device-plugin-state", "string",
+         "The device plugin's state file (health and allocations per advertised device) for the "
+         "kgpu_device_plugin_* series; 'none' turns them off.",
+         _ex("KGPU_DEVICE_PLUGIN_STATE"), DEFAULT_DEVICE_PLUGIN_STATE_FILE, "", metavar="FILE", origin="kgpu"),
+    Flag("hostname-label", "string",
+         "Name of the host label: Hostname (dcgm-exporter before 2026), hostname (dcgm-exporter since), or none.",
+         _ex(), "Hostname", "", metavar="NAME", origin="kgpu"),
+    Flag("hostname", "string", "Value of the host label. Default: $NODE_NAME, else this machine's host name.",
+         _ex(), None, "", metavar="NAME", origin="kgpu"),
+    Flag("kubernetes-virtual-gpus", "bool",
+         "One series per container sharing a GPU, with a vgpu=<replica> label, as dcgm-exporter's flag of that "
+         "name; without it, the last container the kubelet lists wins.",
+         _ex(), False, "", origin="kgpu"),
+    Flag("nvidia-resource-names", "string",
+         "Extra extended-resource names (comma-separated) whose devices are GPUs, e.g. nvidia.com/gpu.shared. "
+         "nvidia.com/gpu and nvidia.com/mig-* are always included.",
+         _ex(), "", "", metavar="NAMES", origin="kgpu"),
+    Flag("read-timeout", "float",
+         "Seconds a scrape waits for one GPU; a GPU slower than this is left out of that scrape and counted in "
+         "kgpu_gpu_read_errors_total (at least 0.01).",
+         _ex(), 2.0, "", metavar="SECONDS", origin="kgpu"),
+    Flag("once", "bool", "Print one scrape to stdout and exit instead of serving.", _ex(), False, "",
+         origin="kgpu"),
+    Flag("print-default-counters", "bool", "Print the built-in counters CSV and exit.", _ex(), False, "",
+         origin="kgpu"),
 )
 
 GLOBAL_FLAGS = ("driver-root", "driver-root-ctr-path", "dev-root")
@@ -267,6 +331,33 @@ def flags_of(program: Program, only: Sequence[str] = ()) -> tuple[Flag, ...]:
             raise KeyError(f"{program} has no flag {missing[0]!r}")
         rows = tuple(f for f in rows if f.name in only)
     return rows
+
+
+def option_names(flag: Flag) -> list[str]:
+    """The row's names as options on a command line: ``--mig-strategy``, ``-o``."""
+    return [f"-{n}" if len(n) == 1 else f"--{n}" for n in flag.names]
+
+
+def describe(flag: Flag, program: Program, default: object = None) -> str:
+    """The row's help on ``program``'s command line: what it does, its variables, file key and default."""
+    parts = [flag.help_for.get(program, flag.help)]
+    env = flag.env_for(program) or next(iter(flag.env.values()))
+    if env:
+        parts.append(f"Env: {', '.join(env)}.")
+    if flag.key and program in (DEVICE_PLUGIN, GFD):  # the config-manager and the exporter read no config file
+        parts.append(f"File: {flag.key}.")
+    default = flag.default if default is None else default
+    if default not in (None, (), ""):
+        if isinstance(default, bool):
+            shown = str(default).lower()
+        elif isinstance(default, tuple):
+            shown = ",".join(str(d) for d in default)
+        elif flag.kind == "duration" and isinstance(default, float):
+            shown = f"{default:g}s"
+        else:
+            shown = str(default)
+        parts.append(f"Default: {shown}.")
+    return " ".join(parts)
 
 
 def parse_bool(text: str, source: str) -> bool:
@@ -367,3 +458,43 @@ def lookup(flag: Flag, program: Program, given: Mapping[str, object],
         if flag.kind == "ints" or (flag.kind == "string" and not flag.choices):
             return None
     return parse_value(flag, text, source), source
+
+
+def setting(name: str, program: Program, given: Mapping[str, object], environ: Mapping[str, str]) -> object:
+    """One setting of ``program`` that no config file holds: flag, else environment, else the row's default."""
+    flag = flag_named(name)
+    found = lookup(flag, program, given, environ)
+    return flag.default if found is None else found[0]
+
+
+def normalize_args(args: Sequence[str], long_names: set[str], bool_names: set[str]) -> list[str]:
+    """NVIDIA's command-line forms as Click and argparse read them.
+
+    ``-name[=v]`` → ``--name[=v]`` (Go's single dash); ``--bool`` → ``--bool=true``;
+    ``--no-bool`` → ``--bool=false`` (kgpu's older spelling). Nothing after ``--`` is touched.
+    """
+    out: list[str] = []
+    rest = False
+    for arg in args:
+        if rest or not arg.startswith("-") or arg == "-":
+            out.append(arg)
+            continue
+        if arg == "--":
+            rest = True
+            out.append(arg)
+            continue
+        body = arg[2:] if arg.startswith("--") else arg[1:]
+        name, sep, value = body.partition("=")
+        if not arg.startswith("--") and name not in long_names:
+            if len(name) == 1 and sep:
+                out.extend([f"-{name}", value])  # Go's -o=FILE
+            else:
+                out.append(arg)  # a short option such as -o FILE
+            continue
+        if name in bool_names and not sep:
+            out.append(f"--{name}=true")
+        elif name.startswith("no-") and name[3:] in bool_names and not sep:
+            out.append(f"--{name[3:]}=false")
+        else:
+            out.append(f"--{name}{sep}{value}")
+    return out

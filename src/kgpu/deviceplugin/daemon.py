@@ -8,6 +8,10 @@ resolved and built into new decisions first; only a configuration that fits the 
 one being served, and the kubelet then sees the new resources. An invalid one is refused with one
 log line, kept out, and reported in the state file and on ``/healthz``.
 
+Two ways in, one behaviour: ``kgpu device-plugin`` (the command line) and ``kgpu-device-plugin`` /
+``python -m kgpu.deviceplugin`` (:func:`main`, the lean entry point the chart runs) both parse the
+rows of :mod:`kgpu.config.flags` for ``nvidia-device-plugin`` and call :func:`run`.
+
 Example::
 
     settings = DevicePluginSettings(GlobalOptions(simulate="h100x8"), kubelet_dir=Path("/tmp/dp"))
@@ -21,14 +25,17 @@ import logging
 import os
 import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from kgpu.config import PluginConfig
+from kgpu.config.flags import DEVICE_PLUGIN, flag_named, flags_of, setting
 from kgpu.config.resolve import resolve_config
 from kgpu.daemon import ConfigReload, Daemon, parse_listen
+from kgpu.daemon.entry import run_entry
 from kgpu.deviceplugin.dynamic import DynamicShares, NodeRecord
-from kgpu.deviceplugin.health import HealthTracker, XidPolicy, recover_due
+from kgpu.deviceplugin.health import HealthTracker, XidPolicy, parse_duration, recover_due
 from kgpu.deviceplugin.hostfacts import NoDriverFiles, read_host_facts
 from kgpu.deviceplugin.mps import MpsHealthSource, layout_for
 from kgpu.deviceplugin.plugin import DevicePlugin, PluginSettings, idle_state
@@ -39,9 +46,11 @@ from kgpu.gpu.backend import BackendError, GPUBackend
 from kgpu.gpu.health import POLL_SLICE_SECONDS
 from kgpu.gpu.model import Inventory
 from kgpu.options import GlobalOptions
-from kgpu.scheduler.kube import NodeShares, kube_client
 from kgpu.sharing.dynamic import dynamic_gpus
 from kgpu.sharing.paths import MpsPaths
+
+if TYPE_CHECKING:
+    from kgpu.scheduler.kube import NodeShares
 
 log = logging.getLogger("kgpu.deviceplugin")
 
@@ -61,6 +70,37 @@ class DevicePluginSettings:
     state_file: Path = DEFAULT_STATE_FILE
     healthz: str | None = None
     """HOST:PORT to serve /healthz on, if any."""
+
+
+def run(options: GlobalOptions, given: Mapping[str, object], environ: Mapping[str, str] | None = None) -> None:
+    """``kgpu device-plugin`` with what its command line set (by flag name): checked, then served until SIGTERM.
+    ConfigError for a flag, variable or config file that cannot work, before anything is served."""
+    environ = os.environ if environ is None else environ
+
+    def own(name: str) -> object:
+        return setting(name, DEVICE_PLUGIN, given, environ)
+
+    kubelet_dir = own("kubelet-dir")
+    healthz = own("healthz")
+    settings = DevicePluginSettings(
+        options=options,
+        flags={**options.flags, **{k: v for k, v in given.items() if flag_named(k).origin == "nvidia"}},
+        recovery_window=parse_duration(str(own("health-recovery-window")), "--health-recovery-window"),
+        state_file=Path(str(own("state-file"))),
+        healthz=str(healthz) if healthz is not None else None,
+        **({"kubelet_dir": Path(str(kubelet_dir))} if kubelet_dir is not None else {}),
+    )
+    config = check(settings)  # a bad flag, variable or config file fails here, with the command line's message
+    if kubelet_dir is None:  # the directory of --kubelet-socket, which the config file may also set
+        settings = replace(settings, kubelet_dir=config.flags.plugin.kubelet_dir)
+    serve(settings)
+
+
+def main() -> None:
+    """``kgpu-device-plugin``: ``kgpu device-plugin`` without kgpu's command line around it."""
+    run_entry("kgpu-device-plugin", DEVICE_PLUGIN, flags_of(DEVICE_PLUGIN), run,
+              "Serve the node's GPUs to the kubelet (Device Plugin API v1beta1), as NVIDIA's plugin does: "
+              "kgpu device-plugin, with the same flags.")
 
 
 def resolve(settings: DevicePluginSettings) -> tuple[PluginConfig, XidPolicy]:
@@ -110,6 +150,10 @@ class _Served:
     def claims(self) -> NodeShares:
         """The API calls of dynamic shares: the node's pods and its GPU record (NODE_NAME, in-cluster account)."""
         if self._claims is None:
+            # Imported only here, as a GPU backend is (kgpu.gpu.backend): the API server's client (lightkube,
+            # httpx: 7 MB resident) belongs in the plugin's memory only on nodes that share GPUs dynamically.
+            from kgpu.scheduler.kube import NodeShares, kube_client
+
             node = os.environ.get("NODE_NAME", "")
             if not node:
                 raise ConfigError("sharing.mps.dynamic: the plugin finds the pods being allocated on its node through "

@@ -40,11 +40,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kgpu.config.values import DEFAULT_DEVICE_PLUGIN_STATE_FILE
 from kgpu.deviceplugin.api import HEALTHY
 from kgpu.fsio import read_text, write_atomic
 
 STATE_VERSION = 1
-DEFAULT_STATE_FILE = Path("/run/kgpu/device-plugin/state.json")
+DEFAULT_STATE_FILE = Path(DEFAULT_DEVICE_PLUGIN_STATE_FILE)
 MAX_STATE_BYTES = 64 * 1024 * 1024
 """A node advertises at most a few thousand devices; a larger file is not the plugin's."""
 

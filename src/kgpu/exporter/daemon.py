@@ -6,6 +6,10 @@ supervised watcher following the GPUs' health events for the XID counter (a feed
 polled again where it was), and — with ``--collect FILE`` — a watcher that reloads the counters
 file when it changes (an invalid one is refused and the previous counters kept).
 
+``kgpu exporter`` and ``kgpu-exporter`` / ``python -m kgpu.exporter`` (:func:`main`, the lean entry
+point the chart runs) both parse the rows of :mod:`kgpu.config.flags` for ``dcgm-exporter`` and call
+:func:`run`.
+
 Example::
 
     settings = ExporterSettings(GlobalOptions(simulate="h100x8"), listen="127.0.0.1:9400")
@@ -20,14 +24,18 @@ import os
 import socket
 import sys
 import threading
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TextIO
 
+from kgpu.config.flags import DCGM_EXPORTER, DEVICE_PLUGIN, GLOBAL_FLAGS, flags_of, setting
+from kgpu.config.values import DEFAULT_DEVICE_PLUGIN_STATE_FILE, DEFAULT_POD_RESOURCES_SOCKET
 from kgpu.daemon import ConfigReload, Daemon, Response, parse_listen
+from kgpu.daemon.entry import run_entry
 from kgpu.errors import ConfigError
 from kgpu.exporter.collector import GPUCollector
-from kgpu.exporter.counters import CounterSet, load_counters
+from kgpu.exporter.counters import DEFAULT_COUNTERS_CSV, CounterSet, load_counters
 from kgpu.exporter.families import CONTENT_TYPE
 from kgpu.exporter.pluginstate import PluginStateFile
 from kgpu.exporter.podresources import PodResourcesClient
@@ -36,8 +44,9 @@ from kgpu.exporter.xid import XidTracker
 from kgpu.gpu.backend import GPUBackend
 from kgpu.options import GlobalOptions
 
-DEFAULT_POD_RESOURCES_SOCKET = "/var/lib/kubelet/pod-resources/kubelet.sock"
-DEFAULT_DEVICE_PLUGIN_STATE = "/run/kgpu/device-plugin/state.json"
+FLAGS = (*flags_of(DCGM_EXPORTER), *flags_of(DEVICE_PLUGIN, GLOBAL_FLAGS))
+"""The exporter's command line: its own rows and where the NVIDIA driver is."""
+MIN_READ_TIMEOUT = 0.01
 
 log = logging.getLogger("kgpu.exporter")
 
@@ -52,7 +61,7 @@ class ExporterSettings:
     listen: str = "0.0.0.0:9400"
     collect: Path | None = None
     kubelet_pod_resources: str = DEFAULT_POD_RESOURCES_SOCKET
-    device_plugin_state: str = DEFAULT_DEVICE_PLUGIN_STATE
+    device_plugin_state: str = DEFAULT_DEVICE_PLUGIN_STATE_FILE
     hostname_label: str = "Hostname"
     hostname: str | None = None
     kubernetes_virtual_gpus: bool = False
@@ -66,8 +75,46 @@ def check(settings: ExporterSettings) -> CounterSet:
         raise ConfigError(
             f"--hostname-label {settings.hostname_label!r}: allowed values are {', '.join(HOSTNAME_LABELS)}"
         )
+    if not settings.read_timeout >= MIN_READ_TIMEOUT:
+        raise ConfigError(f"--read-timeout {settings.read_timeout:g}: a GPU needs at least {MIN_READ_TIMEOUT:g} s")
     parse_listen(settings.listen, "--listen")
     return load_counters(settings.collect)
+
+
+def run(options: GlobalOptions, given: Mapping[str, object], environ: Mapping[str, str] | None = None,
+        out: TextIO | None = None) -> None:
+    """``kgpu exporter`` with what its command line set (by flag name): checked, then served until SIGTERM
+    (or one scrape printed with --once). ConfigError for a flag that cannot work, before anything starts."""
+    environ = os.environ if environ is None else environ
+
+    def own(name: str) -> object:
+        return setting(name, DCGM_EXPORTER, given, environ)
+
+    if own("print-default-counters"):
+        (out or sys.stdout).write(DEFAULT_COUNTERS_CSV)
+        return
+    collect, hostname = own("collect"), own("hostname")
+    settings = ExporterSettings(
+        options=replace(options, flags={**options.flags, **{n: given[n] for n in GLOBAL_FLAGS if n in given}}),
+        listen=str(own("listen")),
+        collect=Path(str(collect)) if collect is not None else None,
+        kubelet_pod_resources=str(own("kubelet-pod-resources")),
+        device_plugin_state=str(own("device-plugin-state")),
+        hostname_label=str(own("hostname-label")),
+        hostname=str(hostname) if hostname is not None else None,
+        kubernetes_virtual_gpus=bool(own("kubernetes-virtual-gpus")),
+        nvidia_resource_names=str(own("nvidia-resource-names")),
+        read_timeout=float(str(own("read-timeout"))),
+    )
+    check(settings)  # a bad flag fails here, with the command line's message
+    serve(settings, once=bool(own("once")), out=out)
+
+
+def main() -> None:
+    """``kgpu-exporter``: ``kgpu exporter`` without kgpu's command line around it."""
+    run_entry("kgpu-exporter", DCGM_EXPORTER, FLAGS, run,
+              "Serve GPU metrics with dcgm-exporter's names, labels and types, read straight from NVML: "
+              "kgpu exporter, with the same flags.")
 
 
 def _options(settings: ExporterSettings, counters: CounterSet) -> ExporterOptions:
