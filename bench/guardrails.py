@@ -7,7 +7,13 @@ over unix sockets), on the same GPUs, and measured as the kubelet sees them:
 * Allocate of one GPU, p50 / p99 over ``--calls`` calls — target: kgpu's p99 ≤ 3× NVIDIA's;
 * re-registration after a kubelet restart (directory wiped, kubelet.sock recreated), median / max
   of 5 — target ≤ 250 ms;
-* resident memory after all that — target ≤ 80 MB; and the same for ``kgpu exporter`` after scrapes.
+* resident memory after all that — target ≤ 80 MB; and the same for the exporter after scrapes, attributing
+  the GPUs to pods through a PodResources socket (so its gRPC client works, as on a node).
+
+kgpu's daemons are started as the chart starts them: their own entry points (``python -m kgpu.deviceplugin``,
+``python -m kgpu.exporter``, i.e. ``kgpu-device-plugin`` and ``kgpu-exporter``), which load no part of kgpu's
+command line. Their Python must be byte-compiled as in the image (scripts/device/setup.sh does it): compiling
+pynvml's 330 KB source at every start leaves ~13 MB more resident.
 
 NVIDIA's plugin keeps its sockets in ``/var/lib/kubelet/device-plugins`` whatever its flags, so the
 stand-in serves there: run this on a machine without a kubelet (the GPU machine), as root.
@@ -33,6 +39,9 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from exporter import fake_kubelet  # bench/exporter.py: a PodResources socket attributing each GPU to a pod
+
+from kgpu.gpu import open_backend
 from kgpu.testing.kubelet import FakeKubelet
 
 RESOURCE = "nvidia.com/gpu"
@@ -119,11 +128,11 @@ def measure_plugin(name: str, command: list[str], env: dict[str, str], directory
     return result
 
 
-def measure_exporter(command: list[str], env: dict[str, str], scrapes: int) -> float:
+def measure_exporter(command: list[str], env: dict[str, str], scrapes: int, pod_resources: Path) -> float:
     port = 19400
-    proc = subprocess.Popen([*command, "--listen", f"127.0.0.1:{port}", "--kubelet-pod-resources", "none",
-                             "--device-plugin-state", "none"], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen([*command, "--listen", f"127.0.0.1:{port}", "--kubelet-pod-resources",
+                             str(pod_resources), "--device-plugin-state", "none"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -159,18 +168,23 @@ def main() -> int:
     if args.driver_root:
         lib = Path(args.driver_root) / "lib64"
         env["LD_LIBRARY_PATH"] = f"{lib}:{env['LD_LIBRARY_PATH']}" if env.get("LD_LIBRARY_PATH") else str(lib)
-    kgpu_global = ["--simulate", args.simulate] if args.simulate else ["--backend", "nvml"]
-    if args.driver_root and not args.simulate:
-        kgpu_global += ["--driver-root", args.driver_root]
+    # kgpu's global options reach the daemons' entry points through their environment, as in a pod.
+    env |= {"KGPU_SIMULATE": args.simulate} if args.simulate else {"KGPU_BACKEND": "nvml"}
+    driver = ["--driver-root", args.driver_root] if args.driver_root and not args.simulate else []
+    backend = (open_backend("simulated", simulate=args.simulate) if args.simulate else
+               open_backend("nvml", driver_root=Path(args.driver_root) if args.driver_root else None))
+    uuids = [g.uuid for g in backend.inventory().gpus]
+    backend.close()
     runs: list[Measured] = []
     try:
         if args.nvidia_plugin is not None:
             nvidia = [str(args.nvidia_plugin), "--kubelet-socket", str(directory / "kubelet.sock")]
             runs.append(measure_plugin("NVIDIA v0.20", nvidia, env, directory, args.calls, work / "nvidia.log"))
-        kgpu = [sys.executable, "-m", "kgpu", *kgpu_global, "device-plugin", "--kubelet-dir", str(directory),
+        kgpu = [sys.executable, "-m", "kgpu.deviceplugin", *driver, "--kubelet-dir", str(directory),
                 "--state-file", str(work / "state.json")]
         runs.append(measure_plugin("kgpu", kgpu, env, directory, args.calls, work / "kgpu.log"))
-        exporter_rss = measure_exporter([sys.executable, "-m", "kgpu", *kgpu_global, "exporter"], env, 50)
+        with fake_kubelet(uuids) as pod_resources:
+            exporter_rss = measure_exporter([sys.executable, "-m", "kgpu.exporter", *driver], env, 50, pod_resources)
     finally:
         for run in runs:
             if run.error:

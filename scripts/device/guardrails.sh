@@ -3,8 +3,11 @@
 # Allocate p99 (kgpu ≤ 3× NVIDIA's), registration ≤ 2 s after start, re-registration ≤ 250 ms after a kubelet
 # restart, resident memory ≤ 80 MB for the device plugin and the exporter, SIGTERM to exit. Both plugins are
 # driven by the kubelet stand-in in /var/lib/kubelet/device-plugins (where NVIDIA's plugin puts its sockets),
-# one after the other. Needs NVIDIA's binary carried in .bench-bin/ (build: scripts/build_nvidia_plugin.sh).
-# Read-only for the GPUs. Prints a table and PASS/FAIL lines; exit status 1 when a guard rail is broken.
+# one after the other. kgpu's daemons start from their own entry points, as the chart starts them. Then
+# bench/rss.py shows where the daemons' memory lies on NVML (phases, mappings, and what the command line,
+# missing byte-code and MALLOC_ARENA_MAX=2 change). Needs NVIDIA's binary carried in .bench-bin/ (build:
+# scripts/build_nvidia_plugin.sh). Read-only for the GPUs. Prints tables and PASS/FAIL lines; exit status 1
+# when a guard rail is broken.
 #   carry: .whl .bench-bin        run: bash scripts/device/guardrails.sh
 set -u
 cd "$(dirname "$0")/../.."
@@ -14,6 +17,7 @@ NVIDIA_PLUGIN="${NVIDIA_PLUGIN:-.bench-bin/nvidia-device-plugin}"
 echo "== environment =="
 python3 --version
 nproc
+echo "PYTHONDONTWRITEBYTECODE=${PYTHONDONTWRITEBYTECODE:-} (byte-code compiled by setup.sh: $(ls /tmp/site/__pycache__ 2>/dev/null | wc -l) files in /tmp/site/__pycache__)"
 nvidia-smi --query-gpu=index,uuid,name,driver_version --format=csv,noheader || true
 if [ ! -x "$NVIDIA_PLUGIN" ]; then
   echo "FAIL  NVIDIA's plugin not found at $NVIDIA_PLUGIN (carry .bench-bin/)"; exit 1
@@ -32,5 +36,10 @@ for run in 1 2; do
   [ "$rc" -eq 0 ] || { fail=1; tail -40 "$OUT/guardrails-$run.err"; }
 done
 rm -f /var/lib/kubelet/device-plugins/*.sock
+echo
+echo "== bench/rss.py on NVML: where the daemons' memory lies, and variants =="
+timeout -k 5 240 python3 bench/rss.py --backend nvml --driver-root "$DRIVER_ROOT" --settle 5 \
+  2>"$OUT/rss.err" | tee "$OUT/rss.txt"
+[ "${PIPESTATUS[0]}" -eq 0 ] || { fail=1; tail -40 "$OUT/rss.err"; }
 [ "$fail" -eq 0 ] && echo "guardrails: all PASS" || echo "guardrails: some FAIL (see above)"
 exit "$fail"
