@@ -16,22 +16,9 @@ bad() { echo "FAIL $*"; fail=1; }
 expected=$(nvidia-smi --query-gpu=uuid --format=csv,noheader | wc -l)
 echo "nvidia-smi: $expected GPUs; driver root $DRIVER"
 
-# One "container": a private mount namespace with the driver root bound read-only at /driver-root and an
-# empty tmpfs over the host path, run with the chart's environment only (plus PYTHONPATH for this checkout).
-in_container() {
-  local user="$1"; shift
-  unshare --mount --propagation private bash -c '
-    set -e
-    mkdir -p /driver-root
-    mount --bind "$0" /driver-root && mount -o remount,bind,ro /driver-root
-    mount -t tmpfs none "$0"
-    shift; user="$1"; shift
-    exec setpriv --reuid "$user" --regid "$user" --clear-groups env -i \
-      PATH=/tmp/kgpu-bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin PYTHONPATH="$PYTHONPATH" \
-      NODE_NAME=gpu-node NVIDIA_VISIBLE_DEVICES=all NVIDIA_DRIVER_CAPABILITIES=utility \
-      NVIDIA_DRIVER_ROOT='"$DRIVER"' CONTAINER_DRIVER_ROOT=/driver-root KGPU_LOG_LEVEL=warning "$@"
-  ' "$DRIVER" _ "$user" "$@"
-}
+# Each component runs in one "container" (container.sh): the driver root only at /driver-root, read-only.
+source scripts/device/container.sh
+trap container_cleanup EXIT
 
 echo "== device plugin, exporter (root) and labeler (UID 65532): kgpu gpus =="
 for user in 0 65532; do
