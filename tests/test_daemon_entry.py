@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import tomllib
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
@@ -20,7 +21,12 @@ from cli_inproc import kgpu
 import kgpu.deviceplugin.daemon as dp_daemon
 import kgpu.exporter.daemon as ex_daemon
 from kgpu.config.flags import DCGM_EXPORTER, DEVICE_PLUGIN, Flag, flags_of
+from kgpu.daemon import parse_listen
+from kgpu.daemon.entry import parse
 from kgpu.gpu import open_backend
+from kgpu.operator.components import documents
+from kgpu.operator.template import Context, evaluate_document
+from kgpu.operator.values import chart_defaults, coalesce
 from kgpu.options import GlobalOptions
 from kgpu.testing.kubelet import FakeKubelet
 
@@ -187,3 +193,22 @@ def test_the_device_plugins_entry_point_serves_the_kubelet_and_stops_on_sigterm(
         kubelet.stop()
     assert code == 0, proc.stderr.read() if proc.stderr else ""
     assert not (kubelet.directory / "nvidia-gpu.sock").exists()
+
+
+# Given the chart with its default values (rendered by the operator's engine, which tests/test_operator_chart.py
+# holds equal to Helm's), then the device plugin and the exporter start from their own entry points, installed
+# as console scripts, with arguments those entry points accept, and the kubelet probes the plugin's /healthz.
+def test_the_chart_starts_both_daemons_from_their_entry_points_and_probes_their_healthz() -> None:
+    ctx = Context(values=coalesce(chart_defaults(), {}))
+    rendered = [d for d in (evaluate_document(doc, ctx) for doc in documents()) if d]
+    containers = {d["metadata"]["name"]: d["spec"]["template"]["spec"]["containers"][0] for d in rendered}
+    scripts = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"]["scripts"]
+    for name, program, rows in (("kgpu-device-plugin", DEVICE_PLUGIN, flags_of(DEVICE_PLUGIN)),
+                                ("kgpu-exporter", DCGM_EXPORTER, ex_daemon.FLAGS)):
+        container = containers[name]
+        assert container["command"] == [name] and name in scripts
+        given = parse(name, program, rows, "", container["args"])  # exits 2 on a flag the entry point lacks
+        probe = container["livenessProbe"]["httpGet"]
+        port = next(p["containerPort"] for p in container["ports"] if p["name"] == probe["port"])
+        address = given["healthz"] if name == "kgpu-device-plugin" else given["listen"]
+        assert probe["path"] == "/healthz" and parse_listen(str(address), "--healthz")[1] == port

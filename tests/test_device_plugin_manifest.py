@@ -5,9 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
+from kgpu.config.flags import DEVICE_PLUGIN, flags_of
 from kgpu.config.resolve import resolve_config
+from kgpu.daemon import parse_listen
+from kgpu.daemon.entry import parse
 
 MANIFEST = Path(__file__).resolve().parent.parent / "deploy/manifests/device-plugin.yaml"
 
@@ -36,20 +40,19 @@ def test_daemonset_runs_on_gpu_nodes_as_a_critical_unprivileged_pod() -> None:
     assert {v["name"] for v in pod["volumes"]} == set(mounts)
 
 
-def test_container_arguments_are_ones_kgpu_device_plugin_accepts() -> None:
-    from typer.testing import CliRunner
-
-    from kgpu.cli import app
-
+def test_container_arguments_are_ones_kgpu_device_plugin_accepts_and_its_healthz_is_probed() -> None:
     container = _docs()["DaemonSet"]["spec"]["template"]["spec"]["containers"][0]
-    assert container["command"] == ["kgpu"]
-    args = container["args"]
-    assert args[0] == "device-plugin"
-    # Every flag must exist: with --help appended, click parses them all (an unknown one exits 2) and stops.
-    result = CliRunner().invoke(app, [*args, "--help"])
-    assert result.exit_code == 0, result.output
-    typo = CliRunner().invoke(app, [*args, "--kubelet-dri=/x", "--help"])
-    assert typo.exit_code == 2
+    assert container["command"] == ["kgpu-device-plugin"]
+    # Every flag must exist: the entry point's parser exits 2 on an unknown one.
+    rows = flags_of(DEVICE_PLUGIN)
+    given = parse("kgpu-device-plugin", DEVICE_PLUGIN, rows, "", container["args"])
+    with pytest.raises(SystemExit) as typo:
+        parse("kgpu-device-plugin", DEVICE_PLUGIN, rows, "", [*container["args"], "--kubelet-dri=/x"])
+    assert typo.value.code == 2
+    # The liveness probe asks the port --healthz serves.
+    port = next(p for p in container["ports"] if p["name"] == container["livenessProbe"]["httpGet"]["port"])
+    assert parse_listen(str(given["healthz"]), "--healthz")[1] == port["containerPort"]
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
 
 
 def test_configmap_holds_a_config_file_kgpu_resolves(tmp_path: Path) -> None:

@@ -1,15 +1,18 @@
-"""deploy/manifests/exporter*.yaml: a DaemonSet whose command line kgpu accepts, a Service, a ServiceMonitor."""
+"""deploy/manifests/exporter*.yaml: a DaemonSet whose command line kgpu-exporter accepts, a Service, a
+ServiceMonitor."""
 
 from __future__ import annotations
 
+import sys
+import tomllib
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 from exporter_helpers import samples
-from typer.testing import CliRunner
 
-from kgpu.cli import app
+from kgpu.exporter.daemon import main
 
 MANIFESTS = Path(__file__).resolve().parents[1] / "deploy" / "manifests"
 
@@ -18,14 +21,17 @@ def docs(name: str) -> dict[str, Any]:
     return {d["kind"]: d for d in yaml.safe_load_all((MANIFESTS / name).read_text()) if d}
 
 
-def test_the_daemonset_command_line_is_one_kgpu_accepts() -> None:
+def test_the_daemonset_command_line_is_one_kgpu_exporter_accepts(monkeypatch: pytest.MonkeyPatch,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
     ds = docs("exporter.yaml")["DaemonSet"]
     container = ds["spec"]["template"]["spec"]["containers"][0]
-    assert container["command"] == ["kgpu"]
+    assert container["command"] == ["kgpu-exporter"]
+    assert "kgpu-exporter" in tomllib.loads((MANIFESTS.parents[1] / "pyproject.toml").read_text())["project"]["scripts"]
     # The same arguments, with a simulated node and one scrape instead of serving.
-    result = CliRunner().invoke(app, ["--simulate", "t4", *container["args"], "--once"])
-    assert result.exit_code == 0, result.output
-    assert "DCGM_FI_DEV_GPU_TEMP" in samples(result.stdout)
+    monkeypatch.setenv("KGPU_SIMULATE", "t4")
+    monkeypatch.setattr(sys, "argv", [*container["command"], *container["args"], "--once"])
+    main()
+    assert "DCGM_FI_DEV_GPU_TEMP" in samples(capsys.readouterr().out)
 
 
 def test_the_daemonset_mounts_the_kubelet_socket_and_serves_9400() -> None:

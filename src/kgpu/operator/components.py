@@ -1,6 +1,9 @@
 """The node DaemonSets, written once: the operator evaluates them, the chart's templates are generated from them.
 
-Each component is one DaemonSet running the kgpu image with ``kgpu <component> ...``. Value paths are the
+Each component is one DaemonSet running the kgpu image with ``kgpu <component> ...``, except the two
+long-lived daemons whose memory is a guard rail: the device plugin and the exporter run their own entry
+points, ``kgpu-device-plugin`` and ``kgpu-exporter`` (same flags, same code, without kgpu's command line
+around them: :mod:`kgpu.daemon.entry` says why). Value paths are the
 chart's (``deploy/helm/kgpu/values.yaml``); the operator maps a ClusterPolicy onto the same values
 (:mod:`kgpu.operator.policy`). ``scripts/gen_chart.py`` writes ``templates/<component>.yaml`` from here.
 """
@@ -220,12 +223,12 @@ def _daemonset(
 
 
 def _container(section: str, *, security: dict[str, Any], capabilities: str = "utility",
-               extra: dict[str, Any] | None = None) -> dict[str, Any]:
+               extra: dict[str, Any] | None = None, command: str = "kgpu") -> dict[str, Any]:
     container: dict[str, Any] = {
         "name": COMPONENTS[section],
         "image": Image(),
         "imagePullPolicy": Ref("image.pullPolicy"),
-        "command": ["kgpu"],
+        "command": [command],
         "args": Yaml(Concat((Ref(f"{section}.args"), Ref(f"{section}.extraArgs")))),
         "env": _env(section, capabilities),
     }
@@ -235,7 +238,12 @@ def _container(section: str, *, security: dict[str, Any], capabilities: str = "u
 
 
 def device_plugin() -> Document:
-    container = _container("devicePlugin", security=_root_security())
+    container = _container(
+        "devicePlugin",
+        security=_root_security(),
+        command="kgpu-device-plugin",
+        extra={"ports": [{"name": "healthz", "containerPort": Ref("devicePlugin.healthPort"), "protocol": "TCP"}]},
+    )
     container |= {
         "livenessProbe": Opt(Ref("devicePlugin.livenessProbe")),
         "readinessProbe": Opt(Ref("devicePlugin.readinessProbe")),
@@ -291,6 +299,7 @@ def exporter() -> Document:
     container = _container(
         "exporter",
         security=_root_security(),
+        command="kgpu-exporter",
         extra={"ports": [{"name": "metrics", "containerPort": Ref("exporter.port"), "protocol": "TCP"}]},
     )
     container |= {
