@@ -36,6 +36,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from chart import chart_args  # bench/chart.py: the daemons' arguments as the chart starts them
+
 from kgpu.testing.kubelet import FakeKubelet
 
 TARGETS = {"device-plugin": 80.0, "exporter": 80.0}
@@ -183,10 +185,11 @@ def pod_resources(uuids: list[str]) -> Iterator[Path]:
 
 def exporter(start: list[str], env: dict[str, str], variant: str, settle: float, scrapes: int,
              socket: Path | None) -> Run:
+    """``start``: the exporter's command line, serving on 127.0.0.1:0 (the port is read from its log)."""
     run = Run("exporter", variant)
     pods = ["--kubelet-pod-resources", str(socket) if socket is not None else "none"]
     proc = subprocess.Popen(
-        [*start, "--listen", "127.0.0.1:0", *pods, "--device-plugin-state", "none"],
+        [*start, *pods, "--device-plugin-state", "none"],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env,
     )
     logs = LogReader(proc)
@@ -236,8 +239,12 @@ def main() -> int:
     env = {k: v for k, v in os.environ.items() if k != "MALLOC_ARENA_MAX"}
     env |= {"KGPU_SIMULATE": args.simulate} if args.backend == "simulated" else {"KGPU_BACKEND": "nvml"}
     driver = ["--driver-root", args.driver_root] if args.backend == "nvml" and args.driver_root else []
-    plugin = [sys.executable, "-m", "kgpu.deviceplugin", *driver]
-    metrics = [sys.executable, "-m", "kgpu.exporter", *driver]
+    # The chart's arguments and config file (bench/chart.py), on the bench's kubelet and addresses.
+    workdir = Path(tempfile.mkdtemp(prefix="kgpu-bench-rss-chart-"))
+    plugin_args = chart_args("devicePlugin", workdir, {":8083": "127.0.0.1:0"})
+    metrics_args = chart_args("exporter", workdir, {":9400": "127.0.0.1:0"})
+    plugin = [sys.executable, "-m", "kgpu.deviceplugin", *driver, *plugin_args]
+    metrics = [sys.executable, "-m", "kgpu.exporter", *driver, *metrics_args]
     from kgpu.gpu import open_backend
 
     backend = open_backend("simulated", simulate=args.simulate) if args.backend == "simulated" else open_backend(
@@ -262,8 +269,10 @@ def main() -> int:
                       "PYTHONDONTWRITEBYTECODE": "1"}
             arenas = {**env, "MALLOC_ARENA_MAX": "2"}
             variants = [
-                device_plugin([*cli, "device-plugin"], env, "kgpu device-plugin (the command line)", short, 500),
-                exporter([*cli, "exporter"], env, "kgpu exporter (the command line)", short, 20, socket),
+                device_plugin([*cli, "device-plugin", *plugin_args], env, "kgpu device-plugin (the command line)",
+                              short, 500),
+                exporter([*cli, "exporter", *metrics_args], env, "kgpu exporter (the command line)", short, 20,
+                         socket),
                 device_plugin(plugin, source, "without byte-code (compiled at start)", short, 500),
                 exporter(metrics, source, "without byte-code (compiled at start)", short, 20, socket),
                 device_plugin(plugin, arenas, "MALLOC_ARENA_MAX=2", short, 500),
@@ -273,6 +282,7 @@ def main() -> int:
             print(f"\nsteady resident memory of variants ({short:g} s after warm-up), MB")
             for run in [*runs, *variants]:
                 print(f"  {run.daemon:14} {run.variant:40} {run.steady:6.1f}")
+    shutil.rmtree(workdir, ignore_errors=True)
     return 0 if ok else 1
 
 
