@@ -7,6 +7,7 @@ still a cycle), under ``TYPE_CHECKING`` too: the graph is what a reader follows.
 from __future__ import annotations
 
 import ast
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -116,3 +117,51 @@ def test_the_walk_sees_imports_hidden_in_functions(tmp_path: Path) -> None:
     source = tmp_path / "mod.py"
     source.write_text("def f():\n    from kgpu.deviceplugin import devices\n")
     assert imports("kgpu.x", source) == {"kgpu.deviceplugin", "kgpu.deviceplugin.devices"}
+
+
+OPTIONAL_IMPORTS: dict[str, str] = {
+    "lightkube": "the API server's client (with httpx: ~7 MB resident, a third of a second): only for what talks "
+                 "to the API server, never in the device plugin or exporter without dynamic shares",
+    "kgpu.scheduler.kube": "the device plugin's API client, with dynamic shares only (lightkube)",
+    "kopf": "the operator's framework, loaded by `kgpu operator` alone",
+    "rich": "tables on a terminal, loaded by the commands that print one",
+    "prometheus_client": "only for programs that plug the exporter's collector into their own registry",
+    "kgpu.gpu.nvml": "the NVML backend (pynvml, libnvidia-ml), loaded when asked for",
+    "kgpu.gpu.simulated": "the simulated backend (pydantic fixtures), loaded when asked for",
+}
+"""What may be imported inside a function, and why: optional, heavy dependencies. Anything else imported in a
+function only hides the import graph."""
+HIDDEN_CYCLE = ("kgpu.gpu.migstate", "kgpu.mig.profiles")
+"""The import behind PACKAGES_BEING_UNTANGLED's one cycle (at the top it would be a circular import)."""
+
+
+def function_local_imports(path: Path) -> Iterator[tuple[int, str]]:
+    for fn in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(fn, ast.FunctionDef | ast.AsyncFunctionDef):
+            for node in ast.walk(fn):
+                if isinstance(node, ast.ImportFrom) and not node.level:
+                    yield node.lineno, node.module or ""
+                elif isinstance(node, ast.Import):
+                    yield from ((node.lineno, a.name) for a in node.names)
+
+
+def test_function_local_imports_are_optional_heavy_dependencies_only() -> None:
+    # kgpu.cli's command modules are all imported to build `kgpu --help`: each imports its implementation
+    # (kgpu's modules, third-party libraries) when the command runs; the standard library goes at the top.
+    hidden = []
+    for name, path in modules():
+        for line, imported in function_local_imports(path):
+            if any(imported == o or imported.startswith(o + ".") for o in OPTIONAL_IMPORTS):
+                continue
+            if (name, imported) == HIDDEN_CYCLE:
+                continue
+            if name.startswith("kgpu.cli.") and imported.split(".")[0] not in sys.stdlib_module_names:
+                continue
+            hidden.append(f"{path.relative_to(SRC.parent)}:{line}: {imported}")
+    assert hidden == []
+
+
+def test_the_local_import_check_sees_a_hidden_import(tmp_path: Path) -> None:
+    source = tmp_path / "mod.py"
+    source.write_text("import os\n\ndef f():\n    import json\n    from kgpu.errors import KgpuError\n")
+    assert list(function_local_imports(source)) == [(4, "json"), (5, "kgpu.errors")]

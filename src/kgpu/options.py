@@ -17,7 +17,7 @@ from kgpu.config.flags import DEVICE_PLUGIN, flag_named, lookup
 from kgpu.config.limits import shown
 from kgpu.config.values import DriverRoot
 from kgpu.errors import ConfigError
-from kgpu.gpu.backend import BACKEND_NAMES
+from kgpu.gpu.backend import BACKEND_NAMES, open_backend
 from kgpu.log import LEVELS
 
 if TYPE_CHECKING:
@@ -68,7 +68,6 @@ class GlobalOptions:
 
     def open_backend(self, driver_root: DriverRoot | None = None) -> GPUBackend:
         """The GPU backend; NVML is loaded from ``driver_root`` (default: :meth:`driver_root`)."""
-        from kgpu.gpu.backend import open_backend
 
         simulated = self.backend == "simulated" or self.simulate is not None
         root = None if simulated else (driver_root or self.driver_root())

@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 KNOWN_VERSIONS = ("0.3.0", "0.4.0", "0.5.0", "0.6.0", "0.7.0", "0.8.0", "1.0.0", "1.1.0")
 FLOOR_VERSION = "0.5.0"
 """kgpu never writes older specs: 0.5.0 is what containerd ≥ 1.7, CRI-O and docker all read."""
@@ -144,7 +146,6 @@ def render(spec: Spec, fmt: str = "yaml") -> str:
     doc = spec.to_json()
     if fmt == "json":
         return json.dumps(doc, indent=2) + "\n"
-    import yaml
 
     return "---\n" + yaml.safe_dump(doc, sort_keys=True, default_flow_style=False)
 

@@ -24,6 +24,9 @@ from kgpu.cli.help import KgpuGroup, use_kgpu_help
 from kgpu.cli.state import GlobalOptions
 from kgpu.config.flags import DEVICE_PLUGIN, GLOBAL_FLAGS
 from kgpu.errors import KgpuError
+from kgpu.fsio import describe_os_error
+from kgpu.gpu.backend import BACKEND_NAMES
+from kgpu.log import LEVELS, setup_logging
 from kgpu.options import ENVIRONMENT
 
 COMMANDS: dict[str, tuple[str, ...]] = {
@@ -142,9 +145,6 @@ def _global_options(
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
     ] = False,
 ) -> None:
-    from kgpu.gpu.backend import BACKEND_NAMES
-    from kgpu.log import LEVELS, setup_logging
-
     if backend not in BACKEND_NAMES:
         raise typer.BadParameter(f"{backend!r}; allowed: {', '.join(BACKEND_NAMES)}", param_hint="--backend")
     if log_level.lower() not in LEVELS:
@@ -172,8 +172,6 @@ def run(args: list[str] | None = None) -> int:
         print(f"kgpu: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except OSError as exc:  # a file kgpu reads or writes without its own message: still one line, no traceback
-        from kgpu.fsio import describe_os_error
-
         where = Path(os.fsdecode(exc.filename)) if exc.filename is not None else None
         print(f"kgpu: error: {describe_os_error(exc, 'use', where) if where else exc}", file=sys.stderr)
         return 1

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from kgpu.doctor.facts import GpuFacts, NodeFacts
+from kgpu.errors import KgpuError
 from kgpu.host.facts import read_host_facts
 from kgpu.host.kubelet import DEFAULT_CONFIG
 
@@ -16,7 +17,6 @@ if TYPE_CHECKING:
 
 def gpu_facts(open_backend: Callable[[], GPUBackend]) -> GpuFacts:
     """Open the backend and read its inventory; any failure becomes ``GpuFacts.error``, never an exception."""
-    from kgpu.errors import KgpuError
 
     try:
         backend = open_backend()

@@ -15,6 +15,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from kgpu.dra.claims import ClaimError
 from kgpu.errors import KgpuError
 
@@ -40,7 +42,6 @@ def transport_errors() -> tuple[type[BaseException], ...]:
 
 def kube_client(kubeconfig: Path | None = None) -> Any:
     """A lightkube client from ``kubeconfig``, else the in-cluster service account, ``$KUBECONFIG``, ~/.kube."""
-    import yaml
     from lightkube import Client, KubeConfig
     from lightkube.core.exceptions import ConfigError as LightkubeConfigError
 

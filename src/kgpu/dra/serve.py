@@ -17,13 +17,25 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from kgpu.cdi import CdiError, CdiOptions, generate_spec
 from kgpu.daemon.http import parse_listen
+from kgpu.deviceplugin.health import XidPolicy
 from kgpu.dra.api import PLUGINS_DIR, REGISTRY_DIR
+from kgpu.dra.coexist import conflict, find_classic_plugins
+from kgpu.dra.daemon import DraDriver, DriverSettings
 from kgpu.dra.devices import ConsumableShares, DraDevice, build_devices
-from kgpu.dra.health import MODES
+from kgpu.dra.health import MODES, DeviceHealth
+from kgpu.dra.kube import ApiClaims, SlicePublisher, kube_client
+from kgpu.dra.mps import MpsDaemons
+from kgpu.dra.prepare import NodeEdits, PrepareSettings
+from kgpu.dra.state import DriverState
 from kgpu.errors import ConfigError, KgpuError
 from kgpu.gpu.model import Inventory
+from kgpu.host.driverroot import CUDA_SONAME, WELL_KNOWN_DRIVER_ROOTS, find_binary, find_library
+from kgpu.host.pci import pcie_root
 from kgpu.options import GlobalOptions
+from kgpu.sharing.daemon import driver_env, find_control_binary
+from kgpu.sharing.paths import MpsPaths
 
 log = logging.getLogger("kgpu.dra")
 
@@ -132,19 +144,6 @@ def _check_shm(shm_dir: Path) -> None:
 
 
 def serve(settings: DraPluginSettings) -> None:
-    from kgpu.cdi import CdiError, CdiOptions, generate_spec
-    from kgpu.deviceplugin.health import XidPolicy
-    from kgpu.dra.coexist import conflict, find_classic_plugins
-    from kgpu.dra.daemon import DraDriver, DriverSettings
-    from kgpu.dra.health import DeviceHealth
-    from kgpu.dra.kube import ApiClaims, SlicePublisher, kube_client
-    from kgpu.dra.mps import MpsDaemons
-    from kgpu.dra.prepare import NodeEdits, PrepareSettings
-    from kgpu.dra.state import DriverState
-    from kgpu.host.driverroot import CUDA_SONAME, WELL_KNOWN_DRIVER_ROOTS, find_binary, find_library
-    from kgpu.host.pci import pcie_root
-    from kgpu.sharing.daemon import driver_env, find_control_binary
-    from kgpu.sharing.paths import MpsPaths
 
     options = settings.options
     stop = threading.Event()

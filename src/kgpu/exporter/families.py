@@ -71,6 +71,8 @@ def render(families: Iterable[Family]) -> str:
 
 def to_prometheus(families: Iterable[Family]) -> list[Any]:
     """The families as ``prometheus_client`` metric objects (for a ``Collector.collect``)."""
+    # Only for a program that plugs the collector into its own registry: prometheus_client is ~10 MB
+    # resident that kgpu's exporter, which renders the text format itself, never loads.
     from prometheus_client.metrics_core import Metric
 
     out = []

@@ -76,6 +76,8 @@ def mig_uuid(gpu_uuid: str, profile: str, start: int) -> str:
 
 def apply_mig_state(spec: NodeSpec, state: dict[str, GpuMigState]) -> NodeSpec:
     """The fixture as the node looks with this MIG layout (GPUs the state does not name are unchanged)."""
+    # Here, not at the top: kgpu.mig.profiles imports kgpu.gpu.model, so at the top this is a circular import;
+    # the tables are GPU facts that belong under kgpu.gpu (tests/test_import_graph.py lists the cycle).
     from kgpu.mig.profiles import TABLES
 
     gpus: list[GPUSpec] = []

@@ -27,6 +27,7 @@ from pathlib import Path
 from kgpu.errors import BackendError
 from kgpu.gpu.fixture import NodeSpec, build_inventory, fixture_readings, parse_fixture, read_fixture_text
 from kgpu.gpu.health import HealthEvent, HealthEventKind
+from kgpu.gpu.migstate import apply_mig_state, read_mig_state
 from kgpu.gpu.model import GPUReadings, Inventory
 from kgpu.log import ProblemLog, cut
 
@@ -187,7 +188,6 @@ class SimulatedBackend:
         source, text = read_fixture_text(name_or_path)
         spec = parse_fixture(source, text)
         if mig_state is not None:
-            from kgpu.gpu.migstate import apply_mig_state, read_mig_state
 
             spec = apply_mig_state(spec, read_mig_state(mig_state))
         return cls(spec, source, events_file)

@@ -20,8 +20,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from kgpu.config.labels import LabelSettings, MigStrategy, MpsEntry, ReplicatedResource, SharingStrategy
+from kgpu.errors import ConfigError
 from kgpu.gpu.model import GPU, Inventory, MigDevice
 from kgpu.labels.host import HostFacts
+from kgpu.sharing.layout import select_gpus
 
 log = logging.getLogger(__name__)
 
@@ -156,8 +158,6 @@ def mps_selection(gpus: Sequence[GPU], settings: LabelSettings) -> list[tuple[Mp
     it cannot honour, and GFD likewise labels from the config. An entry naming GPUs this node does not
     have is left out with a warning.
     """
-    from kgpu.errors import ConfigError
-    from kgpu.sharing.layout import select_gpus
 
     out: list[tuple[MpsEntry, list[GPU]]] = []
     for entry in settings.mps:

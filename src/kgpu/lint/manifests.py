@@ -14,6 +14,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import yaml
+
 from kgpu.errors import ConfigError
 
 # Where each workload kind keeps its pod spec.
@@ -81,7 +83,6 @@ class PodTemplate:
 
 def load_documents(source: str, text: str) -> list[Document]:
     """Every object in a YAML/JSON stream; ``List`` kinds are unpacked. ConfigError for bad YAML."""
-    import yaml
 
     # libyaml's parser (installed with PyYAML on every platform with wheels) reads a 10 000-document
     # file several times faster than the pure-Python one, with the same safe constructors. A file it

@@ -16,6 +16,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+import yaml
+
 from kgpu.errors import ConfigError
 from kgpu.lint.rules import GPU_PREFIX, parse_quantity
 
@@ -68,7 +70,6 @@ def from_labels(text: str, source: str) -> frozenset[str]:
 
 def _parse_labels(text: str, source: str) -> dict[str, str]:
     """``key=value`` lines, or a YAML/JSON mapping of labels (or a Node object: its metadata.labels)."""
-    import yaml
 
     lines = [line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith("#")]
     if lines and all("=" in line and ": " not in line and not line.startswith(("{", "-")) for line in lines):

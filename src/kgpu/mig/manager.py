@@ -20,6 +20,7 @@ from typing import Any, Protocol
 
 from kgpu.errors import KgpuError
 from kgpu.fsio import read_text
+from kgpu.gpu.migstate import GpuMigState, InstanceState, read_mig_state, write_mig_state
 from kgpu.gpu.model import Inventory
 from kgpu.mig.config import MigConfigEntry, parse_mig_config
 from kgpu.mig.plan import GpuLayout, current_layout, plan_layout
@@ -52,7 +53,6 @@ class SimulatedMigControl:
 
     def apply(self, layouts: Sequence[GpuLayout]) -> None:
         """Record the new layouts; a node back to its fixture's layout keeps no state file at all."""
-        from kgpu.gpu.migstate import GpuMigState, InstanceState, read_mig_state, write_mig_state
         from kgpu.gpu.simulated import SimulatedBackend
 
         state = read_mig_state(self.state_file)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,10 @@ import yaml
 
 from kgpu.errors import ConfigError
 from kgpu.fsio import read_text
+from kgpu.labels.node import kube_client
 from kgpu.operator.handlers import ApiWriter, ClusterView, build_registry
+from kgpu.operator.policy import GROUP, KIND, PLURAL, VERSION
+from kgpu.operator.reconcile import MANAGED_BY
 from kgpu.operator.values import chart_defaults, coalesce
 
 MAX_VALUES_BYTES = 1 << 20
@@ -43,16 +47,12 @@ def delete_policies(namespace: str, release: str, kubeconfig: Path | None, timeo
     The chart's pre-delete hook runs this, so the node components stop (and take their Node conditions and
     labels with them) while their ServiceAccounts and RBAC still exist; Helm deletes those afterwards.
     """
-    import time
 
     from lightkube.core.exceptions import ApiError
     from lightkube.generic_resource import create_global_resource
     from lightkube.resources.apps_v1 import DaemonSet
     from lightkube.resources.core_v1 import Pod
 
-    from kgpu.labels.node import kube_client
-    from kgpu.operator.policy import GROUP, KIND, PLURAL, VERSION
-    from kgpu.operator.reconcile import MANAGED_BY
 
     client = kube_client(kubeconfig)
     resource = create_global_resource(GROUP, VERSION, KIND, PLURAL)
@@ -106,7 +106,6 @@ def run_operator(namespace: str, release: str, values: Path | None, kubeconfig: 
                  liveness: str | None, resync_s: float = 10.0) -> None:
     import kopf
 
-    from kgpu.labels.node import kube_client
 
     base = load_base_values(values)
     client = kube_client(kubeconfig)

@@ -5,9 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from kgpu.cdi import CdiError, CdiOptions, generate_spec, render, validate
 from kgpu.doctor.facts import GpuFacts
 from kgpu.doctor.fixes import BLACKLIST_CONTENT, BLACKLIST_FILE, MODULES_FILE, SYSCTL_FILE, initramfs_command
 from kgpu.fsio import Applied, apply_changes, locate
+from kgpu.host.driverroot import CUDA_SONAME, NVML_SONAME, WELL_KNOWN_DRIVER_ROOTS, find_library
 from kgpu.host.facts import K8S_MODULES, K8S_SYSCTLS, HostFacts
 from kgpu.host.paths import read_text
 from kgpu.runtime import ConfigureRequest, FileChange, RuntimePlan, plan_configure
@@ -156,7 +158,6 @@ def _runtimes(facts: HostFacts) -> tuple[list[PrepareStep], list[str]]:
 
 def find_driver_root(root: Path) -> str:
     """The first well-known driver root under ``root`` that holds NVML or libcuda (``/`` when none does)."""
-    from kgpu.host.driverroot import CUDA_SONAME, NVML_SONAME, WELL_KNOWN_DRIVER_ROOTS, find_library
 
     for candidate in WELL_KNOWN_DRIVER_ROOTS:
         base = locate(root, str(candidate)).real
@@ -167,7 +168,6 @@ def find_driver_root(root: Path) -> str:
 
 def _cdi(facts: HostFacts, gpu: GpuFacts | None, driver_root: str | None) -> tuple[PrepareStep | None, list[str]]:
     """A CDI spec for the GPUs when the node has none (as ``kgpu cdi generate`` writes it)."""
-    from kgpu.cdi import CdiError, CdiOptions, generate_spec, render, validate
 
     if any(s.kind == "nvidia.com/gpu" for s in facts.cdi_specs) or gpu is None:
         return None, []

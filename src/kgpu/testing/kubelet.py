@@ -21,6 +21,7 @@ Example::
 
 from __future__ import annotations
 
+import argparse
 import queue
 import re
 import sys
@@ -418,7 +419,6 @@ def _describe_allocation(response: pb.ContainerAllocateResponse) -> list[str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Act as the kubelet for one plugin: accept its registration, list its devices, allocate once."""
-    import argparse
 
     parser = argparse.ArgumentParser(
         prog="python -m kgpu.testing.kubelet",

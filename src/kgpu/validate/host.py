@@ -13,6 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from kgpu.doctor import GpuFacts, NodeFacts, run_checks, select
+from kgpu.host.containerd import read_containerd
+from kgpu.host.crio import read_crio
+from kgpu.host.docker import read_docker
+from kgpu.host.facts import read_host_facts
 from kgpu.validate.result import StepResult, failed, passed
 
 if TYPE_CHECKING:
@@ -195,9 +200,6 @@ class RuntimeInstall:
 
 
 def read_runtime_installs(root: Path) -> list[RuntimeInstall]:
-    from kgpu.host.containerd import read_containerd
-    from kgpu.host.crio import read_crio
-    from kgpu.host.docker import read_docker
 
     out = []
     containerd = read_containerd(root)
@@ -259,8 +261,6 @@ def judge_driver_mounts(installs: list[RuntimeInstall], mounted: tuple[str, ...]
 
 def read_runtime_findings(root: Path) -> list[Finding]:
     """Run the doctor's runtime checks on the node under ``root`` (host facts only: no GPU is opened)."""
-    from kgpu.doctor import GpuFacts, NodeFacts, run_checks, select
-    from kgpu.host.facts import read_host_facts
 
     facts = NodeFacts(host=read_host_facts(root), gpu=GpuFacts("none", None, "not read by validate", None))
     return run_checks(facts, select(RUNTIME_CHECKS))

@@ -15,8 +15,24 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from kgpu.config.resolve import resolve_config
+from kgpu.deviceplugin.hostfacts import driver_file_mounts
+from kgpu.deviceplugin.statefile import StateFileError, parse_state
 from kgpu.errors import ConfigError, KgpuError
+from kgpu.fsio import read_text
+from kgpu.gpu.backend import BackendError
 from kgpu.validate import host
+from kgpu.validate.cuda import CudaDriver, CudaLibraryError, run_vector_add
+from kgpu.validate.kube import (
+    PodSpec,
+    _api_error,
+    judge_pod,
+    local_addresses,
+    node_allocatable,
+    open_client,
+    run_pod,
+    this_node,
+)
 from kgpu.validate.result import STEP_NAMES, STEPS, StepResult, failed, not_run, passed, skipped
 
 if TYPE_CHECKING:
@@ -122,7 +138,6 @@ class _Run:
         return host.judge_driver(host.read_driver_facts(self.opts.root))
 
     def nvml(self) -> StepResult:
-        from kgpu.gpu.backend import BackendError
 
         try:
             backend = self.open_backend()
@@ -184,7 +199,6 @@ class _Run:
         return host.judge_device_nodes([host.read_device_node(self.opts.root, p) for p in paths])
 
     def cuda(self) -> StepResult:
-        from kgpu.validate.cuda import CudaDriver, CudaLibraryError, run_vector_add
 
         if self.opts.simulated or self.backend_name == "simulated":
             return skipped("cuda", "no real GPU (simulated backend): the CUDA kernel was not run")
@@ -246,8 +260,6 @@ class _Run:
         strategy, source, driver_root = self._plugin_strategy()
         if host.needs_nvidia_runtime(strategy):
             return host.judge_runtime(host.read_runtime_findings(self.opts.root))
-        from kgpu.config.resolve import resolve_config
-        from kgpu.deviceplugin.hostfacts import driver_file_mounts
 
         config = resolve_config({"device-list-strategy": ",".join(strategy), "nvidia-driver-root": driver_root},
                                 host_root=self.opts.root)
@@ -260,7 +272,6 @@ class _Run:
         Given to validate (flag, DEVICE_LIST_STRATEGY, a config file) it is resolved as the plugin resolves
         it; otherwise the running plugin's state file records it; otherwise NVIDIA's default, envvar.
         """
-        from kgpu.config.resolve import resolve_config
 
         env = self.opts.env
         config_file = self.opts.config_file or (Path(env["CONFIG_FILE"]) if env.get("CONFIG_FILE") else None)
@@ -269,8 +280,6 @@ class _Run:
             source = ("--device-list-strategy" if self.opts.device_list_strategy
                       else "DEVICE_LIST_STRATEGY" if env.get("DEVICE_LIST_STRATEGY") else f"config file {config_file}")
             return tuple(config.flags.plugin.device_list_strategy), source, config.flags.nvidia_driver_root or "/"
-        from kgpu.deviceplugin.statefile import StateFileError, parse_state
-        from kgpu.fsio import read_text
 
         path = self.opts.root / str(self.opts.plugin_state_file).lstrip("/")
         try:
@@ -290,7 +299,6 @@ class _Run:
             return host.judge_plugin(
                 facts, None, "allocatable not checked (no API access; pass --kubeconfig)"
             )
-        from kgpu.validate.kube import _api_error, local_addresses, node_allocatable, open_client, this_node
 
         name, how = self.opts.node_name, "--node" if self.opts.node else "$NODE_NAME"
         try:
@@ -310,7 +318,6 @@ class _Run:
         return replace(result, detail=f"{result.detail} (node {name}: {how})")
 
     def pod(self) -> StepResult:
-        from kgpu.validate.kube import PodSpec, judge_pod, open_client, run_pod
 
         spec = PodSpec(self.opts.image, self.opts.namespace, self.opts.node, self.opts.runtime_class,
                        simulate=(self.opts.simulate or "h100x8") if self.opts.simulated else None)

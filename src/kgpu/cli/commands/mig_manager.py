@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import threading
 from pathlib import Path
 from typing import Annotated
 
@@ -51,8 +53,6 @@ def mig_manager(
     ] = None,
 ) -> None:
     """Apply the MIG layout the node's nvidia.com/mig.config label names."""
-    import os
-    import threading
 
     from kgpu.cli.state import global_options
     from kgpu.daemon import StopSignals

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import threading
 from pathlib import Path
 from typing import Annotated
 
@@ -125,8 +127,6 @@ def report(
     ] = None,
 ) -> None:
     """Report this node's GPU stages on its Node object, as the kgpu-validator DaemonSet does."""
-    import json
-    import threading
 
     from kgpu.cli.state import global_options
     from kgpu.daemon import StopSignals

@@ -8,6 +8,7 @@ the ``kgpu node`` group (``kgpu node prepare`` lives in ``node.py``).
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 from typing import Annotated
 
@@ -35,7 +36,6 @@ Kubeconfig = Annotated[
 
 
 def _node_name(node: str | None) -> str:
-    import socket
 
     return node or os.environ.get("NODE_NAME") or socket.gethostname().lower()
 
