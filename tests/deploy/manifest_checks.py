@@ -100,6 +100,27 @@ def parse_kgpu_command(args: list[str]) -> dict[str, Any]:
     return params
 
 
+ENTRY_POINTS = {"kgpu-device-plugin": "device-plugin", "kgpu-exporter": "exporter"}
+"""The daemons the manifests start from their own entry points, and the kgpu command each one is."""
+
+
+def parse_container_command(container: Mapping[str, Any]) -> dict[str, Any]:
+    """Parse a container's command line as it will run: ``kgpu <command> ...`` by the CLI, or a daemon's entry
+    point (``kgpu-device-plugin ...``) by its own parser and, for the values' types, as its kgpu command."""
+    command, args = container["command"], list(container["args"])
+    if command == ["kgpu"]:
+        return parse_kgpu_command(args)
+    (entry,) = command
+    from kgpu.config.flags import DCGM_EXPORTER, DEVICE_PLUGIN, flags_of
+    from kgpu.daemon.entry import parse
+    from kgpu.exporter.daemon import FLAGS
+
+    rows = {"kgpu-device-plugin": (DEVICE_PLUGIN, flags_of(DEVICE_PLUGIN)), "kgpu-exporter": (DCGM_EXPORTER, FLAGS)}
+    program, flags = rows[entry]
+    parse(entry, program, flags, "", args)  # an unknown option exits 2
+    return parse_kgpu_command([ENTRY_POINTS[entry], *args])
+
+
 def global_driver_root() -> tuple[str, str]:
     """The driver root every kgpu command resolves from the environment: (host path, where it is mounted)."""
     import os

@@ -14,6 +14,7 @@ from manifest_checks import (
     driver_root_problems,
     global_driver_root,
     literal_env,
+    parse_container_command,
     parse_kgpu_command,
     schedules_on,
 )
@@ -461,11 +462,13 @@ def test_validation_job_is_a_post_install_hook_running_validate_pod() -> None:
 def test_every_container_runs_a_command_line_kgpu_accepts(variant: str, monkeypatch: pytest.MonkeyPatch) -> None:
     # Parsed as the CLI parses it: the subcommand exists, every flag exists and takes its value, no stray
     # argument (the same check runs on the standalone manifests in test_standalone_manifests.py).
+    # The device plugin and the exporter run their own entry points, with the same flags.
     for owner, _, c in containers(render(VARIANTS[variant])):
-        assert c["command"] == ["kgpu"], owner
+        expected = {"device-plugin": ["kgpu-device-plugin"], "exporter": ["kgpu-exporter"]}.get(c["name"], ["kgpu"])
+        assert c["command"] == expected, owner
         for name, value in literal_env(c).items():
             monkeypatch.setenv(name, value)
-        parse_kgpu_command(c["args"])
+        parse_container_command(c)
 
 
 def test_manifests_file_is_the_default_render() -> None:

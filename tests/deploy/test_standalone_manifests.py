@@ -9,11 +9,13 @@ from typing import Any
 import pytest
 from manifest_checks import (
     DRIVER_ROOT_MOUNT,
+    ENTRY_POINTS,
     MANIFESTS,
     driver_root_problems,
     global_driver_root,
     literal_env,
     load,
+    parse_container_command,
     parse_kgpu_command,
     pod_containers,
     schedules_on,
@@ -119,10 +121,10 @@ def test_with_a_driver_root_the_device_plugin_hands_out_host_paths(tmp_path: Pat
 def test_every_container_runs_a_command_line_kgpu_accepts(path: Path, driver_root: bool,
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     for owner, _, c in pod_containers(objects(path, driver_root)):
-        assert c["command"] == ["kgpu"], owner
+        assert c["command"][0] in ("kgpu", *ENTRY_POINTS), owner
         for name, value in literal_env(c).items():
             monkeypatch.setenv(name, value)  # e.g. the labeler's MIG_STRATEGY is parsed as the CLI would
-        params = parse_kgpu_command(c["args"])
+        params = parse_container_command(c)
         assert params, owner
 
 
