@@ -10,7 +10,7 @@ IMAGE_ARCHIVE ?= build/kgpu-image.tar
 # lab's daemons that `lab up` starts must not inherit (and so hold) it after the run.
 LAB_LOCK ?= $(wildcard /work/lab.lock)
 
-.PHONY: demo test lint typecheck unit clean proto image e2e e2e-dra
+.PHONY: demo test lint typecheck unit clean proto image e2e e2e-run e2e-dra
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,9 +34,13 @@ unit: $(STAMP)
 
 image: $(STAMP)
 	bash deploy/image/build.sh $(IMAGE_ARCHIVE)
+	bash deploy/image/check.sh $(IMAGE_ARCHIVE)
 
 # The real-cluster suite: the lab from ../shared/lab on each of E2E_VERSIONS (or the cluster $$KUBECONFIG names).
-e2e: image
+e2e: image e2e-run
+
+# The suite alone, on the image make image built last.
+e2e-run: $(STAMP)
 	$(if $(LAB_LOCK),flock -o $(LAB_LOCK)) $(BIN)/python tests/e2e/run.py --image-archive $(IMAGE_ARCHIVE)
 
 # The DRA driver's part of it alone (tests/e2e/test_dra.py, lab v1.36; no image needed: the plugin runs on the host).

@@ -49,7 +49,11 @@ trap 'rm -rf "$WORK"' EXIT
 mkdir -p "$WORK/wheels" "$CACHE/wheels" "$CACHE/debs" "$(dirname "$OUT")"
 
 say "1/5 kgpu wheel"
-"$PYTHON" -m pip wheel --quiet --no-deps --no-build-isolation --wheel-dir "$WORK/kgpu" . 2>&1 | grep -v 'is ignored' >&2 || true
+# From a copy of what the wheel is made of: setuptools reuses the checkout's build/lib, where modules deleted
+# from src/ since an earlier build stay and went into the wheel (an image from a worktree shipped them).
+mkdir "$WORK/src"
+tar -c --exclude=__pycache__ --exclude='*.egg-info' pyproject.toml README.md src | tar -x -C "$WORK/src"
+"$PYTHON" -m pip wheel --quiet --no-deps --no-build-isolation --wheel-dir "$WORK/kgpu" "$WORK/src" 2>&1 | grep -v 'is ignored' >&2 || true
 cp "$WORK"/kgpu/kgpu-*.whl "$WORK/wheels/"
 
 say "2/5 locked wheels (cache $CACHE/wheels)"
