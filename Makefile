@@ -29,8 +29,10 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy src
 
+# The suite on every core (pytest-xdist): on this 2-core machine 1752 tests take about half the time they take on
+# one (3 min 17 s instead of 6 min 52 s at load 6). Targeted runs (.venv/bin/pytest tests/x.py) stay on one.
 unit: $(STAMP)
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n auto
 
 image: $(STAMP)
 	bash deploy/image/build.sh $(IMAGE_ARCHIVE)
