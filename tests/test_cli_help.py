@@ -48,6 +48,17 @@ def _help(path: list[str]) -> str:
     return result.output
 
 
+@pytest.mark.parametrize("path", [[], ["node"], ["cdi"], ["runtime"]], ids=["kgpu", "node", "cdi", "runtime"])
+def test_a_group_typed_alone_shows_its_help(path: list[str]) -> None:
+    # Given a newcomer's first `kgpu` (or `kgpu node`) without a command, then its usage and commands are shown
+    # (Typer with rich printed nothing at all, exit 2), on stderr and with exit 2, as click does
+    done = subprocess.run([sys.executable, "-m", "kgpu", *path], capture_output=True, text=True,
+                          env={"COLUMNS": str(WIDTH), "PATH": "/usr/bin:/bin"})
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.startswith(f"Usage: kgpu {' '.join(path)}".rstrip() + " [OPTIONS] COMMAND [ARGS]...")
+    assert "Commands:" in done.stderr and "Traceback" not in done.stderr
+
+
 def test_every_command_is_covered() -> None:
     names = {" ".join(path) for path, _ in COMMANDS}
     # the commands a newcomer meets first; a new command is picked up by the walk on its own

@@ -68,6 +68,15 @@ class KgpuGroup(TyperGroup):
         super().__init__(*args, **kwargs)
         _name_values(self.params)
 
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        # Typer 0.29, with rich installed, prints nothing for the error no_args_is_help raises: `kgpu` or
+        # `kgpu node` alone exited 2 in silence. The help goes where click puts it: stderr, exit 2.
+        if not args and self.no_args_is_help and not ctx.resilient_parsing:
+            typer.echo(ctx.get_help(), err=True)
+            ctx.exit(2)
+        result: list[str] = super().parse_args(ctx, args)
+        return result
+
     def collect_usage_pieces(self, ctx: Any) -> list[str]:
         return usage_pieces(self, ctx)
 
