@@ -201,12 +201,26 @@ def test_daemons_have_liveness_and_readiness_probes() -> None:
             assert "livenessProbe" in c and "readinessProbe" in c, owner
 
 
-def test_http_probes_point_at_declared_ports() -> None:
-    for owner, _, c in containers(render()):
-        ports = {p["name"] for p in c.get("ports", [])}
+def served_port(args: list[str]) -> int | None:
+    """The port a daemon's --healthz (or the exporter's --listen) serves /healthz on, from its arguments."""
+    for i, arg in enumerate(args):
+        name, _, value = arg.partition("=")
+        if name in ("--healthz", "--listen"):
+            return int((value or args[i + 1]).rsplit(":", 1)[1])
+    return None
+
+
+def test_http_probes_ask_the_port_the_daemon_serves() -> None:
+    # Given the chart with every daemon on (the MPS variant), each HTTP probe names a declared port, and
+    # that port is the one the container's --healthz (--listen) serves: the kubelet asks the daemon itself.
+    probed = set()
+    for owner, _, c in containers(render(VARIANTS["mps"])):
+        ports = {p["name"]: p["containerPort"] for p in c.get("ports", [])}
         for probe in ("livenessProbe", "readinessProbe"):
             if "httpGet" in c.get(probe, {}):
-                assert c[probe]["httpGet"]["port"] in ports, owner
+                assert ports[c[probe]["httpGet"]["port"]] == served_port(c["args"]), owner
+                probed.add(c["name"])
+    assert {"device-plugin", "labeler", "exporter", "mps-daemon"} <= probed
 
 
 def test_rbac_is_least_privilege() -> None:

@@ -271,7 +271,7 @@ FLAGS: tuple[Flag, ...] = (
          "JSON snapshot of advertised devices, health and allocation counts (read by the exporter).",
          _dp("KGPU_DP_STATE_FILE"), DEFAULT_DEVICE_PLUGIN_STATE_FILE, "", metavar="FILE", origin="kgpu"),
     Flag("healthz", "string",
-         "Serve GET /healthz on HOST:PORT (e.g. :8082): 200 while every watcher works, 503 with why.",
+         "Serve GET /healthz on HOST:PORT (e.g. :8083): 200 while every watcher works, 503 with why.",
          _dp("KGPU_HEALTHZ"), None, "", metavar="ADDR", origin="kgpu"),
     # ---- kgpu exporter (kgpu-exporter), in place of dcgm-exporter ----
     Flag("listen", "string", "Address to serve /metrics and /healthz on: HOST:PORT, :PORT or [::]:PORT.",

@@ -329,9 +329,16 @@ def exporter() -> Document:
 
 
 def mps_daemon() -> Document:
-    container = _container("mpsDaemon", security=_root_security(), capabilities="compute,utility")
+    container = _container(
+        "mpsDaemon",
+        security=_root_security(),
+        capabilities="compute,utility",
+        extra={"ports": [{"name": "healthz", "containerPort": Ref("mpsDaemon.healthPort"), "protocol": "TCP"}]},
+    )
     container |= {
-        "livenessProbe": {"exec": {"command": ["sh", "-c", "test -d /run/kgpu/mps"]}, "periodSeconds": 30},
+        # 503 once checking the control daemons has been failing or stuck for a while: the kubelet restarts it.
+        "livenessProbe": {"httpGet": {"path": "/healthz", "port": "healthz"}, "initialDelaySeconds": 10,
+                          "periodSeconds": 30, "failureThreshold": 4},
         "readinessProbe": {"exec": {"command": ["sh", "-c", "test -f /run/kgpu/mps/.ready"]}, "periodSeconds": 10},
         "volumeMounts": [
             *_common_mounts(),

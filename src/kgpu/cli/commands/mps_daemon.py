@@ -58,7 +58,7 @@ def mps_daemon(
     ] = False,
     healthz: Annotated[
         str | None,
-        typer.Option(help="Serve GET /healthz on HOST:PORT (e.g. :8083): 200 while the daemons are checked, "
+        typer.Option(help="Serve GET /healthz on HOST:PORT (e.g. :8084): 200 while the daemons are checked, "
                           "503 with why.", envvar="KGPU_HEALTHZ", metavar="ADDR"),
     ] = None,
 ) -> None:
