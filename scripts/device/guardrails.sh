@@ -3,7 +3,8 @@
 # Allocate p99 (kgpu ≤ 3× NVIDIA's), registration ≤ 2 s after start, re-registration ≤ 250 ms after a kubelet
 # restart, resident memory ≤ 80 MB for the device plugin and the exporter, SIGTERM to exit. Both plugins are
 # driven by the kubelet stand-in in /var/lib/kubelet/device-plugins (where NVIDIA's plugin puts its sockets),
-# one after the other. kgpu's daemons start from their own entry points, as the chart starts them. Then
+# one after the other. kgpu's daemons start as the chart starts them: their own entry points, with the chart's
+# arguments and default config file (bench/chart.py). Then
 # bench/rss.py shows where the daemons' memory lies on NVML (phases, mappings, and what the command line,
 # missing byte-code and MALLOC_ARENA_MAX=2 change). Needs NVIDIA's binary carried in .bench-bin/ (build:
 # scripts/build_nvidia_plugin.sh). Read-only for the GPUs. Prints tables and PASS/FAIL lines; exit status 1
