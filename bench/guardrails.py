@@ -58,6 +58,7 @@ class Measured:
     p99_ms: float = float("nan")
     reregister_ms: list[float] = field(default_factory=list)
     rss_mb: float = float("nan")
+    peak_mb: float = float("nan")
     stop_ms: float = float("nan")
     error: str = ""
 
@@ -67,9 +68,10 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-def rss_mb(pid: int) -> float:
+def rss_mb(pid: int, field: str = "VmRSS") -> float:
+    """Resident memory now (VmRSS), or its peak so far (VmHWM), in MB."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) / 1024
     return float("nan")
 
@@ -121,7 +123,7 @@ def measure_plugin(name: str, command: list[str], env: dict[str, str], directory
             result.reregister_ms.append((again.at - restarted) * 1000)
             kubelet.watch(RESOURCE).wait_for(lambda ds: len(ds) > 0, timeout=30)
             time.sleep(0.3)
-        result.rss_mb = rss_mb(proc.pid)
+        result.rss_mb, result.peak_mb = rss_mb(proc.pid), rss_mb(proc.pid, "VmHWM")
     except (AssertionError, OSError) as exc:
         result.error = str(exc).splitlines()[0][:200]
     finally:
@@ -130,8 +132,9 @@ def measure_plugin(name: str, command: list[str], env: dict[str, str], directory
     return result
 
 
-def measure_exporter(command: list[str], port: int, env: dict[str, str], scrapes: int, pod_resources: Path) -> float:
-    """``command`` serves on 127.0.0.1:``port``; resident memory after ``scrapes`` scrapes."""
+def measure_exporter(command: list[str], port: int, env: dict[str, str], scrapes: int,
+                     pod_resources: Path) -> tuple[float, float]:
+    """``command`` serves on 127.0.0.1:``port``; resident memory after ``scrapes`` scrapes, and its peak."""
     proc = subprocess.Popen([*command, "--kubelet-pod-resources", str(pod_resources), "--device-plugin-state",
                              "none"], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -143,12 +146,12 @@ def measure_exporter(command: list[str], port: int, env: dict[str, str], scrapes
                 break
             except OSError:
                 if time.monotonic() > deadline or proc.poll() is not None:
-                    return float("nan")
+                    return float("nan"), float("nan")
                 time.sleep(0.1)
         for _ in range(scrapes):
             urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read()
         time.sleep(2)
-        return rss_mb(proc.pid)
+        return rss_mb(proc.pid), rss_mb(proc.pid, "VmHWM")
     finally:
         stop(proc)
 
@@ -189,7 +192,7 @@ def main() -> int:
         port = 19400
         exporter = [*chart_command("exporter", work, {":9400": f"127.0.0.1:{port}"}), *driver]
         with fake_kubelet(uuids) as pod_resources:
-            exporter_rss = measure_exporter(exporter, port, env, 50, pod_resources)
+            exporter_rss, exporter_peak = measure_exporter(exporter, port, env, 50, pod_resources)
     finally:
         for run in runs:
             if run.error:
@@ -212,9 +215,9 @@ def main() -> int:
     row("re-registration median / max", [
         f"{statistics.median(r.reregister_ms):.0f} / {max(r.reregister_ms):.0f} ms" if r.reregister_ms else "n/a"
         for r in runs])
-    row("resident memory", [f"{r.rss_mb:.1f} MB" for r in runs])
+    row("resident memory (peak)", [f"{r.rss_mb:.1f} MB ({r.peak_mb:.1f})" for r in runs])
     row("SIGTERM to exit", [f"{r.stop_ms:.0f} ms" for r in runs])
-    print(f"{'kgpu exporter resident memory':34} {exporter_rss:>22.1f} MB")
+    print(f"{'kgpu exporter resident memory (peak)':34} {f'{exporter_rss:.1f} MB ({exporter_peak:.1f})':>22}")
 
     reregister = max(ours.reregister_ms) if ours.reregister_ms else float("nan")
     checks = [
