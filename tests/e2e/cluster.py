@@ -35,6 +35,8 @@ def _find_lab() -> Path:
 
 LAB = _find_lab()
 GPU = "nvidia.com/gpu"
+DEVICE_CHECKPOINT = Path("/var/lib/kubelet/device-plugins/kubelet_internal_checkpoint")
+"""The kubelet's record of which device plugin advertised which devices, read when it starts."""
 
 T = TypeVar("T")
 
@@ -172,13 +174,17 @@ class Cluster:
             raise RuntimeError("importing an image needs the lab; on another cluster, make the image pullable")
         lab("import", str(archive))
 
-    def restart_kubelet(self) -> None:
-        """Stop the lab's kubelet (SIGTERM, as systemctl restart does) and start it again with ``lab up``."""
+    def restart_kubelet(self, forget_devices: bool = False) -> None:
+        """Stop the lab's kubelet (SIGTERM, as systemctl restart does) and start it again with ``lab up``;
+        ``forget_devices``: without its device checkpoint, so it no longer knows the resources of device
+        plugins that went away (``lab up`` does the same when the kubelet root changes hands)."""
         if not self.on_lab:
             raise RuntimeError("restarting the kubelet needs the lab")
         pid = int((self.kubeconfig.parent / "run" / "kubelet.pid").read_text())
         os.kill(pid, 15)
         wait_for("the kubelet to exit", lambda: not Path(f"/proc/{pid}").exists(), timeout=60)
+        if forget_devices:
+            DEVICE_CHECKPOINT.unlink(missing_ok=True)
         lab("up", version=self.version)
 
     def pod_phase(self, namespace: str, name: str) -> str:

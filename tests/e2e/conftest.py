@@ -9,6 +9,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+import leftovers
 import pytest
 from cluster import REPO, Cluster, from_kubeconfig, start_lab
 from node import DRIVER_ROOT, lay_out_driver_root, remove_driver_root, reset_events
@@ -29,6 +30,34 @@ def cluster() -> Cluster:
     if os.environ.get("KUBECONFIG") and not version:
         return from_kubeconfig()
     return start_lab(version or "1.36")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_stale_gpu_counts(cluster: Cluster) -> Iterator[bool]:
+    """The run starts and ends with no nvidia.com/* count in the Node's status that no device plugin serves
+    (leftovers.py says how one stays there for good); the value: whether the cluster serves DRA's API."""
+    if gone := leftovers.forget_stale_resources(cluster):
+        record(f"v{cluster.version}: at the start, counted with no plugin (removed)", ", ".join(gone))
+    yield leftovers.serves_dra(cluster)
+    leftovers.forget_stale_resources(cluster)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def leaves_nothing_behind(request: pytest.FixtureRequest, cluster: Cluster, no_stale_gpu_counts: bool
+                          ) -> Iterator[None]:
+    """Each module leaves the cluster and the node as it found them, after its own teardown. What it left fails
+    its last test, naming it all, and is cleaned, so that the next module is judged on its own (leftovers.py)."""
+    dra = no_stale_gpu_counts
+    before = leftovers.snapshot(cluster, dra)
+    yield
+    after, left = leftovers.settle(cluster, before, dra)
+    if not left:
+        return
+    leftovers.clean(cluster, before, after)
+    still = leftovers.left(before, leftovers.snapshot(cluster, dra))
+    pytest.fail(f"{request.module.__name__}.py left on the cluster (node {cluster.node}): " + "; ".join(left)
+                + (f". Still there after cleaning: {'; '.join(still)}" if still else
+                   ". Cleaned, so the next module starts as this one did."), pytrace=False)
 
 
 @pytest.fixture(scope="session")

@@ -18,7 +18,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from cluster import REPO, running_lab_version, start_lab  # noqa: E402
+from cluster import LAB, REPO, running_lab_version, start_lab  # noqa: E402
 
 
 def main() -> int:
@@ -27,12 +27,17 @@ def main() -> int:
                         help="lab versions to run on, in order (default: 1.36,1.28; env E2E_VERSIONS)")
     parser.add_argument("--image-archive", default="build/kgpu-image.tar", help="kgpu's image (make image)")
     args, pytest_args = parser.parse_known_args()
+    # --durations: the slowest steps (a module's install is its first test's setup), to keep CI under 20 minutes
     base = [str(REPO / ".venv/bin/pytest"), str(HERE), "-o", "addopts=-ra", "-p", "no:cacheprovider", "-v",
-            *pytest_args]
+            "--durations=12", "--durations-min=5", *pytest_args]
     env = dict(os.environ, KGPU_E2E_IMAGE_ARCHIVE=str(Path(args.image_archive).resolve()))
     if os.environ.get("KUBECONFIG"):
         print(f"e2e: on the cluster KUBECONFIG names ({os.environ['KUBECONFIG']})", flush=True)
         return subprocess.run(base, env=env).returncode
+    if not LAB.exists():
+        print(f"e2e: no lab at {LAB} (../shared/lab beside the clone, or $KGPU_LAB) and no $KUBECONFIG: no cluster "
+              "to run on", file=sys.stderr)
+        return 2
     versions = [v.strip() for v in args.versions.split(",") if v.strip()]
     failed: list[str] = []
     rows: list[tuple[str, int, float]] = []
