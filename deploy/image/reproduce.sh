@@ -12,7 +12,7 @@ if [ -n "$(git status --porcelain -- pyproject.toml README.md src deploy/image)"
     say "the image's inputs have uncommitted changes (git status): commit them, a fresh clone has only HEAD"
     exit 2
 fi
-PYTHON="$(realpath "${PYTHON:-.venv/bin/python}")"
+PYTHON="$(realpath -s "${PYTHON:-.venv/bin/python}")"  # -s: the venv's link, not the interpreter behind it
 [ -x "$PYTHON" ] || { say "no $PYTHON: make image first (it creates .venv)"; exit 2; }
 CLONE="$(mktemp -d "${TMPDIR:-/tmp}/kgpu-reproduce.XXXXXX")"
 trap 'rm -rf "$CLONE"' EXIT
