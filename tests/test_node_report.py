@@ -71,6 +71,21 @@ def test_the_operator_reads_back_what_the_report_wrote_and_the_node_object_itsel
     assert stages[Stage.LABELS].ok is False and "nvidia.com/gpu.product" in stages[Stage.LABELS].evidence
 
 
+def test_the_fix_of_a_stage_read_from_the_node_is_a_command_that_runs() -> None:
+    # `kubectl logs` takes no --field-selector: the pod on the node is found with `kubectl get` first
+    node = {"metadata": {"name": "gpu-1", "labels": {"nvidia.com/gpu.present": "true"}},
+            "status": {"conditions": [], "allocatable": {}}}
+    stages = {s.stage: s for s in node_stages(node, "gpu-operator")}
+    assert stages[Stage.ALLOCATABLE].fix == (
+        "look at the device plugin on gpu-1: kubectl logs -n gpu-operator $(kubectl get pods -n gpu-operator -o name "
+        "-l app.kubernetes.io/component=device-plugin --field-selector spec.nodeName=gpu-1) (or `kgpu validate` on "
+        "the node)")
+    assert "app.kubernetes.io/component=validator --field-selector spec.nodeName=gpu-1" in stages[Stage.DRIVER].fix
+    unknown_namespace = {s.stage: s for s in node_stages(node)}
+    assert unknown_namespace[Stage.LABELS].fix.startswith(
+        "look at the labeler on gpu-1: kubectl get pods -A -o wide -l app.kubernetes.io/component=labeler ")
+
+
 def test_a_stage_that_keeps_its_status_keeps_its_transition_time() -> None:
     old = stage_conditions(_results(), simulated=False, now="2025-01-01T00:00:00Z")
     new = merge_conditions(old, stage_conditions(_results(), simulated=False, now=NOW))

@@ -200,8 +200,55 @@ def test_an_invalid_spec_keeps_the_running_daemonsets_and_says_error_with_the_ca
     reconcile_once(view, writer)  # type: ignore[arg-type]
     status = writer.statuses[-1][1]
     assert status["state"] == "error" and "spec.devicePlugin.config" in status["message"]
+    assert "Fix: correct it with kubectl edit clusterpolicies.kgpu.io cluster-policy" in status["message"]
     assert writer.applied == []
     assert any(reason == "InvalidSpec" for _, reason, _ in writer.events)
+
+
+def _current(view: ClusterView, spec: dict[str, Any] | None = None) -> None:
+    """The cluster holds exactly what ``spec`` asks for, every pod current and ready on gpu-1."""
+    desired = desired_objects(policy(spec), chart_defaults(), "kgpu", "kube-system")
+    for obj in desired.objects:
+        body = copy.deepcopy(obj)
+        if body["kind"] == "DaemonSet":
+            body["status"] = {"desiredNumberScheduled": 1, "numberReady": 1}
+            digest = obj["spec"]["template"]["metadata"]["annotations"][TEMPLATE_HASH]
+            record_pod(view, None, pod(f"{obj['metadata']['name']}-x", "gpu-1", obj["metadata"]["name"], digest))
+        record_object(view, None, body)
+
+
+def test_a_deleted_daemonset_is_recreated_and_the_status_keeps_naming_the_repair() -> None:
+    view, writer = _view(), FakeWriter()
+    record_policy(view, None, _policy_body({}))
+    record_node(view, None, gpu_node("gpu-1"))
+    _current(view)
+    reconcile_once(view, writer)  # type: ignore[arg-type]
+    assert writer.statuses[-1][1]["state"] == "ready"
+    record_object(view, "DELETED", {"kind": "DaemonSet", "metadata": {"name": "kgpu-device-plugin"}})
+    reconcile_once(view, writer)  # type: ignore[arg-type]
+    assert ("apply", "kgpu-device-plugin") in writer.applied
+    sync = {c["type"]: c for c in writer.statuses[-1][1]["conditions"]}["DaemonSetsInSync"]
+    assert sync["reason"] == "DriftRepaired" and "DaemonSet kgpu-device-plugin missing: created" in sync["message"]
+    assert ("Warning", "DriftRepaired", "DaemonSet kgpu-device-plugin missing: created") in writer.events
+    _current(view)  # the watch delivers the recreated DaemonSet
+    view.statuses["cluster-policy"] = writer.statuses[-1][1]
+    reconcile_once(view, writer)  # type: ignore[arg-type]
+    status = writer.statuses[-1][1]
+    sync = {c["type"]: c for c in status["conditions"]}["DaemonSetsInSync"]
+    assert status["state"] == "ready" and sync["reason"] == "DriftRepaired", "the last repair stays visible"
+
+
+def test_a_component_the_policy_turned_off_is_named_as_the_fix_of_the_stage_it_fails() -> None:
+    view, writer = _view(), FakeWriter()
+    record_policy(view, None, _policy_body({"devicePlugin": {"enabled": False}}))
+    record_node(view, None, gpu_node("gpu-1", failing=Stage.DEVICE_PLUGIN, allocatable="0"))
+    reconcile_once(view, writer)  # type: ignore[arg-type]
+    status = writer.statuses[-1][1]
+    assert status["nodes"][0]["stage"] == "devicePlugin"
+    assert status["nodes"][0]["fix"] == (
+        "spec.devicePlugin.enabled is false in ClusterPolicy cluster-policy: kubectl patch clusterpolicies.kgpu.io "
+        "cluster-policy --type merge -p '{\"spec\":{\"devicePlugin\":{\"enabled\":true}}}'")
+    assert ("delete", "kgpu-device-plugin") not in writer.applied  # there was none to delete
 
 
 def test_a_second_cluster_policy_is_flagged_ignored_in_its_status() -> None:

@@ -96,11 +96,13 @@ def merge_conditions(current: Sequence[Mapping[str, Any]], new: Sequence[dict[st
     return out
 
 
-def _from_condition(stage: Stage, conditions: Mapping[str, Mapping[str, Any]]) -> StageResult:
+def _from_condition(stage: Stage, conditions: Mapping[str, Mapping[str, Any]], name: str,
+                    namespace: str) -> StageResult:
     cond = conditions.get(CONDITION_TYPES[stage])
     if cond is None:
         return StageResult(stage, None, "NotReported", "kgpu node report has not reported this stage yet",
-                           "check the kgpu-validator pod on this node (kubectl get pods -o wide -A | grep validator)")
+                           f"look at the validator (kgpu node report) on {name}: "
+                           f"{component_logs('validator', name, namespace)}")
     message = str(cond.get("message", ""))
     evidence, _, fix = message.partition(FIX_SEPARATOR)
     status = cond.get("status")
@@ -109,19 +111,28 @@ def _from_condition(stage: Stage, conditions: Mapping[str, Mapping[str, Any]]) -
                        heartbeat=str(cond.get("lastHeartbeatTime", "")))
 
 
-def _allocatable(name: str, allocatable: Mapping[str, str]) -> StageResult:
+def component_logs(component: str, node: str, namespace: str = "") -> str:
+    """The command that shows the logs of kgpu's ``component`` pod on ``node`` (``kubectl logs`` takes no field
+    selector, so the pod is found by ``kubectl get`` first); without the namespace, the command that finds it."""
+    find = f"-l app.kubernetes.io/component={component} --field-selector spec.nodeName={node}"
+    if not namespace:
+        return f"kubectl get pods -A -o wide {find}, then kubectl logs -n <its namespace> <its name>"
+    return f"kubectl logs -n {namespace} $(kubectl get pods -n {namespace} -o name {find})"
+
+
+def _allocatable(name: str, allocatable: Mapping[str, str], namespace: str) -> StageResult:
     gpus = {k: v for k, v in allocatable.items() if k.startswith(RESOURCE_PREFIX) and str(v) not in ("0", "")}
     if gpus:
         evidence = ", ".join(f"{k}: {v}" for k, v in sorted(gpus.items()))
         return StageResult(Stage.ALLOCATABLE, True, "Advertised", evidence)
     return StageResult(
         Stage.ALLOCATABLE, False, "NothingAdvertised", "the kubelet advertises no nvidia.com/* resource",
-        f"look at the device plugin on {name}: kubectl logs -n <namespace> -l app.kubernetes.io/component="
-        f"device-plugin --field-selector spec.nodeName={name} (or `kgpu validate` on the node)",
+        f"look at the device plugin on {name}: {component_logs('device-plugin', name, namespace)} "
+        "(or `kgpu validate` on the node)",
     )
 
 
-def _labels(name: str, labels: Mapping[str, str]) -> StageResult:
+def _labels(name: str, labels: Mapping[str, str], namespace: str) -> StageResult:
     product = labels.get(PRODUCT_LABEL)
     if labels.get(GPU_PRESENT_LABEL) == "true" and product:
         count = labels.get("nvidia.com/gpu.count", "?")
@@ -129,13 +140,12 @@ def _labels(name: str, labels: Mapping[str, str]) -> StageResult:
     missing = GPU_PRESENT_LABEL if labels.get(GPU_PRESENT_LABEL) != "true" else PRODUCT_LABEL
     return StageResult(
         Stage.LABELS, False, "NotLabelled", f"label {missing} is missing",
-        f"look at the labeler on {name}: kubectl logs -n <namespace> -l app.kubernetes.io/component=labeler "
-        f"--field-selector spec.nodeName={name}",
+        f"look at the labeler on {name}: {component_logs('labeler', name, namespace)}",
     )
 
 
-def node_stages(node: Mapping[str, Any]) -> list[StageResult]:
-    """Every stage of one Node object, in order."""
+def node_stages(node: Mapping[str, Any], namespace: str = "") -> list[StageResult]:
+    """Every stage of one Node object, in order; ``namespace`` (kgpu's) goes into the fixes' commands."""
     meta = node.get("metadata") or {}
     status = node.get("status") or {}
     name = str(meta.get("name", ""))
@@ -143,11 +153,11 @@ def node_stages(node: Mapping[str, Any]) -> list[StageResult]:
     out: list[StageResult] = []
     for stage in STAGES:
         if stage is Stage.ALLOCATABLE:
-            out.append(_allocatable(name, status.get("allocatable") or {}))
+            out.append(_allocatable(name, status.get("allocatable") or {}, namespace))
         elif stage is Stage.LABELS:
-            out.append(_labels(name, meta.get("labels") or {}))
+            out.append(_labels(name, meta.get("labels") or {}, namespace))
         else:
-            out.append(_from_condition(stage, conditions))
+            out.append(_from_condition(stage, conditions, name, namespace))
     return out
 
 

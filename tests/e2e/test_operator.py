@@ -1,6 +1,7 @@
 """The chart in operator mode, on a real kubelet and API server: one ClusterPolicy takes the simulated 8×H100 node
-from joined to validated, says where it stands, repairs drift, reports a bad config with its fix, rolls a
-MIG layout from a node label, rolls a sharing change out, and leaves nothing behind when uninstalled.
+from joined to validated and says where it stands (its columns, `kgpu status`), repairs drift, reports a bad
+config and a turned-off component with their fixes, reshapes the node's MIG layout from a node label, rolls a
+sharing change out node by node, and leaves nothing behind when uninstalled.
 
 The tests run in file order against one release; each leaves the policy ready for the next.
 """
@@ -13,20 +14,26 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
-from chart import NAMESPACE, Release, lab_values
-from cluster import GPU, Cluster, wait_for
+from chart import NAMESPACE, SELECTOR, Release, lab_values
+from cluster import GPU, REPO, Cluster, wait_for
 from conftest import record
 from node import kgpu_files_left
 
 PRESENT = "nvidia.com/gpu.present"
 POLICY = "cluster-policy"
 KGPU_CONDITIONS = {"KgpuDriver", "KgpuRuntime", "KgpuDevicePlugin", "KgpuValidation"}
+POLICY_CONDITIONS = {"Ready", "SpecValid", "DaemonSetsInSync", "RolloutComplete", "NodesReady"}
+STAGES = ["driver", "runtime", "devicePlugin", "allocatable", "labels", "validation"]
 MIG_LABEL = "nvidia.com/mig.config"
 MIG_STATE = "nvidia.com/mig.config.state"
+MIG_MESSAGE = "kgpu.io/mig.config.message"
+OWNED = "app.kubernetes.io/managed-by=kgpu-operator"
+TEMPLATE_HASH = "kgpu.io/template-hash"
 # The lab's pods reach the API server only from the host network, at 127.0.0.1 (../shared/lab/README.md).
 API_FROM_HOST = {"hostNetwork": True, "env": [{"name": "KUBERNETES_SERVICE_HOST", "value": "127.0.0.1"},
                                               {"name": "KUBERNETES_SERVICE_PORT", "value": "6443"}]}
@@ -37,7 +44,6 @@ TIME_SLICING = {"version": "v1", "flags": {"plugin": {"deviceListStrategy": "dri
 def operator_values() -> dict[str, Any]:
     return lab_values(
         operator={"enabled": True, **API_FROM_HOST, "clusterPolicy": {"mig": {"strategy": "mixed"}}},
-        labeler=API_FROM_HOST,
         validator={**API_FROM_HOST, "extraArgs": ["--interval", "5s"]},
         migManager={**API_FROM_HOST, "enabled": True, "extraArgs": ["--interval", "1s"]},
         validation={"enabled": False},  # the chart's own suite runs the validation Job
@@ -53,19 +59,29 @@ def status(cluster: Cluster) -> dict[str, Any]:
     return dict(policy(cluster).get("status") or {})
 
 
+def conditions_of(st: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {c["type"]: c for c in st.get("conditions") or []}
+
+
 def patch_spec(cluster: Cluster, spec: dict[str, Any]) -> None:
     cluster.kubectl("patch", "clusterpolicies.kgpu.io", POLICY, "--type", "merge", "-p", json.dumps({"spec": spec}))
 
 
 def ready(cluster: Cluster) -> dict[str, Any] | None:
-    st = status(cluster)
-    gen = policy(cluster)["metadata"]["generation"]
-    return st if st.get("state") == "ready" and st.get("observedGeneration") == gen else None
+    got = policy(cluster)
+    st = dict(got.get("status") or {})
+    return st if st.get("state") == "ready" and st.get("observedGeneration") == got["metadata"]["generation"] else None
 
 
-def events(cluster: Cluster, reason: str) -> list[str]:
+def events(cluster: Cluster, reason: str) -> list[dict[str, Any]]:
     items = cluster.get("events", "-A", "--field-selector", f"involvedObject.kind=ClusterPolicy,reason={reason}")
-    return [e["message"] for e in items["items"]]
+    return list(items["items"])
+
+
+def kgpu(cluster: Cluster, *args: str) -> subprocess.CompletedProcess[str]:
+    """The kgpu CLI an admin runs against the cluster (this checkout's)."""
+    return subprocess.run([str(REPO / ".venv" / "bin" / "kgpu"), *args], env=cluster.env, capture_output=True,
+                          text=True, timeout=60)
 
 
 def diagnose(cluster: Cluster) -> str:
@@ -84,101 +100,257 @@ def diagnose(cluster: Cluster) -> str:
     return "\n".join(parts)
 
 
+@dataclass
+class Installed:
+    release: Release
+    labels_before: set[str]
+    files_before: set[str]
+    """nvidia.com/* labels and kgpu node files there before the install (other users of the cluster left them):
+    the uninstall must take away what the release added, not what it found."""
+    seen: list[dict[str, Any]] = field(default_factory=list)
+    """Every distinct ClusterPolicy status seen while the install became ready."""
+
+
 @pytest.fixture(scope="module")
-def operator_release(cluster: Cluster, image: str, driver_root: Path) -> Iterator[Release]:
+def installed(cluster: Cluster, image: str, driver_root: Path) -> Iterator[Installed]:
+    # Given a node where nothing advertises GPUs (a kubelet keeps counting the devices of a plugin that went away).
+    if cluster.on_lab and cluster.allocatable() > 0:
+        cluster.restart_kubelet()
+    cluster.forget_stale_resource(GPU)
+    labels_before = {k for k in cluster.node_labels() if k.startswith("nvidia.com/")} - {PRESENT}
     cluster.kubectl("label", "node", cluster.node, f"{PRESENT}=true", "--overwrite")
-    release = Release(cluster)
+    state = Installed(Release(cluster), labels_before, set(kgpu_files_left()))
+
+    def watch() -> dict[str, Any] | None:
+        with contextlib.suppress(subprocess.CalledProcessError):
+            st = status(cluster)
+            if st and st not in state.seen:
+                state.seen.append(st)
+        return ready(cluster)
+
     try:
         start = time.monotonic()
-        release.install(operator_values())
+        state.release.install(operator_values())
         try:
-            wait_for("ClusterPolicy ready", lambda: ready(cluster), timeout=240)
+            wait_for("ClusterPolicy ready", watch, timeout=240, interval=0.25)
         except AssertionError as exc:
             raise AssertionError(f"{exc}\n{diagnose(cluster)}") from None
         took = time.monotonic() - start
         record(f"v{cluster.version}: helm install (operator) → ClusterPolicy ready", f"{took:.1f} s")
-        yield release
+        yield state
     finally:
         # Uninstall first, whatever else fails: a slow API server must not leave the release behind.
         try:
-            if release.installed:
-                release.uninstall()
+            if state.release.installed:
+                state.release.uninstall()
         finally:
             for label in (MIG_LABEL, PRESENT):
                 with contextlib.suppress(subprocess.SubprocessError):
                     cluster.kubectl("label", "node", cluster.node, f"{label}-", check=False)
 
 
-def test_the_policy_is_ready_with_every_stage_of_the_node_filled(operator_release: Release, cluster: Cluster) -> None:
+def test_the_policy_is_ready_with_every_stage_of_the_node_filled_and_says_so(installed: Installed,
+                                                                           cluster: Cluster) -> None:
     st = wait_for("ready", lambda: ready(cluster))
-    assert (st["gpuNodes"], st["readyNodes"]) == (1, 1)
-    conditions = {c["type"]: c for c in cluster.node_object()["status"]["conditions"]}
-    assert set(conditions) >= KGPU_CONDITIONS
+    assert (st["gpuNodes"], st["readyNodes"], st["nodes"]) == (1, 1, [])
+    assert {k: c["status"] for k, c in conditions_of(st).items()} == dict.fromkeys(POLICY_CONDITIONS, "True")
+    node_conditions = {c["type"]: c for c in cluster.node_object()["status"]["conditions"]}
     for kind in KGPU_CONDITIONS:
-        assert conditions[kind]["status"] == "True" and conditions[kind]["message"], conditions[kind]
-    assert conditions["KgpuDriver"]["reason"] == "Simulated"
-    table = cluster.kubectl("get", "clusterpolicies.kgpu.io")
-    assert "ready" in table and "1/1 GPU nodes ready" in table
-    names = sorted(d["metadata"]["name"] for d in cluster.get("daemonsets", "-n", NAMESPACE, "-l",
-                                                               "app.kubernetes.io/managed-by=kgpu-operator")["items"])
+        assert node_conditions[kind]["status"] == "True" and node_conditions[kind]["message"], node_conditions[kind]
+    assert node_conditions["KgpuDriver"]["reason"] == "Simulated"
+    names = sorted(d["metadata"]["name"] for d in cluster.get("daemonsets", "-n", NAMESPACE, "-l", OWNED)["items"])
     assert names == ["kgpu-device-plugin", "kgpu-exporter", "kgpu-labeler", "kgpu-mig-manager", "kgpu-validator"]
     assert cluster.allocatable() == 8
 
+    # While it became ready, every status that was not named each waiting node's stage, its evidence and a fix.
+    waiting = [s for s in installed.seen if s.get("state") == "notReady" and s.get("nodes")]
+    assert waiting, f"no notReady status seen on the way to ready: {installed.seen}"
+    for entry in (e for s in waiting for e in s["nodes"]):
+        assert entry["name"] == cluster.node and entry["stage"] in STAGES and entry["message"] and entry["fix"], entry
 
-def test_a_deleted_daemonset_is_named_and_recreated_within_30_s(operator_release: Release, cluster: Cluster) -> None:
+    # kubectl shows the state in columns
+    header, *rows = cluster.kubectl("get", "clusterpolicies.kgpu.io").splitlines()
+    assert header.split() == ["NAME", "STATE", "READY", "NODES", "MESSAGE", "AGE"]
+    assert rows[0].split()[:8] == [POLICY, "ready", "1", "1", "1/1", "GPU", "nodes", "ready"]
+
+    # kgpu status: every stage with its evidence, as JSON and as a table
+    done = kgpu(cluster, "status", "--json")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["clusterPolicy"] == {"name": POLICY, "state": "ready", "message": "1/1 GPU nodes ready",
+                                       "namespace": NAMESPACE, "gpuNodes": 1, "readyNodes": 1}
+    (node,) = report["nodes"]
+    assert node["name"] == cluster.node and node["ready"] is True
+    assert [s["stage"] for s in node["stages"]] == STAGES
+    for stage in node["stages"]:
+        assert stage["ok"] is True and stage["evidence"] and stage["fix"] == "", stage
+    evidence = {s["stage"]: s["evidence"] for s in node["stages"]}
+    assert evidence["allocatable"] == "nvidia.com/gpu: 8"
+    assert evidence["labels"] == "8x NVIDIA-H100-80GB-HBM3"
+    assert "simulated node" in evidence["driver"] and "passed: " in evidence["validation"]
+    table = kgpu(cluster, "status")
+    assert table.returncode == 0, table.stderr
+    assert f"ClusterPolicy {POLICY}: ready" in table.stdout
+    row = next(line.split() for line in table.stdout.splitlines() if line.startswith(cluster.node))
+    assert row[1:] == ["ok"] * 6 + ["yes"]
+
+
+def test_a_deleted_daemonset_is_recreated_and_named_in_the_status_within_30_s(installed: Installed,
+                                                                             cluster: Cluster) -> None:
+    before = {e["metadata"]["uid"] for e in events(cluster, "DriftRepaired")}
     cluster.kubectl("delete", "daemonset", "-n", NAMESPACE, "kgpu-device-plugin", "--wait=true")
     start = time.monotonic()
     wait_for("DaemonSet recreated", lambda: cluster.get("daemonsets", "-n", NAMESPACE, "kgpu-device-plugin"),
              timeout=30)
-    wait_for("a DriftRepaired event naming it", lambda: [m for m in events(cluster, "DriftRepaired")
-                                                         if m == "DaemonSet kgpu-device-plugin missing: created"]
-             or None, timeout=30)
-    record(f"v{cluster.version}: deleted DaemonSet → recreated and reported", f"{time.monotonic() - start:.1f} s")
+    sync = wait_for("DaemonSetsInSync naming the repair", lambda: (c := conditions_of(status(cluster)).get(
+        "DaemonSetsInSync", {})).get("reason") == "DriftRepaired" and "kgpu-device-plugin" in c["message"] and c,
+        timeout=30)
+    took = time.monotonic() - start
+    assert "DaemonSet kgpu-device-plugin missing: created" in sync["message"] and sync["status"] == "True"
+    assert [e for e in events(cluster, "DriftRepaired") if e["metadata"]["uid"] not in before
+            and e["message"] == "DaemonSet kgpu-device-plugin missing: created"]
+    record(f"v{cluster.version}: deleted DaemonSet → recreated, named in status", f"{took:.1f} s")
     wait_for("ready again", lambda: ready(cluster), timeout=120)
 
 
-def test_an_invalid_sharing_config_is_reported_with_its_cause_within_30_s(operator_release: Release,
-                                                                         cluster: Cluster) -> None:
+def test_an_invalid_sharing_config_is_reported_with_its_cause_and_fix_within_30_s(installed: Installed,
+                                                                                 cluster: Cluster) -> None:
     bad = {"version": "v1", "sharing": {"timeSlicing": {"resources": [{"name": GPU, "replicas": 0}]}}}
     wait_for("8 GPUs advertised", lambda: cluster.allocatable() == 8, timeout=60)
     generation = cluster.get("daemonset", "-n", NAMESPACE, "kgpu-device-plugin")["metadata"]["generation"]
     start = time.monotonic()
     patch_spec(cluster, {"devicePlugin": {"config": bad}})
     st = wait_for("state error", lambda: (s := status(cluster)).get("state") == "error" and s, timeout=30)
-    record(f"v{cluster.version}: invalid config → status error", f"{time.monotonic() - start:.1f} s")
-    assert "spec.devicePlugin.config" in st["message"] and "replicas" in st["message"]
+    took = time.monotonic() - start
+    record(f"v{cluster.version}: invalid sharing config → status error with its fix", f"{took:.1f} s")
+    assert "spec.devicePlugin.config.sharing.timeSlicing.resources" in st["message"] and "replicas" in st["message"]
+    assert f"Fix: correct it with kubectl edit clusterpolicies.kgpu.io {POLICY}" in st["message"]
+    assert conditions_of(st)["SpecValid"]["status"] == "False"
     ds = cluster.get("daemonset", "-n", NAMESPACE, "kgpu-device-plugin")
     assert ds["metadata"]["generation"] == generation, "the node keeps the last good config"
+    assert cluster.allocatable() == 8
     patch_spec(cluster, {"devicePlugin": {"config": None}})
     wait_for("ready again", lambda: ready(cluster), timeout=60)
 
 
-def test_a_mig_config_label_reshapes_the_simulated_node_and_its_resources(operator_release: Release,
-                                                                         cluster: Cluster) -> None:
+def test_a_component_turned_off_fails_its_stage_and_the_fix_named_in_the_status_brings_it_back(
+        installed: Installed, cluster: Cluster) -> None:
     start = time.monotonic()
-    cluster.kubectl("label", "node", cluster.node, f"{MIG_LABEL}=all-1g.10gb", "--overwrite")
-    wait_for("mig.config.state success", lambda: cluster.node_labels().get(MIG_STATE) == "success", timeout=60)
-    wait_for("56 MIG devices advertised", lambda: cluster.allocatable("nvidia.com/mig-1g.10gb") == 56, timeout=90)
-    record(f"v{cluster.version}: mig.config=all-1g.10gb → 56 nvidia.com/mig-1g.10gb",
+    patch_spec(cluster, {"devicePlugin": {"enabled": False}})
+    wait_for("no GPU advertised", lambda: cluster.allocatable() == 0, timeout=60)
+    st = wait_for("notReady naming the node's devicePlugin stage", lambda: (s := status(cluster)).get(
+        "state") == "notReady" and s["nodes"] and s["nodes"][0]["stage"] in ("devicePlugin", "allocatable") and s,
+        timeout=60)
+    record(f"v{cluster.version}: device plugin turned off → stage failing with its fix",
            f"{time.monotonic() - start:.1f} s")
-    assert cluster.allocatable() == 0, "a GPU in MIG mode is not advertised whole"
-    wait_for("GFD's MIG labels", lambda: cluster.node_labels().get("nvidia.com/mig-1g.10gb.count") == "56",
-             timeout=60)
+    (entry,) = st["nodes"]
+    assert entry["name"] == cluster.node and entry["message"]
+    prefix = f"spec.devicePlugin.enabled is false in ClusterPolicy {POLICY}: "
+    assert entry["fix"].startswith(prefix + "kubectl patch clusterpolicies.kgpu.io"), entry
+    assert f"Fix: {entry['fix']}" in st["message"]
+    # the fix is a command an admin pastes: run it as a shell would
+    subprocess.run(entry["fix"].removeprefix(prefix), shell=True, check=True, env=cluster.env, timeout=60)
+    wait_for("ready again", lambda: ready(cluster), timeout=120)
+    wait_for("8 GPUs advertised again", lambda: cluster.allocatable() == 8, timeout=60)
+    record(f"v{cluster.version}: … the fix run → ready, 8 GPUs", f"{time.monotonic() - start:.1f} s")
 
-    cluster.kubectl("label", "node", cluster.node, f"{MIG_LABEL}=all-disabled", "--overwrite")
-    wait_for("whole GPUs back", lambda: cluster.allocatable() == 8, timeout=90)
-    assert cluster.allocatable("nvidia.com/mig-1g.10gb") == 0
-    cluster.kubectl("label", "node", cluster.node, f"{MIG_LABEL}-")
+
+def _watch_label(cluster: Cluster, key: str, into: list[str]) -> subprocess.Popen[str]:
+    """Every value the Node's label ``key`` takes (a watch delivers each change, however brief)."""
+    path = "{.metadata.labels." + key.replace(".", "\\.") + '}{"\\n"}'
+    proc = subprocess.Popen(["kubectl", "get", "node", cluster.node, "--watch", "-o", f"jsonpath={path}"],
+                            env=cluster.env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+
+    def read() -> None:
+        for line in proc.stdout or []:
+            if not into or into[-1] != line.strip():
+                into.append(line.strip())
+
+    threading.Thread(target=read, daemon=True).start()
+    return proc
 
 
-def test_a_sharing_change_rolls_out_and_allocatable_follows(operator_release: Release, cluster: Cluster) -> None:
+def test_a_mig_config_label_reshapes_the_simulated_node_its_resources_and_labels(installed: Installed,
+                                                                                cluster: Cluster) -> None:
+    states: list[str] = []
+    watcher = _watch_label(cluster, MIG_STATE, states)
+    try:
+        start = time.monotonic()
+        cluster.kubectl("label", "node", cluster.node, f"{MIG_LABEL}=all-1g.10gb", "--overwrite")
+        wait_for("mig.config.state success", lambda: cluster.node_labels().get(MIG_STATE) == "success", timeout=60)
+        wait_for("56 MIG devices advertised", lambda: cluster.allocatable("nvidia.com/mig-1g.10gb") == 56,
+                 timeout=90)
+        record(f"v{cluster.version}: mig.config=all-1g.10gb → 56 nvidia.com/mig-1g.10gb",
+               f"{time.monotonic() - start:.1f} s")
+        assert cluster.allocatable() == 0, "a GPU in MIG mode is not advertised whole"
+        labels = wait_for("GFD's MIG labels", lambda: (lb := cluster.node_labels()).get(
+            "nvidia.com/mig-1g.10gb.count") == "56" and lb, timeout=60)
+        assert labels["nvidia.com/mig.strategy"] == "mixed"
+        assert labels["nvidia.com/mig-1g.10gb.slices.gi"] == "1"
+        assert labels["nvidia.com/mig.capable"] == "true"
+        assert "all-1g.10gb" in cluster.node_object()["metadata"]["annotations"][MIG_MESSAGE]
+
+        cluster.kubectl("label", "node", cluster.node, f"{MIG_LABEL}=no-such-layout", "--overwrite")
+        wait_for("mig.config.state failed", lambda: cluster.node_labels().get(MIG_STATE) == "failed", timeout=60)
+        message = cluster.node_object()["metadata"]["annotations"][MIG_MESSAGE]
+        assert "no MIG config named 'no-such-layout'" in message and "all-1g.10gb" in message
+        assert cluster.allocatable("nvidia.com/mig-1g.10gb") == 56, "a failed layout changes nothing"
+
+        cluster.kubectl("label", "node", cluster.node, f"{MIG_LABEL}=all-disabled", "--overwrite")
+        wait_for("whole GPUs back", lambda: cluster.allocatable() == 8, timeout=90)
+        assert cluster.allocatable("nvidia.com/mig-1g.10gb") == 0
+        wait_for("mig.config.state success", lambda: cluster.node_labels().get(MIG_STATE) == "success", timeout=60)
+    finally:
+        watcher.terminate()
+        cluster.kubectl("label", "node", cluster.node, f"{MIG_LABEL}-", check=False)
+    # each change went through pending (a watch sees every update of the Node)
+    assert [s for s in states if s] == ["pending", "success", "pending", "failed", "pending", "success"], states
+    wait_for("ready again", lambda: ready(cluster), timeout=120)
+
+
+def test_a_sharing_change_rolls_out_node_by_node_after_validation_and_allocatable_follows(installed: Installed,
+                                                                                         cluster: Cluster) -> None:
+    samples: list[dict[str, Any]] = []
+
+    def rolled() -> dict[str, Any] | None:
+        st = status(cluster)
+        samples.append(st)
+        return ready(cluster) if cluster.allocatable() == 32 else None
+
+    strategy = cluster.get("daemonset", "-n", NAMESPACE, "kgpu-device-plugin")["spec"]["updateStrategy"]
+    assert strategy == {"type": "OnDelete"}, "the operator rolls changes out itself"
+    before = {e["metadata"]["uid"] for e in events(cluster, "RolloutNode") + events(cluster, "NodeUpdated")}
     start = time.monotonic()
     patch_spec(cluster, {"devicePlugin": {"config": TIME_SLICING}})
-    wait_for("allocatable nvidia.com/gpu = 32", lambda: cluster.allocatable() == 32, timeout=150)
-    wait_for("ready after the rollout", lambda: ready(cluster), timeout=120)
-    record(f"v{cluster.version}: time-slicing ×4 in the ClusterPolicy → rolled out, 32 GPUs",
+    wait_for("32 GPUs advertised and the policy ready", rolled, timeout=150, interval=0.25)
+    record(f"v{cluster.version}: time-slicing ×4 in the ClusterPolicy → rolled out, 32 GPUs, ready",
            f"{time.monotonic() - start:.1f} s")
-    assert [m for m in events(cluster, "RolloutNode") if cluster.node in m]
+
+    in_flight = [s["rollout"]["inFlight"] for s in samples if s.get("rollout", {}).get("inFlight")]
+    assert in_flight, "the node was seen being updated"
+    assert all(len(nodes) <= 1 for nodes in in_flight), "maxUnavailable (1) nodes at a time"
+    since = in_flight[0][cluster.node]
+    rolling = [s for s in samples if conditions_of(s).get("RolloutComplete", {}).get("status") == "False"]
+    assert rolling and all(s["state"] != "ready" for s in rolling)
+    new = sorted((e for e in events(cluster, "RolloutNode") + events(cluster, "NodeUpdated")
+                  if e["metadata"]["uid"] not in before), key=lambda e: e["metadata"]["creationTimestamp"])
+    assert [e["reason"] for e in new] == ["RolloutNode", "NodeUpdated"], [e["message"] for e in new]
+    assert all(cluster.node in e["message"] for e in new)
+    # the node was let go only once it validated again after its pods were restarted
+    validation = {c["type"]: c for c in cluster.node_object()["status"]["conditions"]}["KgpuValidation"]
+    assert validation["status"] == "True" and validation["lastHeartbeatTime"] >= since
+    assert new[1]["metadata"]["creationTimestamp"] >= since
+    wanted = {d["metadata"]["name"]: d["spec"]["template"]["metadata"]["annotations"][TEMPLATE_HASH]
+              for d in cluster.get("daemonsets", "-n", NAMESPACE, "-l", OWNED)["items"]}
+    pods = [p for p in cluster.get("pods", "-n", NAMESPACE, "-l", SELECTOR)["items"]
+            if p["metadata"].get("ownerReferences", [{}])[0].get("name") in wanted]
+    assert sorted(p["metadata"]["ownerReferences"][0]["name"] for p in pods) == sorted(wanted)
+    for p in pods:
+        owner = p["metadata"]["ownerReferences"][0]["name"]
+        assert p["metadata"]["annotations"][TEMPLATE_HASH] == wanted[owner], p["metadata"]["name"]
+    labels = wait_for("sharing labels", lambda: (lb := cluster.node_labels()).get("nvidia.com/gpu.replicas") == "4"
+                      and lb, timeout=60)
+    assert labels["nvidia.com/gpu.sharing-strategy"] == "time-slicing"
 
 
 def _follow_logs(cluster: Cluster, selector: str, into: list[str]) -> subprocess.Popen[str]:
@@ -190,8 +362,8 @@ def _follow_logs(cluster: Cluster, selector: str, into: list[str]) -> subprocess
     return proc
 
 
-def test_uninstall_leaves_no_policy_daemonset_condition_label_or_file(operator_release: Release,
-                                                                      cluster: Cluster) -> None:
+def test_uninstall_leaves_no_policy_daemonset_condition_label_taint_socket_or_file(installed: Installed,
+                                                                                   cluster: Cluster) -> None:
     logs: list[str] = []
     followers = [_follow_logs(cluster, "app.kubernetes.io/component in (validator,mig-manager)", logs)]
     hook_logs: list[str] = []
@@ -201,20 +373,28 @@ def test_uninstall_leaves_no_policy_daemonset_condition_label_or_file(operator_r
         cluster.kubectl("logs", "-f", "-n", NAMESPACE, "-l", "app.kubernetes.io/component=operator-cleanup",
                         check=False).splitlines()), daemon=True)
     watcher.start()
-    operator_release.uninstall()
+    start = time.monotonic()
+    installed.release.uninstall()
+    record(f"v{cluster.version}: helm uninstall (operator mode)", f"{time.monotonic() - start:.1f} s")
     for proc in followers:
         proc.terminate()
     watcher.join(timeout=5)
     seen = "\n".join(["validator/mig-manager:", *logs[-30:], "cleanup hook:", *hook_logs[-10:]])
     assert cluster.kubectl("get", "crd", "clusterpolicies.kgpu.io", "--ignore-not-found").strip() == ""
-    wait_for("operator DaemonSets gone", lambda: not cluster.get(
-        "daemonsets", "-n", NAMESPACE, "-l", "app.kubernetes.io/managed-by=kgpu-operator")["items"], timeout=120)
+    left = cluster.kubectl("get", "all,configmaps,serviceaccounts,roles,rolebindings,clusterroles,"
+                           "clusterrolebindings,runtimeclasses,jobs", "-A", "-l", SELECTOR, "-o", "name")
+    assert left.strip() == "", left
     wait_for("kgpu pods gone", lambda: not cluster.get("pods", "-n", NAMESPACE, "-l",
                                                       "app.kubernetes.io/part-of=kgpu")["items"], timeout=120)
+    wait_for(f"allocatable {GPU} gone", lambda: cluster.allocatable() == 0, timeout=120)
     node = cluster.node_object()
     assert not KGPU_CONDITIONS & {c["type"] for c in node["status"]["conditions"]}, seen
-    assert MIG_STATE not in node["metadata"].get("labels", {})
-    assert "kgpu.io/mig.config.message" not in node["metadata"].get("annotations", {})
+    labels = {k: v for k, v in node["metadata"].get("labels", {}).items()
+              if k.startswith("nvidia.com/") and k != PRESENT and k not in installed.labels_before}
+    taints = [t for t in node["spec"].get("taints", []) if t["key"].startswith(("nvidia.com/", "kgpu.io/"))]
+    assert (labels, taints) == ({}, []), seen
+    assert not [k for k in node["metadata"].get("annotations", {}) if k.startswith("kgpu.io/")]
     with contextlib.suppress(AssertionError):
-        wait_for("no kgpu file on the node", lambda: not kgpu_files_left(), timeout=60)
-    assert kgpu_files_left() == []
+        wait_for("no kgpu file on the node", lambda: not (set(kgpu_files_left()) - installed.files_before),
+                 timeout=60)
+    assert sorted(set(kgpu_files_left()) - installed.files_before) == [], seen

@@ -19,25 +19,28 @@ def gather_status(kubeconfig: Path | None, only: str | None = None) -> dict[str,
     from kgpu.operator.policy import GROUP, KIND, PLURAL, VERSION
 
     client = kube_client(kubeconfig)
+    policy: dict[str, Any] | None = None
+    try:
+        resource = create_global_resource(GROUP, VERSION, KIND, PLURAL)
+        policies = [p.to_dict() if hasattr(p, "to_dict") else dict(p) for p in client.list(resource)]
+        if policies:
+            p = min(policies, key=lambda p: (p["metadata"].get("creationTimestamp", ""), p["metadata"]["name"]))
+            st = p.get("status") or {}
+            policy = {"name": p["metadata"]["name"], "state": st.get("state", ""), "message": st.get("message", ""),
+                      "namespace": st.get("namespace", ""), "gpuNodes": st.get("gpuNodes", 0),
+                      "readyNodes": st.get("readyNodes", 0)}
+    except ApiError:
+        policy = None  # no operator installed (the CRD does not exist)
+    namespace = (policy or {}).get("namespace", "")
     nodes = []
     for obj in client.list(Node):
         body = obj.to_dict()
         labels = body.get("metadata", {}).get("labels") or {}
         if not is_gpu_node(labels) or (only and body["metadata"]["name"] != only):
             continue
-        stages = node_stages(body)
+        stages = node_stages(body, namespace)
         nodes.append({"name": body["metadata"]["name"], "ready": all(s.ok is True for s in stages),
                       "stages": [s.to_json() for s in stages]})
-    policy: dict[str, Any] | None = None
-    try:
-        resource = create_global_resource(GROUP, VERSION, KIND, PLURAL)
-        policies = [p.to_dict() if hasattr(p, "to_dict") else dict(p) for p in client.list(resource)]
-        if policies:
-            p = policies[0]
-            st = p.get("status") or {}
-            policy = {"name": p["metadata"]["name"], "state": st.get("state", ""), "message": st.get("message", "")}
-    except ApiError:
-        policy = None  # no operator installed (the CRD does not exist)
     return {"clusterPolicy": policy, "nodes": sorted(nodes, key=lambda n: n["name"])}
 
 

@@ -91,7 +91,7 @@ def record_policy(view: ClusterView, event_type: str | None, body: Mapping[str, 
 
 def record_node(view: ClusterView, event_type: str | None, body: Mapping[str, Any]) -> None:
     name = str((body.get("metadata") or {}).get("name"))
-    facts = None if event_type == "DELETED" else node_facts(body)
+    facts = None if event_type == "DELETED" else node_facts(body, view.namespace)
     with view.lock:
         before = view.nodes.get(name)
         if facts is None:
@@ -240,7 +240,8 @@ def reconcile_once(view: ClusterView, writer: ApiWriter) -> Report | None:
         ready = {name: ok for name, ok in ready.items() if name in wanted}
         ready.update({name: False for name in wanted if name not in ready})
     report = summarize(active, namespace=view.namespace, error=error, nodes=nodes, actions=actions,
-                       failed_actions=failed, rollout=rollout, daemonsets_ready=ready, previous=previous, now=now)
+                       failed_actions=failed, rollout=rollout, daemonsets_ready=ready, previous=previous, now=now,
+                       turned_off=desired.turned_off if desired is not None else frozenset())
     if report.status != previous:
         writer.patch_status(active.name, report.status)
         with view.lock:

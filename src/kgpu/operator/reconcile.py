@@ -12,6 +12,7 @@ carries out what they return. A story, as the tests tell it::
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -31,7 +32,7 @@ from kgpu.nodestatus import (
     node_stages,
 )
 from kgpu.operator.components import COMPONENTS, documents
-from kgpu.operator.policy import GROUP, KIND, VERSION, parse_spec, to_values
+from kgpu.operator.policy import COMPONENT_VALUES, GROUP, KIND, VERSION, parse_spec, to_values
 from kgpu.operator.template import Context, evaluate_document, go_json
 from kgpu.operator.values import coalesce
 
@@ -60,12 +61,12 @@ class NodeFacts:
         return next(s for s in self.stages if s.stage is stage)
 
 
-def node_facts(node: Mapping[str, Any]) -> NodeFacts | None:
-    """The stages of a GPU node; None for a node that is not one."""
+def node_facts(node: Mapping[str, Any], namespace: str = "") -> NodeFacts | None:
+    """The stages of a GPU node (fixes name kgpu's ``namespace``); None for a node that is not one."""
     labels = (node.get("metadata") or {}).get("labels") or {}
     if not is_gpu_node(labels):
         return None
-    return NodeFacts(name=str(node["metadata"]["name"]), stages=tuple(node_stages(node)))
+    return NodeFacts(name=str(node["metadata"]["name"]), stages=tuple(node_stages(node, namespace)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +126,8 @@ class Desired:
     """True when the operator rolls changes out itself (RollingUpdate), False for OnDelete."""
     max_unavailable: int | str
     validator: bool
+    turned_off: frozenset[str] = frozenset()
+    """ClusterPolicy sections whose component the spec turns off (devicePlugin, gfd, validator)."""
 
 
 def _owner(policy: PolicyRef) -> dict[str, Any]:
@@ -171,8 +174,10 @@ def desired_objects(policy: PolicyRef, base: Mapping[str, Any], release: str, na
         ds["metadata"]["ownerReferences"] = [_owner(policy)]
         hashes[ds["metadata"]["name"]] = digest
         objects.append(ds)
+    off = frozenset(section for section, target in COMPONENT_VALUES.items()
+                    if section in STAGE_COMPONENTS and not (values.get(target) or {}).get("enabled"))
     return Desired(tuple(objects), hashes, operator_rolls, max_unavailable,
-                   validator=bool((values.get("validator") or {}).get("enabled")))
+                   validator=bool((values.get("validator") or {}).get("enabled")), turned_off=off)
 
 
 def daemonset_names(release: str) -> set[str]:
@@ -328,6 +333,29 @@ def _condition(kind: str, ok: bool, reason: str, message: str, generation: int, 
             "lastTransitionTime": since, "observedGeneration": generation}
 
 
+STAGE_COMPONENTS: dict[str, tuple[Stage, ...]] = {
+    "devicePlugin": (Stage.DEVICE_PLUGIN, Stage.ALLOCATABLE),
+    "gfd": (Stage.LABELS,),
+    "validator": (Stage.DRIVER, Stage.RUNTIME, Stage.DEVICE_PLUGIN, Stage.VALIDATION),
+}
+"""The ClusterPolicy section whose component makes each stage pass (the validator reports four of them)."""
+
+
+def spec_fix(stage: Stage, turned_off: frozenset[str], policy: str) -> str:
+    """The fix when the ClusterPolicy itself turned off the component a failing stage needs, else ''."""
+    for section, stages in STAGE_COMPONENTS.items():
+        if section in turned_off and stage in stages:
+            patch = json.dumps({"spec": {section: {"enabled": True}}}, separators=(",", ":"))
+            return (f"spec.{section}.enabled is false in ClusterPolicy {policy}: "
+                    f"kubectl patch clusterpolicies.kgpu.io {policy} --type merge -p '{patch}'")
+    return ""
+
+
+def _edit_fix(policy: str) -> str:
+    return (f"Fix: correct it with kubectl edit clusterpolicies.kgpu.io {policy}; "
+            "until then the nodes keep running the last valid spec.")
+
+
 @dataclass(frozen=True, slots=True)
 class Report:
     status: dict[str, Any]
@@ -337,7 +365,8 @@ class Report:
 
 def summarize(policy: PolicyRef, *, namespace: str, error: ConfigError | None, nodes: Mapping[str, NodeFacts],
               actions: Sequence[Action], failed_actions: Sequence[str], rollout: RolloutPlan | None,
-              daemonsets_ready: Mapping[str, bool], previous: Mapping[str, Any], now: str) -> Report:
+              daemonsets_ready: Mapping[str, bool], previous: Mapping[str, Any], now: str,
+              turned_off: frozenset[str] = frozenset()) -> Report:
     """The ClusterPolicy's status: state, conditions, counts, the not-ready nodes with their fix."""
     prev_conditions = {c.get("type"): c for c in previous.get("conditions") or []}
     gen = policy.generation
@@ -347,18 +376,29 @@ def summarize(policy: PolicyRef, *, namespace: str, error: ConfigError | None, n
     for node in not_ready[:MAX_NODES_IN_STATUS]:
         stage = first_failing(node.stages)
         assert stage is not None
+        fix = spec_fix(stage.stage, turned_off, policy.name) or stage.fix
         entries.append({"name": node.name, "stage": str(stage.stage),
-                        "message": f"{stage.reason}: {stage.evidence}"[:512], "fix": stage.fix[:512]})
+                        "message": f"{stage.reason}: {stage.evidence}"[:512], "fix": fix[:512]})
     ready_count = len(nodes) - len(not_ready)
     in_sync = not failed_actions
     rolling = rollout is not None and (rollout.in_flight or rollout.outdated_nodes)
+    first_run = not previous.get("state")
+    repaired = [f"{a.kind} {a.name} {a.reason}" for a in actions if a.verb == "apply" and not first_run]
+    prev_sync = prev_conditions.get("DaemonSetsInSync") or {}
+    if failed_actions:
+        sync_reason, sync_message = "ApplyFailed", "; ".join(failed_actions)
+    elif repaired:
+        sync_reason, sync_message = "DriftRepaired", f"at {now}: " + "; ".join(repaired)
+    elif prev_sync.get("reason") == "DriftRepaired" and prev_sync.get("observedGeneration") == gen:
+        # the last repair stays visible (with when it happened) until the spec changes
+        sync_reason, sync_message = "DriftRepaired", str(prev_sync.get("message", ""))
+    else:
+        sync_reason, sync_message = "InSync", "every node DaemonSet matches the ClusterPolicy"
+    error_text = f"{error} {_edit_fix(policy.name)}" if error is not None else ""
     conditions = [
         _condition("SpecValid", error is None, "Invalid" if error else "Valid",
-                   str(error) if error else "the spec and its device-plugin config are valid", gen, now,
-                   prev_conditions),
-        _condition("DaemonSetsInSync", in_sync, "ApplyFailed" if failed_actions else "InSync",
-                   "; ".join(failed_actions) or "every node DaemonSet matches the ClusterPolicy", gen, now,
-                   prev_conditions),
+                   error_text or "the spec and its device-plugin config are valid", gen, now, prev_conditions),
+        _condition("DaemonSetsInSync", in_sync, sync_reason, sync_message, gen, now, prev_conditions),
         _condition("RolloutComplete", not rolling, "RollingOut" if rolling else "Complete",
                    (f"{len(rollout.in_flight)} node(s) updating, {rollout.outdated_nodes} waiting"
                     if rollout is not None and rolling else "every GPU node runs the current spec"), gen, now,
@@ -367,7 +407,7 @@ def summarize(policy: PolicyRef, *, namespace: str, error: ConfigError | None, n
                    f"{ready_count}/{len(nodes)} GPU nodes ready", gen, now, prev_conditions),
     ]
     if error is not None:
-        state, message = "error", str(error)
+        state, message = "error", error_text
     elif failed_actions:
         state, message = "error", failed_actions[0]
     elif not_ready:
@@ -387,8 +427,7 @@ def summarize(policy: PolicyRef, *, namespace: str, error: ConfigError | None, n
     conditions.insert(0, _condition("Ready", ready_ok, "Ready" if ready_ok else state[0].upper() + state[1:],
                                     message, gen, now, prev_conditions))
     if error is not None and prev_conditions.get("SpecValid", {}).get("status") != "False":
-        events.append(("Warning", "InvalidSpec", str(error)))
-    first_run = not previous.get("state")
+        events.append(("Warning", "InvalidSpec", error_text))
     for action in actions:
         text = f"{action.kind} {action.name} {action.reason}"
         if action.verb == "delete":

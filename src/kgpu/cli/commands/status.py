@@ -27,8 +27,9 @@ def register(app: typer.Typer) -> None:
 
 
 def status(
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON: {clusterPolicy, nodes: [{name, ready, "
-                                          "stages: [{stage, ok, reason, evidence, fix}]}]}.")] = False,
+    as_json: Annotated[bool, typer.Option(
+        "--json", help="Print JSON: {clusterPolicy: {name, state, message, namespace, gpuNodes, readyNodes} or "
+        "null, nodes: [{name, ready, stages: [{stage, ok, reason, evidence, fix}]}]}.")] = False,
     kubeconfig: Annotated[
         Path | None,
         typer.Option(help="Kubeconfig (default: in-cluster, $KUBECONFIG, ~/.kube/config).", envvar="KUBECONFIG",
