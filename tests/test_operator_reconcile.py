@@ -294,6 +294,32 @@ def test_changing_sharing_in_the_policy_restarts_the_pods_of_one_node() -> None:
     assert writer.statuses[-1][1]["state"] == "notReady"
 
 
+def test_a_node_let_go_stays_let_go_when_a_watch_delivers_an_older_status() -> None:
+    # given a node whose pods the operator restarted for a new spec
+    view, writer = _view(), FakeWriter()
+    record_policy(view, None, _policy_body({"devicePlugin": {"config": SHARING}}))
+    record_node(view, None, gpu_node("gpu-1", heartbeat=T0))
+    record_pod(view, None, pod("dp-gpu-1", "gpu-1", "kgpu-device-plugin", "old-hash"))
+    reconcile_once(view, writer)  # type: ignore[arg-type]
+    assert writer.deleted_pods == ["dp-gpu-1"]
+    restarting = writer.statuses[-1][1]
+    since = restarting["rollout"]["inFlight"]["gpu-1"]
+    # when its new pods run and it validated again, it is let go once
+    desired = desired_objects(policy({"devicePlugin": {"config": SHARING}}), chart_defaults(), "kgpu", "kube-system")
+    record_pod(view, "DELETED", pod("dp-gpu-1", "gpu-1", "kgpu-device-plugin", "old-hash"))
+    for name, digest in desired.pod_hashes.items():
+        record_pod(view, None, pod(f"{name}-new", "gpu-1", name, digest))
+    record_node(view, None, gpu_node("gpu-1", heartbeat="2999-01-01T00:00:00Z"))
+    reconcile_once(view, writer)  # type: ignore[arg-type]
+    assert writer.statuses[-1][1]["rollout"]["inFlight"] == {}
+    # then the watch delivers the status written while it restarted: the operator keeps its own
+    record_policy(view, "MODIFIED", _policy_body({"devicePlugin": {"config": SHARING}}) | {"status": restarting})
+    reconcile_once(view, writer)  # type: ignore[arg-type]
+    assert writer.statuses[-1][1]["rollout"]["inFlight"] == {}
+    assert [m for _, r, m in writer.events if r == "NodeUpdated"] == [
+        "node gpu-1: runs the new spec and validated again"], since
+
+
 def test_in_a_pod_the_operator_logs_in_at_the_address_the_kubelet_gives_it(tmp_path: Any, monkeypatch: Any) -> None:
     from kgpu.operator.run import login_in_cluster
 

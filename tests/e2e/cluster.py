@@ -187,6 +187,27 @@ class Cluster:
             DEVICE_CHECKPOINT.unlink(missing_ok=True)
         lab("up", version=self.version)
 
+    def extended_resources(self, prefix: str = "nvidia.com/") -> dict[str, int]:
+        """The Node's ``prefix`` resources, allocatable count by name (0 for one kept in capacity alone)."""
+        status = self.node_object()["status"]
+        names = {**status.get("capacity", {}), **status.get("allocatable", {})}
+        return {k: int(status.get("allocatable", {}).get(k, 0)) for k in sorted(names) if k.startswith(prefix)}
+
+    def forget_vanished_resources(self, resources: list[str]) -> None:
+        """Take ``resources``, whose device plugin stopped advertising them, off the kubelet and the Node.
+
+        The kubelet keeps such a resource for 5 minutes at its old capacity (allocatable 0), then at 0 for
+        good, and puts it back into the Node's status when it is removed there; only a kubelet that never
+        registered it lets it go. So the kubelet restarts without its device checkpoint (the plugins still
+        running register again, as after any kubelet restart), then the resource is dropped from the Node."""
+        status = self.node_object()["status"]
+        present = [r for r in resources if r in status.get("capacity", {}) or r in status.get("allocatable", {})]
+        if not present:
+            return
+        self.restart_kubelet(forget_devices=True)
+        for resource in present:
+            self.forget_stale_resource(resource)
+
     def pod_phase(self, namespace: str, name: str) -> str:
         return str(self.get("pod", "-n", namespace, name)["status"].get("phase", ""))
 

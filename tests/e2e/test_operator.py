@@ -32,7 +32,10 @@ STAGES = ["driver", "runtime", "devicePlugin", "allocatable", "labels", "validat
 MIG_LABEL = "nvidia.com/mig.config"
 MIG_STATE = "nvidia.com/mig.config.state"
 MIG_MESSAGE = "kgpu.io/mig.config.message"
+MIG_RESOURCE = "nvidia.com/mig-1g.10gb"
 OWNED = "app.kubernetes.io/managed-by=kgpu-operator"
+PODS = "app.kubernetes.io/name=kgpu,app.kubernetes.io/instance=kgpu"
+"""The release's pods (their templates carry the selector labels only, not app.kubernetes.io/part-of)."""
 TEMPLATE_HASH = "kgpu.io/template-hash"
 # The lab's pods reach the API server only from the host network, at 127.0.0.1 (../shared/lab/README.md).
 API_FROM_HOST = {"hostNetwork": True, "env": [{"name": "KUBERNETES_SERVICE_HOST", "value": "127.0.0.1"},
@@ -100,26 +103,42 @@ def diagnose(cluster: Cluster) -> str:
     return "\n".join(parts)
 
 
+def kgpu_objects(cluster: Cluster) -> set[str]:
+    """Every object of kgpu's chart and every pod of a release named kgpu, as ``kind/name``."""
+    listed = cluster.kubectl("get", "all,configmaps,serviceaccounts,roles,rolebindings,clusterroles,"
+                             "clusterrolebindings,runtimeclasses,jobs", "-A", "-l", SELECTOR, "-o", "name")
+    pods = cluster.kubectl("get", "pods", "-A", "-l", PODS, "-o", "name")
+    return set(listed.split()) | set(pods.split())
+
+
 @dataclass
 class Installed:
     release: Release
     labels_before: set[str]
+    annotations_before: set[str]
     files_before: set[str]
-    """nvidia.com/* labels and kgpu node files there before the install (other users of the cluster left them):
-    the uninstall must take away what the release added, not what it found."""
+    objects_before: set[str]
+    """nvidia.com/* labels, kgpu.io/* annotations, kgpu node files, objects and pods of kgpu there before the
+    install (other users of the cluster left them): the uninstall must take away what the release added, not
+    what it found."""
     seen: list[dict[str, Any]] = field(default_factory=list)
     """Every distinct ClusterPolicy status seen while the install became ready."""
 
 
 @pytest.fixture(scope="module")
 def installed(cluster: Cluster, image: str, driver_root: Path) -> Iterator[Installed]:
-    # Given a node where nothing advertises GPUs (a kubelet keeps counting the devices of a plugin that went away).
-    if cluster.on_lab and cluster.allocatable() > 0:
-        cluster.restart_kubelet()
-    cluster.forget_stale_resource(GPU)
+    # Given a node where nothing advertises GPUs or MIG slices: a Node keeps the count of a plugin that went away.
+    left = cluster.extended_resources()
+    if cluster.on_lab and any(left.values()):
+        cluster.forget_vanished_resources(list(left))
+    for resource in left:
+        cluster.forget_stale_resource(resource)
     labels_before = {k for k in cluster.node_labels() if k.startswith("nvidia.com/")} - {PRESENT}
+    annotations_before = {k for k in cluster.node_object()["metadata"].get("annotations", {})
+                          if k.startswith("kgpu.io/")}
     cluster.kubectl("label", "node", cluster.node, f"{PRESENT}=true", "--overwrite")
-    state = Installed(Release(cluster), labels_before, set(kgpu_files_left()))
+    state = Installed(Release(cluster), labels_before, annotations_before, set(kgpu_files_left()),
+                      kgpu_objects(cluster))
 
     def watch() -> dict[str, Any] | None:
         with contextlib.suppress(subprocess.CalledProcessError):
@@ -216,43 +235,53 @@ def test_a_deleted_daemonset_is_recreated_and_named_in_the_status_within_30_s(in
 def test_an_invalid_sharing_config_is_reported_with_its_cause_and_fix_within_30_s(installed: Installed,
                                                                                  cluster: Cluster) -> None:
     bad = {"version": "v1", "sharing": {"timeSlicing": {"resources": [{"name": GPU, "replicas": 0}]}}}
-    wait_for("8 GPUs advertised", lambda: cluster.allocatable() == 8, timeout=60)
+    config = policy(cluster)["spec"].get("devicePlugin", {}).get("config")
+    gpus = wait_for("GPUs advertised", lambda: cluster.allocatable(), timeout=60)
     generation = cluster.get("daemonset", "-n", NAMESPACE, "kgpu-device-plugin")["metadata"]["generation"]
     start = time.monotonic()
     patch_spec(cluster, {"devicePlugin": {"config": bad}})
-    st = wait_for("state error", lambda: (s := status(cluster)).get("state") == "error" and s, timeout=30)
-    took = time.monotonic() - start
-    record(f"v{cluster.version}: invalid sharing config → status error with its fix", f"{took:.1f} s")
-    assert "spec.devicePlugin.config.sharing.timeSlicing.resources" in st["message"] and "replicas" in st["message"]
-    assert f"Fix: correct it with kubectl edit clusterpolicies.kgpu.io {POLICY}" in st["message"]
-    assert conditions_of(st)["SpecValid"]["status"] == "False"
-    ds = cluster.get("daemonset", "-n", NAMESPACE, "kgpu-device-plugin")
-    assert ds["metadata"]["generation"] == generation, "the node keeps the last good config"
-    assert cluster.allocatable() == 8
-    patch_spec(cluster, {"devicePlugin": {"config": None}})
+    try:
+        st = wait_for("state error", lambda: (s := status(cluster)).get("state") == "error" and s, timeout=30)
+        took = time.monotonic() - start
+        record(f"v{cluster.version}: invalid sharing config → status error with its fix", f"{took:.1f} s")
+        # the cause: the field, the value and what is allowed; the fix: what to run
+        assert st["message"].startswith("spec.devicePlugin.config: sharing.timeSlicing.resources[0].replicas: 0 is "
+                                         "below the minimum of 2. "), st["message"]
+        assert f"Fix: correct it with kubectl edit clusterpolicies.kgpu.io {POLICY}" in st["message"]
+        assert conditions_of(st)["SpecValid"]["status"] == "False"
+        assert [e for e in events(cluster, "InvalidSpec") if e["message"] == st["message"]]
+        ds = cluster.get("daemonset", "-n", NAMESPACE, "kgpu-device-plugin")
+        assert ds["metadata"]["generation"] == generation, "the node keeps the last good config"
+        assert cluster.allocatable() == gpus
+    finally:
+        patch_spec(cluster, {"devicePlugin": {"config": config}})
     wait_for("ready again", lambda: ready(cluster), timeout=60)
 
 
 def test_a_component_turned_off_fails_its_stage_and_the_fix_named_in_the_status_brings_it_back(
         installed: Installed, cluster: Cluster) -> None:
+    gpus = wait_for("GPUs advertised", lambda: cluster.allocatable(), timeout=60)
     start = time.monotonic()
     patch_spec(cluster, {"devicePlugin": {"enabled": False}})
-    wait_for("no GPU advertised", lambda: cluster.allocatable() == 0, timeout=60)
-    st = wait_for("notReady naming the node's devicePlugin stage", lambda: (s := status(cluster)).get(
-        "state") == "notReady" and s["nodes"] and s["nodes"][0]["stage"] in ("devicePlugin", "allocatable") and s,
-        timeout=60)
-    record(f"v{cluster.version}: device plugin turned off → stage failing with its fix",
-           f"{time.monotonic() - start:.1f} s")
-    (entry,) = st["nodes"]
-    assert entry["name"] == cluster.node and entry["message"]
-    prefix = f"spec.devicePlugin.enabled is false in ClusterPolicy {POLICY}: "
-    assert entry["fix"].startswith(prefix + "kubectl patch clusterpolicies.kgpu.io"), entry
-    assert f"Fix: {entry['fix']}" in st["message"]
-    # the fix is a command an admin pastes: run it as a shell would
-    subprocess.run(entry["fix"].removeprefix(prefix), shell=True, check=True, env=cluster.env, timeout=60)
+    try:
+        wait_for("no GPU advertised", lambda: cluster.allocatable() == 0, timeout=60)
+        st = wait_for("notReady naming the node's devicePlugin stage", lambda: (s := status(cluster)).get(
+            "state") == "notReady" and s["nodes"] and s["nodes"][0]["stage"] in ("devicePlugin", "allocatable")
+            and s, timeout=60)
+        record(f"v{cluster.version}: device plugin turned off → stage failing with its fix",
+               f"{time.monotonic() - start:.1f} s")
+        (entry,) = st["nodes"]
+        assert entry["name"] == cluster.node and entry["message"]
+        prefix = f"spec.devicePlugin.enabled is false in ClusterPolicy {POLICY}: "
+        assert entry["fix"].startswith(prefix + "kubectl patch clusterpolicies.kgpu.io"), entry
+        assert f"Fix: {entry['fix']}" in st["message"]
+        # the fix is a command an admin pastes: run it as a shell would
+        subprocess.run(entry["fix"].removeprefix(prefix), shell=True, check=True, env=cluster.env, timeout=60)
+    finally:
+        patch_spec(cluster, {"devicePlugin": {"enabled": True}})  # whatever failed, the next test finds it on
     wait_for("ready again", lambda: ready(cluster), timeout=120)
-    wait_for("8 GPUs advertised again", lambda: cluster.allocatable() == 8, timeout=60)
-    record(f"v{cluster.version}: … the fix run → ready, 8 GPUs", f"{time.monotonic() - start:.1f} s")
+    wait_for("the GPUs advertised again", lambda: cluster.allocatable() == gpus, timeout=60)
+    record(f"v{cluster.version}: … the fix run → ready, GPUs advertised", f"{time.monotonic() - start:.1f} s")
 
 
 def _watch_label(cluster: Cluster, key: str, into: list[str]) -> subprocess.Popen[str]:
@@ -270,16 +299,35 @@ def _watch_label(cluster: Cluster, key: str, into: list[str]) -> subprocess.Pope
     return proc
 
 
+def _mig_applied(cluster: Cluster, name: str) -> bool:
+    """The mig-manager finished applying the layout ``name`` (its message names the layout it applied last)."""
+    node = cluster.node_object()
+    return (node["metadata"]["labels"].get(MIG_STATE) == "success"
+            and node["metadata"].get("annotations", {}).get(MIG_MESSAGE, "").startswith(f"{name}: "))
+
+
+def _restore_whole_gpus(cluster: Cluster, gpus: int) -> None:
+    """Leave the node as the MIG test found it: no MIG mode, no mig.config label, no MIG resource on the Node
+    (the kubelet keeps a resource whose plugin stopped advertising it: later tests must not see it)."""
+    if not _mig_applied(cluster, "all-disabled"):
+        cluster.kubectl("label", "node", cluster.node, f"{MIG_LABEL}=all-disabled", "--overwrite")
+        wait_for("all-disabled applied", lambda: _mig_applied(cluster, "all-disabled"), timeout=60)
+    cluster.kubectl("label", "node", cluster.node, f"{MIG_LABEL}-")
+    cluster.forget_vanished_resources([MIG_RESOURCE])
+    wait_for("the whole GPUs advertised", lambda: cluster.allocatable() == gpus, timeout=90)
+    assert cluster.extended_resources() == {GPU: gpus}
+
+
 def test_a_mig_config_label_reshapes_the_simulated_node_its_resources_and_labels(installed: Installed,
                                                                                 cluster: Cluster) -> None:
+    gpus = wait_for("GPUs advertised", lambda: cluster.allocatable(), timeout=60)
     states: list[str] = []
     watcher = _watch_label(cluster, MIG_STATE, states)
+    start = time.monotonic()
     try:
-        start = time.monotonic()
         cluster.kubectl("label", "node", cluster.node, f"{MIG_LABEL}=all-1g.10gb", "--overwrite")
-        wait_for("mig.config.state success", lambda: cluster.node_labels().get(MIG_STATE) == "success", timeout=60)
-        wait_for("56 MIG devices advertised", lambda: cluster.allocatable("nvidia.com/mig-1g.10gb") == 56,
-                 timeout=90)
+        wait_for("mig.config.state success", lambda: _mig_applied(cluster, "all-1g.10gb"), timeout=60)
+        wait_for("56 MIG devices advertised", lambda: cluster.allocatable(MIG_RESOURCE) == 56, timeout=90)
         record(f"v{cluster.version}: mig.config=all-1g.10gb → 56 nvidia.com/mig-1g.10gb",
                f"{time.monotonic() - start:.1f} s")
         assert cluster.allocatable() == 0, "a GPU in MIG mode is not advertised whole"
@@ -294,18 +342,21 @@ def test_a_mig_config_label_reshapes_the_simulated_node_its_resources_and_labels
         wait_for("mig.config.state failed", lambda: cluster.node_labels().get(MIG_STATE) == "failed", timeout=60)
         message = cluster.node_object()["metadata"]["annotations"][MIG_MESSAGE]
         assert "no MIG config named 'no-such-layout'" in message and "all-1g.10gb" in message
-        assert cluster.allocatable("nvidia.com/mig-1g.10gb") == 56, "a failed layout changes nothing"
+        assert cluster.allocatable(MIG_RESOURCE) == 56, "a failed layout changes nothing"
 
         cluster.kubectl("label", "node", cluster.node, f"{MIG_LABEL}=all-disabled", "--overwrite")
-        wait_for("whole GPUs back", lambda: cluster.allocatable() == 8, timeout=90)
-        assert cluster.allocatable("nvidia.com/mig-1g.10gb") == 0
-        wait_for("mig.config.state success", lambda: cluster.node_labels().get(MIG_STATE) == "success", timeout=60)
+        wait_for("whole GPUs back", lambda: cluster.allocatable() == gpus, timeout=90)
+        assert cluster.allocatable(MIG_RESOURCE) == 0
+        wait_for("mig.config.state success", lambda: _mig_applied(cluster, "all-disabled"), timeout=60)
+        record(f"v{cluster.version}: … a missing layout failed, all-disabled → whole GPUs",
+               f"{time.monotonic() - start:.1f} s")
     finally:
         watcher.terminate()
-        cluster.kubectl("label", "node", cluster.node, f"{MIG_LABEL}-", check=False)
+        _restore_whole_gpus(cluster, gpus)
     # each change went through pending (a watch sees every update of the Node)
     assert [s for s in states if s] == ["pending", "success", "pending", "failed", "pending", "success"], states
     wait_for("ready again", lambda: ready(cluster), timeout=120)
+    record(f"v{cluster.version}: … node restored (no MIG resource left), ready", f"{time.monotonic() - start:.1f} s")
 
 
 def test_a_sharing_change_rolls_out_node_by_node_after_validation_and_allocatable_follows(installed: Installed,
@@ -342,7 +393,7 @@ def test_a_sharing_change_rolls_out_node_by_node_after_validation_and_allocatabl
     assert new[1]["metadata"]["creationTimestamp"] >= since
     wanted = {d["metadata"]["name"]: d["spec"]["template"]["metadata"]["annotations"][TEMPLATE_HASH]
               for d in cluster.get("daemonsets", "-n", NAMESPACE, "-l", OWNED)["items"]}
-    pods = [p for p in cluster.get("pods", "-n", NAMESPACE, "-l", SELECTOR)["items"]
+    pods = [p for p in cluster.get("pods", "-n", NAMESPACE, "-l", PODS)["items"]
             if p["metadata"].get("ownerReferences", [{}])[0].get("name") in wanted]
     assert sorted(p["metadata"]["ownerReferences"][0]["name"] for p in pods) == sorted(wanted)
     for p in pods:
@@ -381,11 +432,10 @@ def test_uninstall_leaves_no_policy_daemonset_condition_label_taint_socket_or_fi
     watcher.join(timeout=5)
     seen = "\n".join(["validator/mig-manager:", *logs[-30:], "cleanup hook:", *hook_logs[-10:]])
     assert cluster.kubectl("get", "crd", "clusterpolicies.kgpu.io", "--ignore-not-found").strip() == ""
-    left = cluster.kubectl("get", "all,configmaps,serviceaccounts,roles,rolebindings,clusterroles,"
-                           "clusterrolebindings,runtimeclasses,jobs", "-A", "-l", SELECTOR, "-o", "name")
-    assert left.strip() == "", left
-    wait_for("kgpu pods gone", lambda: not cluster.get("pods", "-n", NAMESPACE, "-l",
-                                                      "app.kubernetes.io/part-of=kgpu")["items"], timeout=120)
+    with contextlib.suppress(AssertionError):
+        wait_for("kgpu objects and pods gone", lambda: not kgpu_objects(cluster) - installed.objects_before,
+                 timeout=120)
+    assert sorted(kgpu_objects(cluster) - installed.objects_before) == [], seen
     wait_for(f"allocatable {GPU} gone", lambda: cluster.allocatable() == 0, timeout=120)
     node = cluster.node_object()
     assert not KGPU_CONDITIONS & {c["type"] for c in node["status"]["conditions"]}, seen
@@ -393,7 +443,8 @@ def test_uninstall_leaves_no_policy_daemonset_condition_label_taint_socket_or_fi
               if k.startswith("nvidia.com/") and k != PRESENT and k not in installed.labels_before}
     taints = [t for t in node["spec"].get("taints", []) if t["key"].startswith(("nvidia.com/", "kgpu.io/"))]
     assert (labels, taints) == ({}, []), seen
-    assert not [k for k in node["metadata"].get("annotations", {}) if k.startswith("kgpu.io/")]
+    assert not [k for k in node["metadata"].get("annotations", {})
+                if k.startswith("kgpu.io/") and k not in installed.annotations_before], seen
     with contextlib.suppress(AssertionError):
         wait_for("no kgpu file on the node", lambda: not (set(kgpu_files_left()) - installed.files_before),
                  timeout=60)

@@ -81,11 +81,15 @@ def record_policy(view: ClusterView, event_type: str | None, body: Mapping[str, 
             view.policies.pop(name, None)
             view.statuses.pop(name, None)
         else:
-            view.policies[name] = PolicyRef(name=name, uid=str(meta.get("uid", "")),
-                                            generation=int(meta.get("generation") or 0),
+            uid = str(meta.get("uid", ""))
+            known = view.policies.get(name)
+            view.policies[name] = PolicyRef(name=name, uid=uid, generation=int(meta.get("generation") or 0),
                                             created=str(meta.get("creationTimestamp", "")),
                                             spec=_plain(body.get("spec") or {}))
-            view.statuses[name] = _plain(body.get("status") or {})
+            if known is None or known.uid != uid:
+                # Only the operator writes the status, and it keeps what it wrote last: a watch event can still
+                # deliver an older one (a node it has let go, in flight again, would be finished twice).
+                view.statuses[name] = _plain(body.get("status") or {})
     view.mark()
 
 
@@ -205,6 +209,8 @@ def reconcile_once(view: ClusterView, writer: ApiWriter) -> Report | None:
         old = statuses.get(policy.name, {})
         if old.get("message") != status.get("message"):
             writer.patch_status(policy.name, status)
+            with view.lock:
+                view.statuses[policy.name] = status
             writer.post_event(policy, "Warning", "Ignored", status["message"])
     if active is None:
         return None

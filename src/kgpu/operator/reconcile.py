@@ -394,7 +394,7 @@ def summarize(policy: PolicyRef, *, namespace: str, error: ConfigError | None, n
         sync_reason, sync_message = "DriftRepaired", str(prev_sync.get("message", ""))
     else:
         sync_reason, sync_message = "InSync", "every node DaemonSet matches the ClusterPolicy"
-    error_text = f"{error} {_edit_fix(policy.name)}" if error is not None else ""
+    error_text = f"{str(error).rstrip('.')}. {_edit_fix(policy.name)}" if error is not None else ""
     conditions = [
         _condition("SpecValid", error is None, "Invalid" if error else "Valid",
                    error_text or "the spec and its device-plugin config are valid", gen, now, prev_conditions),
