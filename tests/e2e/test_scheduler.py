@@ -202,6 +202,8 @@ def test_200_pods_at_once_never_oversubscribe_a_gpu(shares: Release, cluster: Cl
     # Then no GPU is promised more memory, SMs or clients than it has, by the assignments ...
     gpus = {g.uuid: g for g in decode_gpus(cluster.node_object()["metadata"]["annotations"][NODE_GPUS])}
     totals: dict[str, list[int]] = {}
+    failed = [p["metadata"]["name"] for p in bound if p["status"].get("phase") == "Failed"]
+    assert failed == [], f"pods the kubelet refused: {failed}"
     for p in bound:
         for s in decode(p["metadata"]["annotations"][DEVICES_ALLOCATED]).shares:
             t = totals.setdefault(s.uuid, [0, 0, 0])
