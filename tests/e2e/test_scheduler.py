@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 from chart import Release, lab_values
-from cluster import GPU, REPO, Cluster, wait_for
+from cluster import GPU, LAB, REPO, Cluster, wait_for
 from conftest import record
 from node import DRIVER_ROOT
 
@@ -52,7 +52,7 @@ def kube_scheduler_image(cluster: Cluster) -> str:
         (rootfs / "tmp").mkdir()
         shutil.copy2(binary, rootfs / "usr" / "local" / "bin" / "kube-scheduler")
         archive = Path(tmp) / "kube-scheduler.tar"
-        subprocess.run([sys.executable, str(REPO.parent / "shared" / "lab" / "images" / "mkimage.py"), str(rootfs),
+        subprocess.run([sys.executable, str(LAB.parent / "images" / "mkimage.py"), str(rootfs),
                         f"local/kube-scheduler:{version}", str(archive)], check=True, capture_output=True)
         cluster.import_image(archive)
     return version
@@ -77,7 +77,7 @@ def shares_values(kube_scheduler_tag: str) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def shares(cluster: Cluster, image: str, driver_root: Path) -> Iterator[Release]:
-    if not cluster.on_lab or not cluster.version.startswith("v1.36"):
+    if not cluster.on_lab or not cluster.version.lstrip("v").startswith("1.36"):
         pytest.skip("made for the default lab (v1.36)")
     real_mps = DRIVER_ROOT / "bin" / "nvidia-cuda-mps-control"
     shutil.copy2(MPS_FAKE, real_mps)
