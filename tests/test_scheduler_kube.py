@@ -8,12 +8,14 @@ from pathlib import Path
 import pytest
 from lightkube import Client, KubeConfig
 from scheduler_helpers import gpu_pod, gpus
+from typer.testing import CliRunner
 
+from kgpu.cli import app
 from kgpu.scheduler.assignment import Assignment, Share, encode
 from kgpu.scheduler.extender import ApiConflict, ApiFailure
 from kgpu.scheduler.handshake import HandshakeError
 from kgpu.scheduler.inventory import decode_gpus
-from kgpu.scheduler.kube import KubeApi, NodeShares
+from kgpu.scheduler.kube import KubeApi, NodeShares, withdraw_node_gpus
 from kgpu.scheduler.names import BIND_PHASE, DEVICES_ALLOCATED, DEVICES_TO_ALLOCATE, NODE_GPUS, PHASE_SUCCESS
 from kgpu.testing.apiserver import ApiServerStandIn
 
@@ -77,3 +79,22 @@ def test_the_device_plugin_publishes_its_gpus_and_claims_the_pod_in_flight(
     assert after[DEVICES_TO_ALLOCATE] == ";" and after[BIND_PHASE] == PHASE_SUCCESS
     with pytest.raises(HandshakeError, match="no pod on node n1 is waiting"):
         shares.claim(["GPU-n1-0001::5"])
+
+
+def test_helm_uninstall_prune_withdraws_the_dynamic_gpus_the_device_plugin_could_not(
+        api: tuple[ApiServerStandIn, Client], tmp_path: Path) -> None:
+    # Given a node whose device plugin published its GPUs and was stopped after helm took its RBAC away,
+    # and a node that never shared GPUs
+    stand_in, client = api
+    stand_in.add_node("n1")
+    stand_in.add_node("n2", annotations={"team": "web"})
+    NodeShares(client, "n1").publish(gpus(2, node="n1"))
+    # when the chart's post-delete hook prunes
+    result = CliRunner().invoke(app, ["labeler", "--prune", "--kubeconfig", str(stand_in.kubeconfig(tmp_path))])
+    # then the extender is told nothing about n1's GPUs any more, and n2 is left alone
+    assert result.exit_code == 0, result.output
+    assert NODE_GPUS not in stand_in.node("n1")["metadata"].get("annotations", {})
+    assert stand_in.node("n2")["metadata"]["annotations"] == {"team": "web"}
+    assert f"node/n1: removed annotation {NODE_GPUS}" in result.stdout and "n2" not in result.stdout
+    # and a second prune has nothing to do
+    assert withdraw_node_gpus(client) == []

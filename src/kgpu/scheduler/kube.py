@@ -202,6 +202,25 @@ def start_reflectors(client: Any, state: ClusterState, stop: threading.Event) ->
     return threads
 
 
+def withdraw_node_gpus(client: Any, node: str | None = None) -> list[str]:
+    """Remove ``kgpu.io/dynamic-gpus`` from ``node``, or from every Node carrying it; returns the nodes changed.
+
+    The device plugin withdraws it as it stops, but ``helm uninstall`` deletes the plugin's RBAC while its pods
+    are still terminating (seen on the lab: 403 on the patch), so the chart's post-delete hook runs this too.
+    The extender would otherwise keep offering the GPUs of a node that no longer serves shares."""
+    try:
+        nodes = [client.get(Node, node)] if node is not None else list(client.list(Node))
+        changed = []
+        for obj in nodes:
+            if NODE_GPUS in (obj.metadata.annotations or {}):
+                client.patch(Node, obj.metadata.name, {"metadata": {"annotations": {NODE_GPUS: None}}},
+                             patch_type=PatchType.MERGE)
+                changed.append(str(obj.metadata.name))
+    except (ApiError, *transport_errors()) as exc:  # type: ignore[misc]
+        raise _api_error(exc, f"withdrawing the dynamic GPUs of {f'node {node}' if node else 'every node'}") from None
+    return changed
+
+
 class NodeShares:
     """The device plugin's API calls for the dynamic shares of ``node``."""
 

@@ -3,7 +3,7 @@
 It serves what kgpu's GPU-share handshake uses, with the API server's rules for it: list pods (all
 namespaces, ``fieldSelector=spec.nodeName=…``), get a pod, JSON merge patch a pod (``metadata.uid``
 and ``metadata.resourceVersion`` in the patch are preconditions: 409 when they do not match), create
-a pod's binding (409 when already bound), get and merge patch a node, and create events. Every
+a pod's binding (409 when already bound), list nodes, get and merge patch a node, and create events. Every
 write bumps the object's resourceVersion. Objects are plain dicts shaped as the API serializes them.
 
 Use it where no cluster is at hand — a unit test, or a GPU machine without a control plane — to give
@@ -154,6 +154,9 @@ class ApiServerStandIn:
                             self._status(404, "NotFound", f'pods "{parts[5]}" not found')
                         else:
                             self._reply(200, pod)
+                    elif parts == ["api", "v1", "nodes"]:
+                        self._reply(200, {"apiVersion": "v1", "kind": "NodeList", "metadata": {
+                            "resourceVersion": str(api._version)}, "items": [n for _, n in sorted(api.nodes.items())]})
                     elif len(parts) == 4 and parts[:3] == ["api", "v1", "nodes"]:
                         node = api.nodes.get(parts[3])
                         if node is None:
@@ -172,6 +175,9 @@ class ApiServerStandIn:
                 with api.lock:
                     if len(parts) == 6 and parts[:3] == ["api", "v1", "namespaces"] and parts[4] == "pods":
                         obj = api.pods.get((parts[3], parts[5]))
+                    elif parts == ["api", "v1", "nodes"]:
+                        self._reply(200, {"apiVersion": "v1", "kind": "NodeList", "metadata": {
+                            "resourceVersion": str(api._version)}, "items": [n for _, n in sorted(api.nodes.items())]})
                     elif len(parts) == 4 and parts[:3] == ["api", "v1", "nodes"]:
                         obj = api.nodes.get(parts[3])
                     else:

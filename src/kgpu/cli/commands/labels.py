@@ -97,14 +97,21 @@ def _node_publisher(node: str, kubeconfig: Path | None) -> Any:
 
 def _prune(node: str | None, kubeconfig: Path | None) -> None:
     from kgpu.labels.node import FIELD_MANAGER, kube_client, prune_node_labels
+    from kgpu.scheduler.kube import withdraw_node_gpus
+    from kgpu.scheduler.names import NODE_GPUS
 
-    removed = prune_node_labels(kube_client(kubeconfig), node)
+    client = kube_client(kubeconfig)
+    removed = prune_node_labels(client, node)
     if not removed:
         where = f"node/{node} carries no" if node else "no node carries a"
         print(f"{where} label of field manager {FIELD_MANAGER}: nothing to remove")
     for name, keys in removed.items():
         print(f"node/{name}: removed {len(keys)} label{'s' * (len(keys) != 1)}"
               + (f" ({', '.join(keys)})" if keys else ""))
+    # the device plugin's record of dynamically shared GPUs: it withdraws it as it stops, unless helm uninstall
+    # took its permission away first
+    for name in withdraw_node_gpus(client, node):
+        print(f"node/{name}: removed annotation {NODE_GPUS} (GPUs shared dynamically)")
 
 
 @takes_flags(GFD, LABELS_FLAGS)
@@ -194,7 +201,8 @@ def labeler(
         bool,
         typer.Option("--prune", help="Instead of labelling: remove the labels the labeler applied (field manager "
                      "kgpu) from every Node, or only from --node, and exit; a label someone else also set "
-                     "stays. `helm uninstall` runs this, as NFD's chart runs nfd-master -prune."),
+                     "stays; the device plugin's kgpu.io/dynamic-gpus annotation goes too. `helm uninstall` "
+                     "runs this, as NFD's chart runs nfd-master -prune."),
     ] = False,
 ) -> None:
     """Keep the node's GPU labels up to date: relabel every --interval, and at once when the inventory,
