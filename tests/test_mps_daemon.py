@@ -422,3 +422,33 @@ def test_a_gpu_no_longer_shared_after_a_reload_keeps_nothing_on_the_node(paths: 
         assert [p for p in paths.root.rglob("*") if not p.is_dir()] == []
     finally:
         supervisor.stop_all()
+
+
+class QuitsWithTheOthers(GpuDaemon):
+    """A GPU's daemon whose quit returns only once every GPU's daemon has been told to quit: stopped one after
+    the other, the first never returns (the barrier breaks); stopped together, all return at once."""
+
+    def __init__(self, spec: DaemonSpec, barrier: threading.Barrier) -> None:
+        super().__init__(spec)
+        self.barrier = barrier
+
+    def stop(self, timeout: float = 1.0) -> None:
+        self.barrier.wait(timeout=30)
+        self.state, self.detail = DaemonState.STOPPED, "stopped by kgpu mps-daemon"
+
+
+# Given an 8-GPU node sharing every GPU through MPS, when SIGTERM stops the supervisor,
+# then every daemon is told to quit at once (eight in turn did not fit in the stop grace), and nothing is left.
+def test_every_gpus_daemon_is_stopped_at_once_and_their_files_removed(paths: MpsPaths) -> None:
+    config = parse_mps_section({"resources": [{"name": "nvidia.com/gpu", "replicas": 2}]})
+    layout = build_layout(open_backend(simulate="h100x8").inventory(), config)
+    barrier = threading.Barrier(len(layout.gpus))
+    daemons = [QuitsWithTheOthers(spec_for(g, paths, FAKE, {}), barrier) for g in layout.gpus]
+    supervisor = Supervisor(daemons, paths, layout_json={"gpus": len(daemons)})
+    supervisor.prepare()
+    for daemon in daemons:
+        paths.log_dir(daemon.spec.uuid).mkdir(parents=True, exist_ok=True)
+        (paths.log_dir(daemon.spec.uuid) / "control.log").write_text("Started\n")
+    supervisor.stop_all()
+    assert len(daemons) == 8 and not barrier.broken
+    assert [p for p in paths.root.rglob("*") if not p.is_dir()] == []
