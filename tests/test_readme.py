@@ -7,8 +7,9 @@ commands need what a test machine lacks; each says so below, and how it runs her
 * on a GPU node: the same command line on the simulated backend (``KGPU_SIMULATE``), the way
   ``--simulate`` would (the GPU machine runs them on the real driver: ``scripts/device/``);
 * writing the node's files (``/etc/...``): the same command with ``--root`` on a copy of a fixture node;
-* against a cluster (``kubectl``, ``helm``, ``--node``): skipped here; the real-cluster suite
-  (``tests/e2e``, ``make e2e``) runs them on the lab's Kubernetes.
+* against a cluster (``kubectl``, ``helm``, ``--node``): skipped here; each names the real-cluster test
+  (``tests/e2e``, ``make e2e``) that runs it on the lab's Kubernetes: as written, taken from the README
+  (``tests/e2e/readme.py``), or the same thing in the test's own words, which the plan says.
 
 A command the table does not know fails the test: a new README example must say how it is checked.
 Paths under ``/tmp/`` are a private directory per test; daemons are stopped with SIGTERM and must exit 0.
@@ -35,7 +36,7 @@ FIXTURE_NODE = ROOT / "tests/fixtures/nodes/ubuntu-h100"
 
 GPU_NODE = {"KGPU_SIMULATE": "h100x8"}
 """A GPU node's commands run on the simulated backend (the GPU machine runs them for real)."""
-CLUSTER = "needs a Kubernetes cluster: the real-cluster suite (tests/e2e, make e2e) runs it on the lab"
+E2E_DIR = ROOT / "tests" / "e2e"
 
 
 @dataclass(frozen=True)
@@ -71,7 +72,21 @@ class Script:
     expect: tuple[str, ...] = ()
 
 
-Plan = Run | Daemon | Skip | Script
+@dataclass(frozen=True)
+class E2E:
+    """Needs a Kubernetes cluster: run by ``test`` of the real-cluster suite (``FILE`` or ``FILE::FUNCTION`` under
+    tests/e2e; a fixture counts), as written (the test takes it from the README) unless ``how`` says what it runs."""
+
+    test: str
+    how: str = ""
+
+    @property
+    def reason(self) -> str:
+        return f"on a cluster: tests/e2e/{self.test} runs it " + (f"({self.how})" if self.how else "as written")
+
+
+Plan = Run | Daemon | Skip | Script | E2E
+NOT_YET = "not run on a cluster yet: no tests/e2e test of the README's time-slicing upgrade and its checks"
 
 EXPORTER_ENV = {**GPU_NODE, "KGPU_EXPORTER_LISTEN": "127.0.0.1:0", "KGPU_KUBELET_POD_RESOURCES": "none",
                 "KGPU_DEVICE_PLUGIN_STATE": "none"}
@@ -104,15 +119,19 @@ PLANS: dict[str, Plan] = {
         "runs nvidia-cuda-mps-control on a GPU (scripts/device/mps.sh); tests/test_mps_daemon.py runs it with a fake"),
     "kgpu lint examples/gpu-workloads.yaml": Run(rc=(1,), expect=("error fractional-gpu", "requests-without-limits",
                                                                   "missing-gpu-toleration")),
-    "kgpu scheduler-extender --node-scheduler-policy binpack --gpu-scheduler-policy spread": Skip(CLUSTER),
-    "kubectl describe pod big": Skip(CLUSTER),
+    "kgpu scheduler-extender --node-scheduler-policy binpack --gpu-scheduler-policy spread": Skip(
+        "the chart's kgpu-scheduler pod; no real-cluster test of the scheduler on main yet (issue 15)"),
+    "kubectl describe pod big": Skip("no real-cluster test of the scheduler on main yet (issue 15)"),
     # Node labels
     "kgpu --simulate a100-mig labels --mig-strategy mixed": Run(expect=("nvidia.com/mig.strategy=mixed",)),
     "kgpu labels --config-file examples/plugin.yaml -o /etc/kubernetes/node-feature-discovery/features.d/kgpu": Run(
         GPU_NODE, etc=True, expect=("nvidia.com/gpu.replicas",)),
-    'kgpu labels --node "$(hostname)"': Skip(CLUSTER),
-    'kgpu labeler --node "$NODE_NAME" --interval 60': Skip(CLUSTER),
-    "kgpu node label && kgpu node taint": Skip(CLUSTER),
+    'kgpu labels --node "$(hostname)"': E2E(
+        "test_admin_commands.py::test_labels_node_applies_the_nodes_labels_and_prune_takes_them",
+        "the lab's Node for $(hostname): it is not named after this machine"),
+    'kgpu labeler --node "$NODE_NAME" --interval 60': E2E(
+        "test_chart.py::test_the_node_carries_gpu_feature_discoverys_labels", "the chart's kgpu-labeler runs it"),
+    "kgpu node label && kgpu node taint": E2E("test_admin_commands.py::test_node_label_and_taint_bootstrap_a_gpu_node"),
     # GPU metrics
     "kgpu exporter": Daemon("serving GPU metrics on http://", EXPORTER_ENV),
     "kgpu --simulate h100x8 exporter --once": Run(EXPORTER_ENV, expect=("DCGM_FI_DEV_GPU_TEMP",)),
@@ -131,32 +150,40 @@ PLANS: dict[str, Plan] = {
     "kgpu validate --gpu 0 --skip runtime,device-plugin": Run(GPU_NODE, rc=(1,), expect=("[5/7] runtime",)),
     "kgpu --simulate h100x8 validate --root tests/fixtures/validate/h100x8-node": Run(expect=("validation PASSED",)),
     # Dynamic Resource Allocation
-    'kgpu dra-plugin --node-name "$NODE_NAME"': Skip("a GPU node's kubelet and API server, as root; make e2e-dra"),
-    "kgpu --simulate h100x8 dra-plugin --node-name lab-node --kubeconfig lab.conf": Skip(CLUSTER),
-    "make e2e-dra": Skip(CLUSTER),
+    'kgpu dra-plugin --node-name "$NODE_NAME"': E2E("test_dra.py", "simulated, on the lab's node as root"),
+    "kgpu --simulate h100x8 dra-plugin --node-name lab-node --kubeconfig lab.conf": E2E(
+        "test_dra.py", "the plugin on the lab's node as root, with the lab's kubeconfig, CDI and MPS directories"),
+    "make e2e-dra": E2E("test_dra.py", "make e2e-dra is run.py -k test_dra on lab v1.36"),
     # Install on a cluster: what make e2e does on the lab
     "make image": Skip("builds kgpu's image (mmdebstrap, minutes); make e2e builds it and installs the chart with it"),
-    '../shared/lab/lab up && eval "$(../shared/lab/lab env)"': Skip(CLUSTER),
-    "../shared/lab/lab import build/kgpu-image.tar": Skip(CLUSTER),
-    "kubectl label node lab-node nvidia.com/gpu.present=true": Skip(CLUSTER),
-    ".venv/bin/python tests/e2e/node.py": Skip(CLUSTER),
-    "helm install kgpu deploy/helm/kgpu -n kube-system -f deploy/helm/kgpu/ci/lab-values.yaml": Skip(CLUSTER),
-    "helm install kgpu deploy/helm/kgpu -n kube-system --set image.repository=registry.example.com/kgpu": Skip(CLUSTER),
-    "cat > sharing.yaml <<'YAML'": Skip(CLUSTER),
-    "helm upgrade kgpu deploy/helm/kgpu -n kube-system --reuse-values -f sharing.yaml": Skip(CLUSTER),
-    "kubectl -n kube-system get pods -l app.kubernetes.io/part-of=kgpu": Skip(CLUSTER),
-    "kubectl describe node GPU-NODE | grep -A8 Allocatable": Skip(CLUSTER),
+    '../shared/lab/lab up && eval "$(../shared/lab/lab env)"': E2E("conftest.py::cluster", "run.py: lab up, lab env"),
+    "../shared/lab/lab import build/kgpu-image.tar": E2E("conftest.py::image", "lab import of make image's archive"),
+    "kubectl label node lab-node nvidia.com/gpu.present=true": E2E("test_chart.py::installed"),
+    ".venv/bin/python tests/e2e/node.py": E2E("conftest.py::driver_root", "node.py's lay_out_driver_root"),
+    "helm install kgpu deploy/helm/kgpu -n kube-system -f deploy/helm/kgpu/ci/lab-values.yaml": E2E(
+        "test_chart.py::installed"),
+    "helm install kgpu deploy/helm/kgpu -n kube-system --set image.repository=registry.example.com/kgpu": Skip(
+        "an image in your own registry; this render of the chart is tests/deploy/test_helm_chart.py's"),
+    "cat > sharing.yaml <<'YAML'": Skip(NOT_YET),
+    "helm upgrade kgpu deploy/helm/kgpu -n kube-system --reuse-values -f sharing.yaml": Skip(NOT_YET),
+    "kubectl -n kube-system get pods -l app.kubernetes.io/part-of=kgpu": Skip(NOT_YET),
+    "kubectl describe node GPU-NODE | grep -A8 Allocatable": Skip(NOT_YET),
     ("kgpu validate --pod --kubeconfig ~/.kube/config --namespace kube-system "
-     "--image registry.example.com/kgpu:0.1.0"): Skip(CLUSTER),
+     "--image registry.example.com/kgpu:0.1.0"): E2E(
+        "test_chart.py::test_validation_job_and_validate_pod_skip_cuda_honestly",
+        "with --simulate h100x8 and the host's steps skipped: the lab's host has no driver, so step 1 would stop it"),
     # The operator and MIG layouts
-    "helm install kgpu deploy/helm/kgpu -n kube-system --set operator.enabled=true": Skip(CLUSTER),
-    "kubectl get clusterpolicies.kgpu.io": Skip(CLUSTER),
+    "helm install kgpu deploy/helm/kgpu -n kube-system --set operator.enabled=true": E2E(
+        "test_operator.py", "lab-values.yaml with operator.enabled=true"),
+    "kubectl get clusterpolicies.kgpu.io": E2E("test_operator.py", "its columns checked once the policy is ready"),
     ("kubectl patch clusterpolicies.kgpu.io cluster-policy --type merge -p '{\"spec\":{\"devicePlugin\":{\"config\":"
      "{\"version\":\"v1\",\"sharing\":{\"timeSlicing\":{\"resources\":[{\"name\":\"nvidia.com/gpu\",\"replicas\":4}]}}}}}}'"):
-        Skip(CLUSTER),
-    "kgpu status": Skip(CLUSTER),
-    "kubectl label node gpu-1 nvidia.com/mig.config=all-balanced --overwrite": Skip(CLUSTER),
-    "kubectl get node gpu-1 -L nvidia.com/mig.config.state": Skip(CLUSTER),
+        E2E("test_operator.py", "a merge patch of spec.devicePlugin.config to time-slicing"),
+    "kgpu status": E2E("test_operator.py", "kgpu status while the install becomes ready"),
+    "kubectl label node gpu-1 nvidia.com/mig.config=all-balanced --overwrite": E2E(
+        "test_operator.py", "nvidia.com/mig.config=all-1g.10gb on the lab's node"),
+    "kubectl get node gpu-1 -L nvidia.com/mig.config.state": E2E("test_operator.py",
+                                                                 "waits for mig.config.state success"),
     # Container runtime and CDI: on a copy of a fixture node
     "kgpu runtime configure --runtime containerd --dry-run": Run(root=True, expect=("99-nvidia.toml",)),
     "kgpu runtime configure --runtime containerd --set-as-default --cdi": Run(root=True),
@@ -245,6 +272,23 @@ def test_every_readme_command_says_how_it_is_checked() -> None:
     assert not set(PLANS) - used, f"PLANS lists commands the README no longer has: {sorted(set(PLANS) - used)}"
 
 
+def test_every_cluster_command_names_the_e2e_test_that_runs_it() -> None:
+    """A README command for a cluster names a real-cluster test that exists; one it runs as written, that test
+    takes from the README (tests/e2e/readme.py: ``readme.command(SECTION, "its first words")``)."""
+    problems = []
+    for command, plan in PLANS.items():
+        if not isinstance(plan, E2E):
+            continue
+        file, _, function = plan.test.partition("::")
+        source = (E2E_DIR / file).read_text() if (E2E_DIR / file).exists() else ""
+        if not source or (function and not re.search(rf"^def {function}\(", source, re.M)):
+            problems.append(f"{command}: tests/e2e/{plan.test} does not exist")
+        elif not plan.how and not any(command.startswith(words) for words in
+                                      re.findall(r'readme\.command\(\w+, "([^"]+)"\)', source)):
+            problems.append(f"{command}: tests/e2e/{file} does not take it from the README (readme.command)")
+    assert not problems, "\n".join(problems)
+
+
 def test_readme_yaml_examples_are_the_files_in_examples() -> None:
     """A YAML block headed ``# examples/NAME`` is that file (less the file's own header comments)."""
     shown = [b for b in readme_blocks() if b.lang == "yaml" and b.text.startswith("# examples/")]
@@ -323,7 +367,7 @@ def _script(block: Block, plan: Script, sandbox: Path) -> None:
     if ".venv/bin/activate" in block.text and not (ROOT / ".venv/bin/activate").exists():
         pytest.skip("the tests run from a virtual environment other than the checkout's .venv")
     lines = [line for line in block.text.splitlines()
-             if not isinstance(PLANS.get(_uncomment(line)), Skip)]
+             if not isinstance(PLANS.get(_uncomment(line)), Skip | E2E)]
     if commands(block)[-1].startswith("kgpu --simulate h100x8 device-plugin"):
         # The README says: the plugin stays in the foreground until stopped. Stop it as a reader would, once
         # the stand-in has exited (it is the first background job).
@@ -358,4 +402,4 @@ def test_readme_block_runs_as_written(block: Block, sandbox: Path) -> None:
             continue
         ran += 1
     if not ran:
-        pytest.skip("; ".join(sorted({p.reason for c in cmds if isinstance(p := PLANS[c], Skip)})))
+        pytest.skip("; ".join(sorted({p.reason for c in cmds if isinstance(p := PLANS[c], Skip | E2E)})))

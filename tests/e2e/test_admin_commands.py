@@ -4,7 +4,9 @@ node itself with kgpu's own command line, as the README shows them.
 * ``kgpu node label --remove`` says what happened to the label and who still owns it (managedFields);
 * ``kgpu lint --cluster --kubeconfig`` reads that cluster's Nodes and suggests only what they offer;
 * ``kgpu validate`` without ``--node`` reads the allocatable of this machine's Node, whatever its name;
-* ``kgpu validate --pod`` names why the pod's container did not start, and the fix for that reason.
+* ``kgpu validate --pod`` names why the pod's container did not start, and the fix for that reason;
+* the README's ``kgpu labels --node`` and ``kgpu node label && kgpu node taint`` (taken from the README) label and
+  taint the Node, and kgpu takes back what it set.
 
 A simulated kgpu device plugin runs on the node for the module (no chart: it must not be installed).
 """
@@ -21,11 +23,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import readme
 from cluster import GPU, REPO, Cluster, wait_for
 
 KGPU = REPO / ".venv" / "bin" / "kgpu"
 PRESENT = "nvidia.com/gpu.present"
 BUSYBOX = "local/busybox:1"  # imported by the lab; runs as root
+LABELS = "Node labels"  # the README section
 HOST_STEPS = "driver,nvml,device-nodes,cuda,runtime"
 
 
@@ -124,3 +128,51 @@ def test_validate_pod_names_an_image_that_runs_as_root(cluster: Cluster, plugin:
     assert step["fix"].startswith("the image runs as root")
     left = cluster.get("pods", "-n", "default", "-l", "app.kubernetes.io/component=validation-pod")["items"]
     assert all(pod["metadata"].get("deletionTimestamp") for pod in left)  # deleted (maybe still terminating)
+
+
+def _from_the_node(cluster: Cluster) -> dict[str, str]:
+    """The environment of a shell on the node with kgpu on PATH: NODE_NAME names its Node (as in kgpu's pods; the
+    lab's Node is not named after this machine), KUBECONFIG the cluster, and the simulated 8×H100 is its GPU."""
+    return cluster.env | {"NODE_NAME": cluster.node, "KGPU_SIMULATE": "h100x8", "KGPU_LOG_LEVEL": "warning",
+                          "PATH": f"{KGPU.parent}:{cluster.env['PATH']}"}
+
+
+def _gpu_taints(cluster: Cluster) -> list[dict[str, str]]:
+    return [t for t in cluster.node_object()["spec"].get("taints", []) if t["key"] == GPU]
+
+
+def test_labels_node_applies_the_nodes_labels_and_prune_takes_them(cluster: Cluster) -> None:
+    """The README's `kgpu labels --node "$(hostname)"`, with the lab's Node for $(hostname): GFD's labels of the
+    node on the Node (field manager kgpu), and `kgpu labeler --prune` (helm uninstall's hook) takes them back."""
+    if "nvidia.com/gpu.product" in cluster.node_labels():
+        pytest.skip(f"{cluster.node} already carries GPU labels: not touching labels someone else set")
+    line = readme.command(LABELS, "kgpu labels --node").replace('"$(hostname)"', cluster.node)
+    env = _from_the_node(cluster)
+    try:
+        done = subprocess.run(["bash", "-c", line], env=env, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        labels = cluster.node_labels()
+        assert (labels.get("nvidia.com/gpu.product"), labels.get("nvidia.com/gpu.count")) == \
+            ("NVIDIA-H100-80GB-HBM3", "8"), labels
+    finally:
+        pruned = subprocess.run(["kgpu", "labeler", "--prune"], env=env, capture_output=True, text=True, timeout=120)
+    assert pruned.returncode == 0, pruned.stderr
+    assert not {k for k in cluster.node_labels() if k.startswith("nvidia.com/gpu.")}
+
+
+def test_node_label_and_taint_bootstrap_a_gpu_node(cluster: Cluster) -> None:
+    """The README's `kgpu node label && kgpu node taint`, as written, from the node: gpu.present=true and the
+    GPU taint; their --remove take both back."""
+    if PRESENT in cluster.node_labels() or _gpu_taints(cluster):
+        pytest.skip(f"{cluster.node} already carries {PRESENT} or a {GPU} taint: not touching what someone else set")
+    env = _from_the_node(cluster)
+    try:
+        done = subprocess.run(["bash", "-c", readme.command(LABELS, "kgpu node label && kgpu node taint")], env=env,
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        assert cluster.node_labels().get(PRESENT) == "true"
+        assert _gpu_taints(cluster) == [{"key": GPU, "value": "present", "effect": "NoSchedule"}]
+    finally:
+        for what in ("taint", "label"):
+            subprocess.run(["kgpu", "node", what, "--remove"], env=env, capture_output=True, text=True, timeout=120)
+    assert PRESENT not in cluster.node_labels() and not _gpu_taints(cluster)

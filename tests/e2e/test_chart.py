@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import readme
 from chart import NAMESPACE, SELECTOR, Release, lab_values
 from cluster import GPU, REPO, Cluster, wait_for
 from conftest import record
@@ -31,6 +32,8 @@ TEST_NS = "kgpu-e2e"
 POD = "two-gpus"
 PRESENT = "nvidia.com/gpu.present"
 BUSYBOX = "local/busybox:1"  # imported by the lab
+INSTALL = "Install on a cluster"
+"""The README section whose commands the module runs as written (make image, lab up and import: make e2e's own)."""
 
 
 @dataclass
@@ -86,7 +89,8 @@ def installed(cluster: Cluster, image: str, driver_root: Path) -> Iterator[Insta
     cluster.forget_stale_resource(GPU)
     assert cluster.allocatable() == 0, f"something else advertises {GPU} on node {cluster.node}"
     found = ({k for k in cluster.node_labels() if k.startswith("nvidia.com/")} - {PRESENT}, set(kgpu_files_left()))
-    cluster.kubectl("label", "node", cluster.node, f"{PRESENT}=true", "--overwrite")
+    # The README's label and install, as written (its node name is the lab's; the driver root: the fixture's)
+    readme.run(cluster, readme.command(INSTALL, "kubectl label node"), image)
     cluster.create_namespace(TEST_NS)
     release = Release(cluster)
     state = Installed(release, cluster, before=found)
@@ -95,7 +99,8 @@ def installed(cluster: Cluster, image: str, driver_root: Path) -> Iterator[Insta
 
     def install() -> None:
         try:
-            release.install(lab_values())
+            readme.helm(cluster, readme.command(INSTALL, "helm install kgpu deploy/helm/kgpu -n kube-system -f"),
+                        release=release)
         except BaseException as exc:  # reported by the main thread
             failure.append(exc)
         finally:
