@@ -229,6 +229,7 @@ def test_a_deleted_daemonset_is_recreated_and_the_status_keeps_naming_the_repair
     assert ("apply", "kgpu-device-plugin") in writer.applied
     sync = {c["type"]: c for c in writer.statuses[-1][1]["conditions"]}["DaemonSetsInSync"]
     assert sync["reason"] == "DriftRepaired" and "DaemonSet kgpu-device-plugin missing: created" in sync["message"]
+    assert "change them with kubectl edit clusterpolicies.kgpu.io cluster-policy" in sync["message"]
     assert ("Warning", "DriftRepaired", "DaemonSet kgpu-device-plugin missing: created") in writer.events
     _current(view)  # the watch delivers the recreated DaemonSet
     view.statuses["cluster-policy"] = writer.statuses[-1][1]

@@ -226,6 +226,7 @@ def test_a_deleted_daemonset_is_recreated_and_named_in_the_status_within_30_s(in
         timeout=30)
     took = time.monotonic() - start
     assert "DaemonSet kgpu-device-plugin missing: created" in sync["message"] and sync["status"] == "True"
+    assert f"change them with kubectl edit clusterpolicies.kgpu.io {POLICY}" in sync["message"]  # the fix
     assert [e for e in events(cluster, "DriftRepaired") if e["metadata"]["uid"] not in before
             and e["message"] == "DaemonSet kgpu-device-plugin missing: created"]
     record(f"v{cluster.version}: deleted DaemonSet → recreated, named in status", f"{took:.1f} s")

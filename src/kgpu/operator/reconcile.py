@@ -388,7 +388,9 @@ def summarize(policy: PolicyRef, *, namespace: str, error: ConfigError | None, n
     if failed_actions:
         sync_reason, sync_message = "ApplyFailed", "; ".join(failed_actions)
     elif repaired:
-        sync_reason, sync_message = "DriftRepaired", f"at {now}: " + "; ".join(repaired)
+        sync_reason, sync_message = "DriftRepaired", (
+            f"at {now}: " + "; ".join(repaired) + f". The operator owns them: change them with kubectl edit "
+            f"clusterpolicies.kgpu.io {policy.name} (an edit or delete of the objects themselves is undone)")
     elif prev_sync.get("reason") == "DriftRepaired" and prev_sync.get("observedGeneration") == gen:
         # the last repair stays visible (with when it happened) until the spec changes
         sync_reason, sync_message = "DriftRepaired", str(prev_sync.get("message", ""))
