@@ -214,6 +214,7 @@ def test_the_policy_is_ready_with_every_stage_of_the_node_filled_and_says_so(ins
     assert row[1:] == ["ok"] * 6 + ["yes"]
 
 
+@pytest.mark.newest_only("the operator's drift repair: its own decision, through the same API calls as the install")
 def test_a_deleted_daemonset_is_recreated_and_named_in_the_status_within_30_s(installed: Installed,
                                                                              cluster: Cluster) -> None:
     before = {e["metadata"]["uid"] for e in events(cluster, "DriftRepaired")}
@@ -233,6 +234,7 @@ def test_a_deleted_daemonset_is_recreated_and_named_in_the_status_within_30_s(in
     wait_for("ready again", lambda: ready(cluster), timeout=120)
 
 
+@pytest.mark.newest_only("the operator's config validation and status")
 def test_an_invalid_sharing_config_is_reported_with_its_cause_and_fix_within_30_s(installed: Installed,
                                                                                  cluster: Cluster) -> None:
     bad = {"version": "v1", "sharing": {"timeSlicing": {"resources": [{"name": GPU, "replicas": 0}]}}}
@@ -259,6 +261,7 @@ def test_an_invalid_sharing_config_is_reported_with_its_cause_and_fix_within_30_
     wait_for("ready again", lambda: ready(cluster), timeout=60)
 
 
+@pytest.mark.newest_only("the operator's stages and status")
 def test_a_component_turned_off_fails_its_stage_and_the_fix_named_in_the_status_brings_it_back(
         installed: Installed, cluster: Cluster) -> None:
     gpus = wait_for("GPUs advertised", lambda: cluster.allocatable(), timeout=60)
@@ -360,6 +363,8 @@ def test_a_mig_config_label_reshapes_the_simulated_node_its_resources_and_labels
     record(f"v{cluster.version}: … node restored (no MIG resource left), ready", f"{time.monotonic() - start:.1f} s")
 
 
+@pytest.mark.newest_only("the operator's rollout order; the kubelet re-counting GPUs after a config change is "
+                         "test_chart's MPS upgrade, on every version")
 def test_a_sharing_change_rolls_out_node_by_node_after_validation_and_allocatable_follows(installed: Installed,
                                                                                          cluster: Cluster) -> None:
     samples: list[dict[str, Any]] = []
