@@ -3,6 +3,10 @@
 
     git clone --branch v0.20.0 https://github.com/NVIDIA/k8s-device-plugin /tmp/k8s-device-plugin
     python3 scripts/nvidia_flags.py /tmp/k8s-device-plugin > tests/fixtures/nvidia/flags-v0.20.json
+    python3 scripts/nvidia_flags.py --config-keys /tmp/k8s-device-plugin > tests/fixtures/nvidia/config-keys-v0.20.json
+
+The second form lists every key of NVIDIA's config file (``api/config/v1``: the json tags from ``Config``
+down, embedded structs inlined) with its Go type.
 
 Reads every ``&cli.<Kind>Flag{ ... }`` literal in the programs' ``main.go`` (and GFD's
 ``internal/flags``): name, aliases, environment variables in order, kind and default.
@@ -61,7 +65,44 @@ def flags(source: str) -> list[dict[str, object]]:
     return out
 
 
+_STRUCT = re.compile(r"^type (\w+) struct \{\n(.*?)^\}", re.S | re.M)
+_JSON_FIELD = re.compile(r"^\s*(\w+)?\s+([\w.*\[\]]+)\s+`json:\"([^\",]+)")
+_EMBEDDED = re.compile(r"^\s*(\w+)\s*$")
+
+
+def config_keys(root: Path) -> dict[str, str]:
+    """Every key path of NVIDIA's config file (``flags.plugin.deviceListStrategy``) → its Go type."""
+    structs: dict[str, str] = {}
+    for path in sorted((root / "api/config/v1").glob("*.go")):
+        if not path.name.endswith("_test.go"):
+            structs |= dict(_STRUCT.findall(path.read_text()))
+    keys: dict[str, str] = {}
+
+    def walk(struct: str, prefix: str) -> None:
+        for line in structs[struct].splitlines():
+            if (embedded := _EMBEDDED.match(line)) and embedded.group(1) in structs:
+                walk(embedded.group(1), prefix)
+                continue
+            field = _JSON_FIELD.match(line)
+            if field is None or field.group(3) == "-":
+                continue
+            go_type, key = field.group(2), prefix + field.group(3)
+            inner = go_type.lstrip("*[]")
+            before = len(keys)
+            if inner in structs:
+                walk(inner, key + ".")
+            if len(keys) == before:  # a value, or a struct with its own (un)marshalling (ReplicatedDevices)
+                keys[key] = go_type
+
+    walk("Config", "")
+    return keys
+
+
 def main() -> None:
+    if sys.argv[1] == "--config-keys":
+        json.dump(config_keys(Path(sys.argv[2])), sys.stdout, indent=1)
+        print()
+        return
     root = Path(sys.argv[1])
     result = {program: [f for path in paths for f in flags((root / path).read_text())]
               for program, paths in PROGRAMS.items()}

@@ -200,3 +200,83 @@ def test_each_flag_is_declared_once_in_the_source() -> None:
             declared = re.compile(r"Option\([^)]*[\"']--" + re.escape(name) + r"[\"'/]", re.S)
             hits = [p for p in src.rglob("*.py") if p.name not in nvidia_ctk and declared.search(p.read_text())]
             assert hits == [], (name, hits)
+
+
+# ---- NVIDIA's config file (api/config/v1): every key, from scripts/nvidia_flags.py --config-keys ----
+
+CONFIG_KEYS: dict[str, str] = json.loads((Path(__file__).parent / "fixtures/nvidia/config-keys-v0.20.json").read_text())
+SHARED = {"name": "nvidia.com/gpu", "replicas": 2}
+CHANGED: dict[str, object] = {
+    # a value of each key that differs from what the file says without it (NVIDIA's default)
+    "version": "v1", "flags.migStrategy": "mixed", "flags.failOnInitError": False, "flags.mpsRoot": "/run/mps",
+    "flags.nvidiaDriverRoot": "/run/nvidia/driver", "flags.nvidiaDevRoot": "/run/nvidia/driver",
+    "flags.gdrcopyEnabled": True, "flags.gdsEnabled": True, "flags.mofedEnabled": True,
+    "flags.useNodeFeatureAPI": True, "flags.deviceDiscoveryStrategy": "nvml",
+    "flags.plugin.passDeviceSpecs": True, "flags.plugin.deviceListStrategy": "volume-mounts",
+    "flags.plugin.deviceIDStrategy": "index", "flags.plugin.cdiAnnotationPrefix": "nvidia.cdi.k8s.io/",
+    "flags.plugin.nvidiaCTKPath": "/usr/local/bin/nvidia-ctk", "flags.plugin.containerDriverRoot": "/host",
+    "flags.plugin.sharedDevicesAllocationPolicy": "packed",
+    "flags.gfd.oneshot": True, "flags.gfd.noTimestamp": True, "flags.gfd.sleepInterval": "90s",
+    "flags.gfd.outputFile": "/tmp/gfd", "flags.gfd.machineTypeFile": "/tmp/machine",
+    "resources.gpus.pattern": "NVIDIA H100*", "resources.gpus.name": "h100",
+    "resources.mig.pattern": "1g.10gb", "resources.mig.name": "mig-small",
+    "renameByDefault": True, "failRequestsGreaterThanOne": False, "resources.name": "nvidia.com/other",
+    "resources.rename": "nvidia.com/gpu.shared", "resources.devices": [0], "resources.replicas": 3,
+    "imex.channelIDs": [0], "imex.required": True,
+}
+
+
+def nvidia_document(key: str | None) -> dict[str, Any]:
+    """A file with ``key`` set to its CHANGED value (None: the same file without it)."""
+    doc: dict[str, Any] = {"version": "v1", "resources": {"gpus": [{"pattern": "*", "name": "gpu"}],
+                                                          "mig": [{"pattern": "*", "name": "mig"}]}}
+    if key is None:
+        return doc
+    parts = key.split(".")
+    if parts[0] == "sharing":
+        doc["sharing"] = {parts[1]: {"resources": [dict(SHARED)]}}
+        if parts[1] == "mps":
+            doc["resources"] = {"gpus": [{"pattern": "*", "name": "gpu"}]}
+        entry = doc["sharing"][parts[1]]
+        if parts[2] == "resources":
+            entry, parts = entry["resources"][0], parts[3:]
+        else:
+            parts = parts[2:]
+        value = CHANGED[".".join(["resources", *parts]) if entry is not doc["sharing"][key.split(".")[1]]
+                        else parts[0]]
+        entry[parts[-1]] = value
+        return doc
+    if parts[0] == "resources":
+        doc["resources"][parts[1]][0][parts[2]] = CHANGED[key]
+        return doc
+    node = doc
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+    node[parts[-1]] = CHANGED[key]
+    return doc
+
+
+def resolved(doc: dict[str, Any], tmp_path: Path, name: str) -> Any:
+    from kgpu.config.resolve import resolve_config
+
+    path = tmp_path / name
+    path.write_text(json.dumps(doc))
+    return resolve_config({}, {}, path)
+
+
+@pytest.mark.parametrize("key", sorted(CONFIG_KEYS))
+def test_every_key_of_nvidias_file_has_an_effect_or_is_refused_naming_it(key: str, tmp_path: Path) -> None:
+    # Given NVIDIA's key, kgpu's file format has it (a flag's key is its row in the one table),
+    assert key_exists(key)
+    if key.startswith("flags."):
+        assert [f.name for f in FLAGS if f.key == key], key
+    # and when a file sets it, the configuration differs from the file without it, or one line says why not.
+    if key == "version":
+        return  # the only version there is: required, not a setting
+    try:
+        with_key = resolved(nvidia_document(key), tmp_path, "with.yaml")
+    except ConfigError as exc:
+        message = str(exc)
+        assert "\n" not in message and key.split(".")[-1] in message, message
+        return
+    assert with_key != resolved(nvidia_document(None), tmp_path, "without.yaml"), key

@@ -591,8 +591,14 @@ def key_exists(key: str) -> bool:
             name = field_name(model, part)
         except KeyError:
             return False
-        annotation = model.model_fields[name].annotation
-        args = getattr(annotation, "__args__", (annotation,))
+        pending, args = [model.model_fields[name].annotation], []
+        while pending:  # Optional[list[Model]]: the models inside unions and lists
+            annotation = pending.pop()
+            inner = getattr(annotation, "__args__", None)
+            if inner is None:
+                args.append(annotation)
+            else:
+                pending.extend(inner)
         model = next((a for a in args if isinstance(a, type) and issubclass(a, BaseModel)), None)
         if model is None:
             return part == key.split(".")[-1]

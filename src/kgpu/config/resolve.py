@@ -177,13 +177,18 @@ def build_config(spec: ConfigFileSpec, settings: Mapping[str, Setting], where: s
         )
     host = settings.get("driver-root")
     container = settings.get("driver-root-ctr-path")
-    driver_root = resolve_driver_root(
-        str(host.value) if host else "/",
-        str(container.value) if container else "",
-        host_given=host is not None and host.source != "default",
-        container_given=container is not None and container.source != "default",
-        host_root=host_root,
-    )
+    try:
+        driver_root = resolve_driver_root(
+            str(host.value) if host else "/",
+            str(container.value) if container else "",
+            host_given=host is not None and host.source != "default",
+            container_given=container is not None and container.source != "default",
+            host_root=host_root,
+        )
+    except ConfigError as exc:  # named by where the value came from (a file key, a variable, a flag)
+        about = container if str(exc).startswith("driver-root-ctr-path") else host
+        origin = about.source if about is not None and about.source != "default" else ""
+        raise ConfigError(f"{origin}: {exc}" if origin and origin not in str(exc) else str(exc)) from None
     config = PluginConfig(
         flags=flags, resources=resources, sharing=sharing, imex=imex, health=health, driver_root=driver_root,
         config_file=path,
