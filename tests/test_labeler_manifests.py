@@ -36,7 +36,8 @@ def test_the_labeler_may_get_and_patch_nodes_and_nothing_else(path: Path) -> Non
 @pytest.mark.parametrize("path", MANIFESTS, ids=lambda p: p.name)
 def test_the_daemonset_labels_its_own_node_with_real_flags(path: Path) -> None:
     (ds,) = [d for d in docs(path) if d["kind"] == "DaemonSet" and d["metadata"]["name"] == "kgpu-labeler"]
-    (container,) = ds["spec"]["template"]["spec"]["containers"]
+    container, *sidecars = ds["spec"]["template"]["spec"]["containers"]
+    assert [c["name"] for c in sidecars] in ([], ["config-manager"])  # the chart's writes the config it reads
     args = container["args"]
     assert args[0] == "labeler"
     assert args[args.index("--node") + 1] == "$(NODE_NAME)"

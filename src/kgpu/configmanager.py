@@ -15,9 +15,19 @@ file the daemons read and reload when it changes — point at the chosen config,
 The destination is a symlink to ``<srcdir>/<name>``, swapped atomically (a new link renamed over the
 old one: a reader sees the old config or the new one, never none). Because the ConfigMap's own
 files are symlinks the kubelet swaps on an edit, editing the chosen config also reaches the daemons
-without this sidecar doing anything. Like NVIDIA's, it can send a signal to a process after a change
-(``--send-signal``, ``--signal``, ``--process-to-signal``); kgpu's daemons reload the file themselves,
-so kgpu's chart turns that off.
+without this sidecar doing anything — but only when the kubelet next syncs the pod: once a minute plus
+up to half a minute of jitter (its ``syncFrequency``), so labels and allocatable would follow an edit
+60–90 s late. kgpu's addition ``--config-map NAMESPACE/NAME`` removes that wait: the configs are read
+from the API server (a get, then a watch of that one ConfigMap) and the chosen one is written to the
+destination as a file, replaced atomically (a temporary file renamed over it), within a second of the
+edit. ``--config-file-srcdir`` (the same ConfigMap mounted) is then only what ``--oneshot`` uses when
+the API server cannot be reached, so a node's GPUs are served even then. With ``--config-map``, an
+empty ``--node-label`` means that no label is followed: the default config is used on every node
+(kgpu's chart runs it so when ``configManager.enabled`` is false, so that a label left by NVIDIA's
+config-manager cannot pick a config that does not exist).
+
+Like NVIDIA's, it can send a signal to a process after a change (``--send-signal``, ``--signal``,
+``--process-to-signal``); kgpu's daemons reload the file themselves, so kgpu's chart turns that off.
 
 Example::
 
@@ -27,6 +37,7 @@ Example::
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import signal
@@ -37,7 +48,7 @@ from pathlib import Path
 from typing import Any
 
 from lightkube.core.exceptions import ApiError
-from lightkube.resources.core_v1 import Node
+from lightkube.resources.core_v1 import ConfigMap, Node
 
 from kgpu.config.flags import CONFIG_MANAGER
 from kgpu.config.resolve import resolve_settings
@@ -52,6 +63,9 @@ NAMED_FALLBACK = "default"
 FALLBACK_STRATEGIES = ("named", "single", "empty")
 EMPTY_CONFIG = Path("/dev/null")
 RELIST_BACKOFF_MAX = 30.0
+SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+CONFIG_LIMIT = 1024 * 1024
+"""Bytes of one config (a ConfigMap holds at most 1 MiB in all)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,12 +83,16 @@ class ManagerSettings:
     signal: int = int(signal.SIGHUP)
     process_to_signal: str = "nvidia-device-plugin"
     kubeconfig: Path | None = None
+    config_map: tuple[str, str] | None = None
+    """kgpu's ``--config-map``: (namespace, name) of the ConfigMap read through the API server."""
 
     def check(self) -> ManagerSettings:
-        """NVIDIA's validateFlags, plus the fallback names (NVIDIA finds a bad one only when it is reached)."""
-        for flag, value in (("node-name", self.node_name), ("node-label", self.node_label),
-                            ("config-file-srcdir", str(self.config_file_srcdir)),
-                            ("config-file-dst", str(self.config_file_dst))):
+        """NVIDIA's validateFlags, plus the fallback names (NVIDIA finds a bad one only when it is reached).
+        With ``--config-map``, the source directory is optional and an empty node label means none."""
+        required = [("node-name", self.node_name), ("config-file-dst", str(self.config_file_dst))]
+        if self.config_map is None:
+            required += [("node-label", self.node_label), ("config-file-srcdir", str(self.config_file_srcdir))]
+        for flag, value in required:
             if not value or value == ".":
                 raise ConfigError(f"invalid <{flag}>: must not be empty string (--{flag})")
         bad = [f for f in self.fallback_strategies if f not in FALLBACK_STRATEGIES]
@@ -149,18 +167,61 @@ def find_process(name: str, proc: Path = Path("/proc")) -> int:
     raise ConfigError(f"no process {name!r} to signal (--process-to-signal; pods need shareProcessNamespace)")
 
 
-def apply_label(settings: ManagerSettings, label: str, send: Callable[[int, int], None] = os.kill) -> bool:
-    """Point the destination at the config ``label`` chooses; signal the process after a change.
+def write_config(dst: Path, text: str) -> bool:
+    """Make ``dst`` a file holding ``text``, replaced atomically; False when it already holds exactly that."""
+    data = text.encode()
+    if dst.is_dir() and not dst.is_symlink():
+        raise ConfigError(f"--config-file-dst {dst} is a directory; give the path of the config file")
+    if not dst.is_symlink():
+        try:
+            if dst.read_bytes() == data:
+                return False
+        except OSError:
+            pass  # missing or unreadable: written below
+    tmp = dst.with_name(f".{dst.name}.kgpu-new")
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, dst)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise ConfigError(f"cannot write {dst}: {exc.strerror or exc}") from None
+    return True
 
-    Returns whether the destination changed. ConfigError leaves it as it was.
+
+def read_srcdir(srcdir: Path) -> dict[str, str]:
+    """The configs of a mounted ConfigMap, as the API server would give them (name → text)."""
+    configs = {}
+    for name in available_configs(srcdir):
+        try:
+            with open(srcdir / name, "rb") as f:
+                configs[name] = f.read(CONFIG_LIMIT + 1)[:CONFIG_LIMIT].decode(errors="replace")
+        except OSError as exc:
+            raise ConfigError(f"cannot read {srcdir / name}: {exc.strerror or exc}") from None
+    return configs
+
+
+def apply_label(settings: ManagerSettings, label: str, send: Callable[[int, int], None] = os.kill,
+                configs: Mapping[str, str] | None = None) -> bool:
+    """Make the destination the config ``label`` chooses; signal the process after a change.
+
+    ``configs`` (name → text, read through the API server) are written to the destination; without them
+    the destination points at a file of the source directory, as NVIDIA's does. Returns whether the
+    destination changed. ConfigError leaves it as it was.
     """
-    name = choose_config(label, available_configs(settings.config_file_srcdir), settings.default_config,
-                         settings.fallback_strategies)
-    src = settings.config_file_srcdir / name if name else EMPTY_CONFIG
-    if not point_at(settings.config_file_dst, src):
+    if configs is not None:
+        name = choose_config(label, sorted(configs), settings.default_config, settings.fallback_strategies)
+        where = f"configmap {'/'.join(settings.config_map or ('', ''))} key {name}" if name else "(empty)"
+        changed = write_config(settings.config_file_dst, configs[name] if name else "")
+    else:
+        name = choose_config(label, available_configs(settings.config_file_srcdir), settings.default_config,
+                             settings.fallback_strategies)
+        src = settings.config_file_srcdir / name if name else EMPTY_CONFIG
+        where = str(src)
+        changed = point_at(settings.config_file_dst, src)
+    if not changed:
         log.info("already configured", extra={"config": name or "(empty)", "label": label})
         return False
-    log.info("config selected", extra={"config": name or "(empty)", "label": label, "path": str(src),
+    log.info("config selected", extra={"config": name or "(empty)", "label": label, "path": where,
                                        "dst": str(settings.config_file_dst)})
     if settings.send_signal:
         pid = find_process(settings.process_to_signal)
@@ -170,27 +231,34 @@ def apply_label(settings: ManagerSettings, label: str, send: Callable[[int, int]
 
 
 @dataclass
-class LabelValue:
-    """The node label's latest value, handed from the watching thread to the manager's step."""
+class Inputs:
+    """The node label's and the ConfigMap's latest values, handed from the watching threads to the manager's
+    step. ``configs`` stays None without ``--config-map`` (the source directory is read instead)."""
 
-    _value: str | None = None
-    _seen: bool = False
+    label: str | None = None
+    configs: dict[str, str] | None = None
+    _new: bool = False
     _changed: threading.Condition = field(default_factory=threading.Condition)
 
-    def set(self, value: str) -> None:
+    def set_label(self, value: str) -> None:
         with self._changed:
-            self._value, self._seen = value, True
+            self.label, self._new = value, True
             self._changed.notify_all()
 
-    def take(self, timeout: float) -> str | None:
-        """The value if a new one arrived (waiting up to ``timeout`` s), else None."""
+    def set_configs(self, configs: dict[str, str]) -> None:
         with self._changed:
-            if not self._seen:
+            self.configs, self._new = configs, True
+            self._changed.notify_all()
+
+    def take(self, timeout: float) -> tuple[str | None, dict[str, str] | None] | None:
+        """(label, configs) if either changed (waiting up to ``timeout`` s), else None."""
+        with self._changed:
+            if not self._new:
                 self._changed.wait(timeout)
-            if not self._seen:
+            if not self._new:
                 return None
-            self._seen = False
-            return self._value
+            self._new = False
+            return self.label, self.configs
 
 
 def node_label(node: Any, label: str) -> str:
@@ -198,53 +266,88 @@ def node_label(node: Any, label: str) -> str:
     return str(labels.get(label, ""))
 
 
-def follow_label(client: Any, settings: ManagerSettings, value: LabelValue, stop: threading.Event) -> None:
-    """Get the Node, then watch it from its resourceVersion, until ``stop``; any error starts over."""
+def configmap_data(configmap: Any) -> dict[str, str]:
+    """A ConfigMap's configs (its data; binaryData is no config)."""
+    return {str(k): str(v) for k, v in (getattr(configmap, "data", None) or {}).items()}
+
+
+def follow(client: Any, kind: type, name: str, namespace: str | None, deliver: Callable[[Any], None],
+           stop: threading.Event) -> None:
+    """Get one object, then watch it from its resourceVersion, until ``stop``; any error starts over.
+    ``deliver`` gets the object, or None once it is deleted."""
+    what = f"{kind.__name__.lower()} {namespace + '/' if namespace else ''}{name}"
     backoff, last_cause = 0.5, ""
+    scope = {"namespace": namespace} if namespace else {}
     while not stop.is_set():
         try:
-            node = client.get(Node, settings.node_name)
-            value.set(node_label(node, settings.node_label))
+            obj = client.get(kind, name, **scope)
+            deliver(obj)
             backoff, last_cause = 0.5, ""
-            version = node.metadata.resourceVersion if node.metadata is not None else None
-            for event, obj in client.watch(Node, fields={"metadata.name": settings.node_name},
-                                           resource_version=version):
+            version = obj.metadata.resourceVersion if obj.metadata is not None else None
+            for event, obj in client.watch(kind, fields={"metadata.name": name}, resource_version=version, **scope):
                 if stop.is_set():
                     return
-                value.set("" if event == "DELETED" else node_label(obj, settings.node_label))
+                deliver(None if event == "DELETED" else obj)
         except (ApiError, *transport_errors()) as exc:  # type: ignore[misc]
             cause = f"{type(exc).__name__}: {getattr(getattr(exc, 'status', None), 'message', None) or exc}"
             if cause != last_cause:
-                log.warning("watching the node failed; reading it again", extra={
-                    "node": settings.node_name, "error": cause[:300], "retry_s": backoff})
+                log.warning(f"watching the {kind.__name__.lower()} failed; reading it again", extra={
+                    "object": what, "error": cause[:300], "retry_s": backoff})
                 last_cause = cause
             stop.wait(backoff)
             backoff = min(backoff * 2, RELIST_BACKOFF_MAX)
 
 
+def follow_label(client: Any, settings: ManagerSettings, inputs: Inputs, stop: threading.Event) -> None:
+    """The node label's value into ``inputs`` (empty once the Node is deleted)."""
+    follow(client, Node, settings.node_name, None,
+           lambda node: inputs.set_label("" if node is None else node_label(node, settings.node_label)), stop)
+
+
+def follow_configmap(client: Any, settings: ManagerSettings, inputs: Inputs, stop: threading.Event) -> None:
+    """The ConfigMap's configs into ``inputs`` (none once it is deleted: the current config then stays)."""
+    assert settings.config_map is not None
+    namespace, name = settings.config_map
+    follow(client, ConfigMap, name, namespace,
+           lambda cm: inputs.set_configs({} if cm is None else configmap_data(cm)), stop)
+
+
+def digest(configs: Mapping[str, str] | None) -> str:
+    if configs is None:
+        return ""
+    return hashlib.sha256(repr(sorted(configs.items())).encode()).hexdigest()
+
+
 class ConfigManager:
-    """The manager's step (a supervised watcher's tick): apply the label's latest value, if it changed.
+    """The manager's step (a supervised watcher's tick): apply the label's and the ConfigMap's latest
+    values, if they changed.
 
     A refused choice (an unknown config name) raises, so the watcher reports it once per cause and the
     health endpoint shows it; the destination keeps the previous config, and the choice is tried again
     at each step (the ConfigMap may gain that config), until it succeeds or the label changes.
     """
 
-    def __init__(self, settings: ManagerSettings, value: LabelValue) -> None:
+    def __init__(self, settings: ManagerSettings, inputs: Inputs) -> None:
         self.settings = settings
-        self.value = value
+        self.inputs = inputs
         self.wanted: str | None = None
-        self.applied: str | None = None
+        self.configs: dict[str, str] | None = None
+        self.applied: tuple[str, str] | None = None
 
     def tick(self) -> None:
-        label = self.value.take(timeout=1.0)
-        if label is not None and label != self.wanted:
-            log.info("label change detected", extra={"label": f"{self.settings.node_label}={label}"})
-            self.wanted = label
-        if self.wanted is None or self.wanted == self.applied:
+        got = self.inputs.take(timeout=1.0)
+        if got is not None:
+            label, self.configs = got
+            if label is not None and label != self.wanted:
+                log.info("label change detected", extra={"label": f"{self.settings.node_label}={label}"})
+                self.wanted = label
+        if self.wanted is None or (self.settings.config_map is not None and self.configs is None):
+            return  # not read yet
+        state = (self.wanted, digest(self.configs))
+        if state == self.applied:
             return
-        apply_label(self.settings, self.wanted)
-        self.applied = self.wanted
+        apply_label(self.settings, self.wanted, configs=self.configs)
+        self.applied = state
 
 
 def resolve_manager_settings(given: Mapping[str, object], environ: Mapping[str, str]) -> ManagerSettings:
@@ -256,6 +359,7 @@ def resolve_manager_settings(given: Mapping[str, object], environ: Mapping[str, 
 
     fallbacks = values.get("fallback-strategies") or ()
     return ManagerSettings(
+        config_map=parse_config_map(text("config-map"), environ) if text("config-map") else None,
         node_name=text("node-name"),
         config_file_srcdir=Path(text("config-file-srcdir")),
         config_file_dst=Path(text("config-file-dst")),
@@ -270,20 +374,68 @@ def resolve_manager_settings(given: Mapping[str, object], environ: Mapping[str, 
     ).check()
 
 
+def parse_config_map(value: str, environ: Mapping[str, str],
+                     namespace_file: Path = SERVICE_ACCOUNT_NAMESPACE) -> tuple[str, str]:
+    """``--config-map NAMESPACE/NAME``, or ``NAME`` in this pod's namespace ($POD_NAMESPACE, else the
+    service account's)."""
+    namespace, _, name = value.rpartition("/")
+    if not namespace:
+        namespace = environ.get("POD_NAMESPACE", "")
+        if not namespace:
+            try:
+                namespace = namespace_file.read_text().strip()
+            except OSError:
+                raise ConfigError(f"--config-map {value!r}: give NAMESPACE/NAME (this pod's namespace is not "
+                                  f"known: no $POD_NAMESPACE, no {namespace_file})") from None
+    if not name or "/" in namespace:
+        raise ConfigError(f"--config-map {value!r}: expected NAMESPACE/NAME or NAME")
+    return namespace, name
+
+
+def oneshot(settings: ManagerSettings, client: Any) -> None:
+    """Choose once. With ``--config-map``, an API server that cannot be reached leaves the mounted copy of
+    the ConfigMap (``--config-file-srcdir``), when there is one and no node label is needed."""
+    if settings.config_map is None:
+        apply_label(settings, node_label(client.get(Node, settings.node_name), settings.node_label))
+        return
+    namespace, name = settings.config_map
+    try:
+        configs = configmap_data(client.get(ConfigMap, name, namespace=namespace))
+        label = node_label(client.get(Node, settings.node_name), settings.node_label) if settings.node_label else ""
+    except (ApiError, *transport_errors()) as exc:  # type: ignore[misc]
+        srcdir = settings.config_file_srcdir
+        if settings.node_label or not str(srcdir) or str(srcdir) == "." or not srcdir.is_dir():
+            raise
+        log.warning("the API server cannot be read; using the mounted copy of the configs", extra={
+            "configmap": f"{namespace}/{name}", "srcdir": str(srcdir), "error": str(exc)[:300]})
+        configs, label = read_srcdir(srcdir), ""
+    apply_label(settings, label, configs=configs)
+
+
 def run(settings: ManagerSettings, healthz: str | None = None, client: Any = None) -> None:
-    """Choose once (``oneshot``) or follow the node label until SIGTERM, on kgpu's daemon runtime."""
+    """Choose once (``oneshot``) or follow the node label (and the ConfigMap) until SIGTERM, on kgpu's daemon
+    runtime."""
     client = client if client is not None else kube_client(settings.kubeconfig)
     with Daemon("config-manager") as daemon:
         if settings.oneshot:
-            apply_label(settings, node_label(client.get(Node, settings.node_name), settings.node_label))
+            oneshot(settings, client)
             return
-        value = LabelValue()
-        daemon.watch("config", ConfigManager(settings, value).tick, interval=0)
+        inputs = Inputs()
+        daemon.watch("config", ConfigManager(settings, inputs).tick, interval=0)
         if healthz:
             daemon.serve_http(parse_listen(healthz, "--healthz"))
-        threading.Thread(target=follow_label, args=(client, settings, value, daemon.stop), name="node-label",
-                         daemon=True).start()
-        log.info("following the node label", extra={"node": settings.node_name, "label": settings.node_label,
-                                                   "srcdir": str(settings.config_file_srcdir),
-                                                   "dst": str(settings.config_file_dst)})
+        followers = []
+        if settings.node_label:
+            followers.append(("node-label", follow_label))
+        else:
+            inputs.set_label("")
+        if settings.config_map is not None:
+            followers.append(("configmap", follow_configmap))
+        for name, target in followers:
+            threading.Thread(target=target, args=(client, settings, inputs, daemon.stop), name=name,
+                             daemon=True).start()
+        log.info("following the node label" + (" and the configmap" if settings.config_map else ""), extra={
+            "node": settings.node_name, "label": settings.node_label or "(none)",
+            "configmap": "/".join(settings.config_map) if settings.config_map else "",
+            "srcdir": str(settings.config_file_srcdir), "dst": str(settings.config_file_dst)})
         daemon.serve()

@@ -48,15 +48,19 @@ def uninstall_hook(obj: dict[str, Any]) -> bool:
     return "delete" in obj["metadata"].get("annotations", {}).get("helm.sh/hook", "")
 
 
-def containers(objs: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
-    """Containers of what an install runs (the uninstall hook has its own test)."""
+def containers(objs: list[dict[str, Any]], sidecars: bool = False) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
+    """Containers of what an install runs (the uninstall hook has its own test); ``sidecars``: with the
+    config-manager beside the device plugin and the labeler (and its init container)."""
     out = []
     for o in objs:
         if o["kind"] in ("DaemonSet", "Job") and not uninstall_hook(o):
             spec = o["spec"]["template"]["spec"]
-            out += [(o["metadata"]["name"], spec, c) for c in spec["containers"]]
+            out += [(o["metadata"]["name"], spec, c) for c in spec["containers"] + spec.get("initContainers", [])
+                    if sidecars or not c["name"].startswith("config-manager")]
     return out
 
+
+LABEL = "nvidia.com/device-plugin.config"
 
 VARIANTS = {
     "default": {},
@@ -99,7 +103,8 @@ def test_default_install_creates_the_node_components_and_their_accounts() -> Non
         ("ConfigMap", "kgpu-config"),
         ("DaemonSet", "kgpu-device-plugin"), ("DaemonSet", "kgpu-exporter"), ("DaemonSet", "kgpu-labeler"),
         ("Job", "kgpu-labeler-prune"), ("Job", "kgpu-validation"),
-        ("Role", "kgpu-validation"), ("RoleBinding", "kgpu-validation"),
+        ("Role", "kgpu-config-reader"), ("Role", "kgpu-validation"),
+        ("RoleBinding", "kgpu-config-reader"), ("RoleBinding", "kgpu-validation"),
         ("Service", "kgpu-exporter"),
         ("ServiceAccount", "kgpu"), ("ServiceAccount", "kgpu-device-plugin"), ("ServiceAccount", "kgpu-labeler"),
         ("ServiceAccount", "kgpu-labeler-prune"),
@@ -172,7 +177,7 @@ def test_the_labelers_scheduling_is_overridable() -> None:
 
 @pytest.mark.parametrize("variant", [v for v in VARIANTS if v != "lab"])  # lab: toolkit-free, below
 def test_every_container_drops_all_capabilities_and_has_limits(variant: str) -> None:
-    for owner, _, c in containers(render(VARIANTS[variant])):
+    for owner, _, c in containers(render(VARIANTS[variant]), sidecars=True):
         sc = c["securityContext"]
         assert sc["capabilities"] == {"drop": ["ALL"]}, owner
         assert sc["allowPrivilegeEscalation"] is False, owner
@@ -233,18 +238,23 @@ def test_rbac_is_least_privilege() -> None:
             {"apiGroups": [""], "resources": ["pods"], "verbs": ["create", "get", "delete"]},
             {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]},
         ],
+        # the config-manager sidecars read the config ConfigMap, no other
+        ("Role", "kgpu-config-reader"): [{"apiGroups": [""], "resources": ["configmaps"], "resourceNames": [
+            "kgpu-config", "kgpu-configs"], "verbs": ["get", "list", "watch"]}],
     }
+    subjects = {s["name"] for s in by_kind(objs, "RoleBinding")["kgpu-config-reader"]["subjects"]}
+    assert subjects == {"kgpu-device-plugin", "kgpu-labeler"}
     accounts = by_kind(objs, "ServiceAccount")
     assert accounts["kgpu"]["automountServiceAccountToken"] is False
     daemonsets = by_kind(objs, "DaemonSet")
     assert daemonsets["kgpu-labeler"]["spec"]["template"]["spec"]["serviceAccountName"] == "kgpu-labeler"
     spec = daemonsets["kgpu-exporter"]["spec"]["template"]["spec"]
     assert (spec["serviceAccountName"], spec["automountServiceAccountToken"]) == ("kgpu", False)
-    # the device plugin has an account of its own, with a token and rights only for dynamic GPU shares
+    # the device plugin has an account of its own, with a token for its config-manager (rights above), and more
+    # only for dynamic GPU shares
     assert daemonsets["kgpu-device-plugin"]["spec"]["template"]["spec"]["serviceAccountName"] == "kgpu-device-plugin"
-    assert accounts["kgpu-device-plugin"]["automountServiceAccountToken"] is False
+    assert accounts["kgpu-device-plugin"]["automountServiceAccountToken"] is True
     dynamic = render({"config": {"version": "v1", "sharing": {"mps": {"dynamic": {}}}}})
-    assert by_kind(dynamic, "ServiceAccount")["kgpu-device-plugin"]["automountServiceAccountToken"] is True
     named = render({"configManager": {"enabled": True}, "configs": {"shared": {"sharing": {"mps": {"dynamic": {}}}}}})
     assert "kgpu-device-plugin" in by_kind(named, "ClusterRole")  # a named config the node may choose
     assert by_kind(dynamic, "ClusterRole")["kgpu-device-plugin"]["rules"] == [
@@ -252,8 +262,9 @@ def test_rbac_is_least_privilege() -> None:
         {"apiGroups": [""], "resources": ["nodes"], "verbs": ["patch"]},
     ]
     bindings = {o["metadata"]["name"]: o for o in objs if o["kind"] in ("RoleBinding", "ClusterRoleBinding")}
-    for b in bindings.values():
-        assert b["subjects"][0]["name"] == b["roleRef"]["name"]
+    for name, b in bindings.items():
+        if name != "kgpu-config-reader":
+            assert b["subjects"][0]["name"] == b["roleRef"]["name"]
 
 
 def plugin_config(objs: list[dict[str, Any]], tmp_path: Path) -> Any:
@@ -283,8 +294,13 @@ def test_config_file_reaches_every_component_and_is_valid_nvidia_v1(tmp_path: Pa
             continue  # the exporter and the Job do not read the device-plugin config
         mounts = {m["name"]: m["mountPath"] for m in c["volumeMounts"]}
         assert mounts["config"] == "/etc/kgpu", owner
-        assert {"name": "config", "configMap": {"name": "kgpu-config"}} in spec["volumes"]
         assert "/etc/kgpu/config.yaml" in c["args"], owner
+        volumes = {v["name"]: v for v in spec["volumes"]}
+        if owner in ("kgpu-device-plugin", "kgpu-labeler"):  # written by the config-manager beside them (below)
+            assert volumes["config"] == {"name": "config", "emptyDir": {}}
+            assert volumes["available-configs"] == {"name": "available-configs", "configMap": {"name": "kgpu-config"}}
+        else:
+            assert volumes["config"] == {"name": "config", "configMap": {"name": "kgpu-config"}}
 
 
 def test_changing_the_config_restarts_the_daemons() -> None:
@@ -330,7 +346,7 @@ def test_monitoring_values_add_a_service_monitor_and_drop_the_validation_job() -
     assert monitor["metadata"]["labels"]["release"] == "prometheus"
     assert "kgpu-validation" not in by_kind(objs, "Job")
     assert "kgpu-validation" not in by_kind(objs, "ServiceAccount")
-    assert not by_kind(objs, "Role")
+    assert list(by_kind(objs, "Role")) == ["kgpu-config-reader"]
     assert by_kind(objs, "RuntimeClass") == {"nvidia": {
         "apiVersion": "node.k8s.io/v1", "kind": "RuntimeClass", "handler": "nvidia",
         "metadata": {"name": "nvidia", "labels": by_kind(objs, "RuntimeClass")["nvidia"]["metadata"]["labels"]}}}
@@ -537,9 +553,10 @@ def test_per_node_configs_run_the_config_manager_beside_the_plugin_and_the_label
         volumes = {v["name"]: v for v in spec["volumes"]}
         assert volumes["config"] == {"name": "config", "emptyDir": {}}
         assert volumes["available-configs"]["configMap"]["name"] == "kgpu-configs"
-        for c in (main, init, sidecar):
+        for c in (init, sidecar):
             mounts = {m["name"]: m["mountPath"] for m in c["volumeMounts"]}
             assert (mounts["config"], mounts["available-configs"]) == ("/etc/kgpu", "/available-configs"), c["name"]
+        assert {m["name"]: m["mountPath"] for m in main["volumeMounts"]}["config"] == "/etc/kgpu"
         assert spec.get("automountServiceAccountToken", True) is True  # the sidecar reads its Node
         # and the sidecars' command lines are NVIDIA's config-manager flags and variables, as kgpu parses them.
         for c, oneshot in ((init, True), (sidecar, False)):
@@ -548,6 +565,7 @@ def test_per_node_configs_run_the_config_manager_beside_the_plugin_and_the_label
             assert (settings.oneshot, settings.send_signal, settings.default_config) == (oneshot, False, "default")
             assert settings.fallback_strategies == ("named", "single")
             assert str(settings.config_file_dst) == "/etc/kgpu/config.yaml"
+            assert (settings.config_map, settings.node_label) == (("kube-system", "kgpu-configs"), LABEL)
             assert parse_kgpu_command(c["args"]) is not None
     # RBAC: both pods' accounts may get and watch nodes, nothing more.
     role = by_kind(objs, "ClusterRole")["kgpu-config-manager"]
@@ -555,9 +573,16 @@ def test_per_node_configs_run_the_config_manager_beside_the_plugin_and_the_label
     subjects = {s["name"] for s in by_kind(objs, "ClusterRoleBinding")["kgpu-config-manager"]["subjects"]}
     assert subjects == {"kgpu-device-plugin", "kgpu-labeler"}
     assert by_kind(objs, "ServiceAccount")["kgpu-device-plugin"]["automountServiceAccountToken"] is True
-    # Without it, nothing of it is there.
+    # Without it: one config, read through the API server all the same, and no node label followed (one that
+    # NVIDIA's config-manager left on a node cannot pick a config that is not there).
     plain = render({})
-    assert "kgpu-configs" not in by_kind(plain, "ConfigMap")
-    spec = by_kind(plain, "DaemonSet")["kgpu-device-plugin"]["spec"]["template"]["spec"]
-    assert "initContainers" not in spec and len(spec["containers"]) == 1
-    assert by_kind(plain, "ServiceAccount")["kgpu-device-plugin"]["automountServiceAccountToken"] is False
+    assert "kgpu-configs" not in by_kind(plain, "ConfigMap") and "kgpu-config-manager" not in by_kind(
+        plain, "ClusterRole")
+    for name in ("kgpu-device-plugin", "kgpu-labeler"):
+        spec = by_kind(plain, "DaemonSet")[name]["spec"]["template"]["spec"]
+        (init,) = spec["initContainers"]
+        for c, oneshot in ((init, True), (spec["containers"][1], False)):
+            args = dict(a.removeprefix("--").split("=", 1) for a in c["args"][1:])
+            settings = resolve_manager_settings(args, {**literal_env(c), "NODE_NAME": "gpu-node-1"})
+            assert (settings.oneshot, settings.config_map, settings.node_label, settings.default_config) == (
+                oneshot, ("kube-system", "kgpu-config"), "", "config.yaml")

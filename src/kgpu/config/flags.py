@@ -258,6 +258,13 @@ FLAGS: tuple[Flag, ...] = (
     Flag("signal", "int", "The signal number to send (1 is SIGHUP).", _cm("SIGNAL"), 1, "", metavar="NUMBER"),
     Flag("process-to-signal", "string", "The process (its argv[0]) to signal.",
          _cm("PROCESS_TO_SIGNAL"), "nvidia-device-plugin", "", metavar="NAME"),
+    Flag("config-map", "string",
+         "Read the configs from this ConfigMap through the API server (NAMESPACE/NAME, or NAME in the pod's "
+         "namespace) and write the chosen one to --config-file-dst: an edit reaches the daemons within a "
+         "second, not at the kubelet's next sync of the mounted copy (60-90 s). --config-file-srcdir is then "
+         "what --oneshot falls back to when the API server cannot be read, and an empty --node-label means "
+         "that no label is followed.",
+         _cm("KGPU_CONFIG_MAP"), None, "", metavar="CONFIGMAP", origin="kgpu"),
     # ---- kgpu's own settings of the device plugin (kgpu device-plugin, kgpu-device-plugin) ----
     Flag("kubelet-dir", "string",
          "The kubelet's device-plugins directory (holds kubelet.sock and our sockets). Default: the directory "

@@ -98,14 +98,23 @@ def _env(section: str, capabilities: str = "utility") -> list[Any]:
 
 
 def _common_volumes(selects_config: bool = False) -> list[Any]:
-    """``selects_config``: a pod with the config-manager sidecar when ``configManager.enabled``: the named
-    configs are mounted at /available-configs and /etc/kgpu is a directory the sidecar writes the chosen one to."""
-    config = {"name": "config", "configMap": {"name": Text(Fullname(), "-config")}}
+    """``selects_config``: a pod with the config-manager sidecar, which writes the config to /etc/kgpu (a
+    directory of the pod's own) from the ConfigMap it reads through the API server; the ConfigMap is also
+    mounted at /available-configs, what its init container falls back to when the API server cannot be read."""
+    if not selects_config:
+        return [{"name": "config", "configMap": {"name": Text(Fullname(), "-config")}}, *_other_volumes()]
     return [
-        *([when_items(Not(CONFIG_MANAGER), config),
-           when_items(CONFIG_MANAGER, {"name": "config", "emptyDir": {}},
-                      {"name": "available-configs", "configMap": {"name": Text(Fullname(), "-configs")}})]
-          if selects_config else [config]),
+        {"name": "config", "emptyDir": {}},
+        when_items(Not(CONFIG_MANAGER),
+                   {"name": "available-configs", "configMap": {"name": Text(Fullname(), "-config")}}),
+        when_items(CONFIG_MANAGER,
+                   {"name": "available-configs", "configMap": {"name": Text(Fullname(), "-configs")}}),
+        *_other_volumes(),
+    ]
+
+
+def _other_volumes() -> list[Any]:
+    return [
         {"name": "tmp", "emptyDir": {}},
         when_items(
             Ref("driverRoot"),
@@ -116,10 +125,7 @@ def _common_volumes(selects_config: bool = False) -> list[Any]:
 
 def _common_mounts(selects_config: bool = False) -> list[Any]:
     return [
-        *([when_items(Not(CONFIG_MANAGER), {"name": "config", "mountPath": "/etc/kgpu", "readOnly": True}),
-           when_items(CONFIG_MANAGER, {"name": "config", "mountPath": "/etc/kgpu", "readOnly": True},
-                      {"name": "available-configs", "mountPath": "/available-configs", "readOnly": True})]
-          if selects_config else [{"name": "config", "mountPath": "/etc/kgpu", "readOnly": True}]),
+        {"name": "config", "mountPath": "/etc/kgpu", "readOnly": True},
         {"name": "tmp", "mountPath": "/tmp"},
         when_items(Ref("driverRoot"), {"name": "driver-root", "mountPath": "/driver-root", "readOnly": True}),
     ]
@@ -128,9 +134,12 @@ def _common_mounts(selects_config: bool = False) -> list[Any]:
 CONFIG_MANAGER = Ref("configManager.enabled")
 
 
-def _config_manager(oneshot: bool) -> dict[str, Any]:
-    """``kgpu config-manager``: NVIDIA's per-node config selection (the node label picks one of ``configs``),
-    writing /etc/kgpu/config.yaml, which the daemon beside it reads and reloads."""
+def _config_manager(section: str, oneshot: bool) -> dict[str, Any]:
+    """``kgpu config-manager``, beside the device plugin and the labeler (and before them, ``oneshot``): it
+    writes /etc/kgpu/config.yaml, which the daemon reads and reloads, from the ConfigMap it watches through the
+    API server, so that an edit reaches the daemon within a second (the kubelet refreshes a mounted ConfigMap
+    only at its next sync of the pod, 60-90 s later). With ``configManager.enabled``: NVIDIA's per-node
+    selection, the node label picks one of ``configs``; otherwise the one config, and no label is followed."""
     name = "config-manager-init" if oneshot else "config-manager"
     env = [
         {"name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
@@ -138,16 +147,24 @@ def _config_manager(oneshot: bool) -> dict[str, Any]:
         {"name": "ONESHOT", "value": "true" if oneshot else "false"},
         {"name": "CONFIG_FILE_SRCDIR", "value": "/available-configs"},
         {"name": "CONFIG_FILE_DST", "value": "/etc/kgpu/config.yaml"},
-        {"name": "DEFAULT_CONFIG", "value": Quote(Ref("configManager.defaultConfig"))},
-        {"name": "FALLBACK_STRATEGIES", "value": Quote(Ref("configManager.fallbackStrategies"))},
+        when_items(CONFIG_MANAGER,
+                   {"name": "KGPU_CONFIG_MAP", "value": Text(Namespace(), "/", Fullname(), "-configs")},
+                   {"name": "DEFAULT_CONFIG", "value": Quote(Ref("configManager.defaultConfig"))},
+                   {"name": "FALLBACK_STRATEGIES", "value": Quote(Ref("configManager.fallbackStrategies"))}),
+        when_items(Not(CONFIG_MANAGER),
+                   {"name": "KGPU_CONFIG_MAP", "value": Text(Namespace(), "/", Fullname(), "-config")},
+                   {"name": "DEFAULT_CONFIG", "value": "config.yaml"}),
         {"name": "SEND_SIGNAL", "value": "false"},  # kgpu's daemons reload the file when it changes
+        Splice(Ref(f"{section}.env")),  # the component's own (e.g. how to reach the API server)
     ]
     return {
         "name": name,
         "image": Image(),
         "imagePullPolicy": Ref("image.pullPolicy"),
         "command": ["kgpu"],
-        "args": ["config-manager"],
+        # Without configManager.enabled no label is followed: a label NVIDIA's config-manager left on a node
+        # must not pick a config that does not exist.
+        "args": ["config-manager", when_items(Not(CONFIG_MANAGER), "--node-label=")],
         "env": env,
         "securityContext": _nonroot_security(),
         "resources": Yaml(Ref("configManager.resources")),
@@ -178,9 +195,8 @@ def _daemonset(
     if checksum:
         annotations = {"checksum/config": Checksum(Ref("config")), SPLICE_KEY: Splice(Ref("daemonsets.annotations"))}
     pod: dict[str, Any] = {"serviceAccountName": service_account}
-    if not automount_token:
-        # The config-manager sidecar reads its Node: the pod needs its token then.
-        pod["automountServiceAccountToken"] = CONFIG_MANAGER if selects_config else False
+    if not automount_token and not selects_config:
+        pod["automountServiceAccountToken"] = False
     pod |= {
         # NVIDIA's per-component hostNetwork: for clusters whose pods reach the API server only from the host
         # network (the lab); dnsPolicy then keeps cluster DNS.
@@ -192,9 +208,8 @@ def _daemonset(
         "nodeSelector": Opt(Override(section, "nodeSelector", "nodeSelector")),
         "affinity": Opt(Override(section, "affinity", "affinity")),
         "tolerations": Opt(Ref("tolerations")),
-        **({"initContainers": When(CONFIG_MANAGER, [_config_manager(oneshot=True)])} if selects_config else {}),
-        "containers": [container, when_items(CONFIG_MANAGER, _config_manager(oneshot=False))] if selects_config
-        else [container],
+        **({"initContainers": [_config_manager(section, oneshot=True)]} if selects_config else {}),
+        "containers": [container, _config_manager(section, oneshot=False)] if selects_config else [container],
         "volumes": volumes,
     }
     body = {
