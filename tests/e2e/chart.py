@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import helm_python
 import yaml
-from cluster import REPO, Cluster
+from cluster import REPO, Cluster, wait_for
 
 CHART = REPO / "deploy" / "helm" / "kgpu"
 LAB_VALUES = CHART / "ci" / "lab-values.yaml"
@@ -19,6 +20,29 @@ def lab_values(**overrides: Any) -> dict[str, Any]:
     """The values `make e2e` installs with (deploy/helm/kgpu/ci/lab-values.yaml), top-level keys replaced."""
     values: dict[str, Any] = yaml.safe_load(LAB_VALUES.read_text())
     return values | overrides
+
+
+def pod_identities(cluster: Cluster, components: tuple[str, ...] = ("device-plugin", "labeler")) -> dict[str, Any]:
+    """kgpu's pods of ``components``: name → (uid, restarts of each container). Equal before and after a change:
+    the same pods, never restarted."""
+    out: dict[str, Any] = {}
+    # (pods carry the chart's selector labels, not app.kubernetes.io/part-of)
+    selector = f"app.kubernetes.io/component in ({','.join(components)})"
+    for p in cluster.get("pods", "-n", NAMESPACE, "-l", selector)["items"]:
+        if p["metadata"].get("deletionTimestamp") is None:
+            restarts = {c["name"]: c.get("restartCount", 0) for c in p["status"].get("containerStatuses", [])}
+            out[p["metadata"]["name"]] = (p["metadata"]["uid"], restarts)
+    return out
+
+
+def follows(cluster: Cluster, allocatable: int, replicas: str, what: str) -> float:
+    """Seconds until the node's allocatable nvidia.com/gpu and its labels both describe a change (no
+    gpu.replicas label counts as 1); fails after the 60 s within which issue 11 wants them to."""
+    start = time.monotonic()
+    wait_for(f"{what}: allocatable {allocatable} and gpu.replicas={replicas}",
+             lambda: cluster.allocatable() == allocatable and cluster.node_labels().get(
+                 "nvidia.com/gpu.replicas", "1") == replicas, timeout=60)
+    return time.monotonic() - start
 
 
 class Release:

@@ -239,7 +239,7 @@ class Cluster:
         if name in self.created_namespaces:
             self.created_namespaces.remove(name)
 
-    def state_report(self, namespace: str = "kube-system", selector: str = "app.kubernetes.io/part-of=kgpu") -> str:
+    def state_report(self, namespace: str = "kube-system", selector: str = "app.kubernetes.io/name=kgpu") -> str:
         """What an admin looks at when something is wrong: pods, recent events, the last log lines of kgpu's
         pods. Printed under a failed test; never raises."""
         parts = []
