@@ -166,7 +166,7 @@ PLANS: dict[str, Plan] = {
         "an image in your own registry; this render of the chart is tests/deploy/test_helm_chart.py's"),
     "cat > sharing.yaml <<'YAML'": Skip(NOT_YET),
     "helm upgrade kgpu deploy/helm/kgpu -n kube-system --reuse-values -f sharing.yaml": Skip(NOT_YET),
-    "kubectl -n kube-system get pods -l app.kubernetes.io/part-of=kgpu": Skip(NOT_YET),
+    "kubectl -n kube-system get pods -l app.kubernetes.io/instance=kgpu": Skip(NOT_YET),
     "kubectl describe node GPU-NODE | grep -A8 Allocatable": Skip(NOT_YET),
     ("kgpu validate --pod --kubeconfig ~/.kube/config --namespace kube-system "
      "--image registry.example.com/kgpu:0.1.0"): E2E(
