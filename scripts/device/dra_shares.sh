@@ -14,9 +14,7 @@
 set -u
 cd "$(dirname "$0")/../.."
 source scripts/device/setup.sh
-DRIVER_ROOT="${KGPU_DRIVER_ROOT:-/usr/local/nvidia}"
-export PATH="$DRIVER_ROOT/bin:$PATH"
-export LD_LIBRARY_PATH="$DRIVER_ROOT/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+source scripts/device/mps_clients.sh
 WORK="$(mktemp -d /tmp/kgpu-dra-XXXX)"
 fail=0
 
@@ -34,11 +32,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-echo "== the GPU before (nvidia-smi) =="
-nvidia-smi --query-gpu=index,uuid,name,memory.total,compute_mode --format=csv | tee "$OUT/smi-before.csv"
-MODE_BEFORE="$(nvidia-smi -i 0 --query-gpu=compute_mode --format=csv,noheader)"
-TOTAL_SMS="$(CUDA_MPS_PIPE_DIRECTORY=/nonexistent python3 -c 'import torch; print(torch.cuda.get_device_properties(0).multi_processor_count)')"
-echo "SMs of GPU 0 (torch, no MPS): $TOTAL_SMS"
+gpu_before
 
 echo "== 1. NodePrepareResources through kgpu's DRA driver (kubelet stand-in over its unix sockets) =="
 python3 scripts/device/dra_helper.py prepare --work "$WORK" --out "$OUT" --driver-root "$DRIVER_ROOT" \
@@ -50,25 +44,9 @@ UUID="$(ls "$WORK/mps" | grep '^GPU-' | head -1)"
 PIPE="$WORK/mps/$UUID/pipe"
 [ -f "$PIPE/nvidia-cuda-mps-control.pid" ] || { echo "FAIL: the driver started no MPS control daemon"; exit 1; }
 echo "MPS control daemon for $UUID: pid $(cat "$PIPE/nvidia-cuda-mps-control.pid")"
-ctl() { echo "$1" | CUDA_MPS_PIPE_DIRECTORY="$PIPE" timeout 10 nvidia-cuda-mps-control; }
 
 echo "== 2. one client per claim, with its CDI spec's environment, at the same time =="
-mkdir -p "$WORK/barrier"
-run_client() {  # name within-GiB beyond-GiB
-  env $(cat "$OUT/$1.env") python3 scripts/device/mps_helper.py client --name "$1" --within "$2" --beyond "$3" \
-    --barrier "$WORK/barrier" --hold 6 --report "$OUT/client-$1.json" > "$OUT/client-$1.log" 2>&1
-}
-run_client small 22.5 37.5 & c1=$!
-run_client large 45 75 & c2=$!
-for _ in $(seq 1 240); do [ "$(ls "$WORK/barrier" | wc -l)" -ge 2 ] && break; sleep 0.25; done
-sleep 1
-SERVER="$(ctl get_server_list | head -1)"
-echo "MPS server pid: $SERVER; its clients: $(ctl "get_client_list $SERVER" | tr '\n' ' ')"
-CLIENTS="$(ctl "get_client_list $SERVER" | grep -c '[0-9]')"
-nvidia-smi --query-compute-apps=pid,process_name,used_memory --format=csv | tee "$OUT/smi-apps.csv"
-wait $c1; wait $c2
-[ "$CLIENTS" -ge 2 ] || { echo "FAIL: the MPS server had $CLIENTS client(s) while both ran, expected 2"; fail=1; }
-python3 scripts/device/mps_helper.py check --out "$OUT" --total-sms "$TOTAL_SMS" small large || fail=1
+two_clients_at_once "$PIPE" small 22.5 37.5 large 45 75
 
 echo "== 3. a restarted driver unprepares both claims =="
 python3 scripts/device/dra_helper.py unprepare --work "$WORK" --driver-root "$DRIVER_ROOT" > "$OUT/unprepare.log" 2>&1 \
@@ -76,9 +54,7 @@ python3 scripts/device/dra_helper.py unprepare --work "$WORK" --driver-root "$DR
 grep -v '^{"ts"' "$OUT/unprepare.log"
 grep -E '"msg": "(MPS daemon (running|adopted|stopped)|claim (un)?prepared)"' "$OUT/prepare.log" "$OUT/unprepare.log" \
   | cut -c1-220
-MODE_AFTER="$(nvidia-smi -i 0 --query-gpu=compute_mode --format=csv,noheader)"
-echo "compute mode before: $MODE_BEFORE, after: $MODE_AFTER"
-[ "$MODE_BEFORE" = "$MODE_AFTER" ] || { echo "FAIL: compute mode changed"; fail=1; }
+compute_mode_unchanged
 
 [ "$fail" = 0 ] && echo "DRA shares: PASS" || echo "DRA shares: FAIL"
 exit "$fail"

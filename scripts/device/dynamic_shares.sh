@@ -13,9 +13,7 @@
 set -u
 cd "$(dirname "$0")/../.."
 source scripts/device/setup.sh
-DRIVER_ROOT="${KGPU_DRIVER_ROOT:-/usr/local/nvidia}"
-export PATH="$DRIVER_ROOT/bin:$PATH"
-export LD_LIBRARY_PATH="$DRIVER_ROOT/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+source scripts/device/mps_clients.sh
 WORK="$(mktemp -d /tmp/kgpu-dyn-XXXX)"
 ROOT="$WORK/mps"
 fail=0
@@ -29,11 +27,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-echo "== the GPU before (nvidia-smi) =="
-nvidia-smi --query-gpu=index,uuid,name,memory.total,compute_mode --format=csv | tee "$OUT/smi-before.csv"
-MODE_BEFORE="$(nvidia-smi -i 0 --query-gpu=compute_mode --format=csv,noheader)"
-TOTAL_SMS="$(CUDA_MPS_PIPE_DIRECTORY=/nonexistent python3 -c 'import torch; print(torch.cuda.get_device_properties(0).multi_processor_count)')"
-echo "SMs of GPU 0 (torch, no MPS): $TOTAL_SMS"
+gpu_before
 
 cat > "$WORK/config.yaml" <<YAML
 version: v1
@@ -58,7 +52,6 @@ if [ -e "$ROOT/.ready" ]; then
 else
   echo "FAIL: kgpu mps-daemon did not get the MPS daemon running:"; tail -20 "$OUT/mps-daemon.log"; exit 1
 fi
-ctl() { echo "$1" | CUDA_MPS_PIPE_DIRECTORY="$ROOT/$UUID/pipe" timeout 10 nvidia-cuda-mps-control; }
 
 echo "== 2. the extender places two pods; the device plugin allocates them (kubelet and API stand-ins) =="
 python3 scripts/device/dynamic_helper.py allocate --config-file "$WORK/config.yaml" --driver-root "$DRIVER_ROOT" \
@@ -69,30 +62,13 @@ for name in share-30g share-60g; do
 done
 
 echo "== 3. one client per share, at the same time =="
-mkdir -p "$WORK/barrier"
-run_client() {  # name within-GiB beyond-GiB
-  env $(cat "$OUT/$1.env") python3 scripts/device/mps_helper.py client --name "$1" --within "$2" --beyond "$3" \
-    --barrier "$WORK/barrier" --hold 6 --report "$OUT/client-$1.json" > "$OUT/client-$1.log" 2>&1
-}
-run_client share-30g 25 35 & c1=$!
-run_client share-60g 55 65 & c2=$!
-for _ in $(seq 1 240); do [ "$(ls "$WORK/barrier" | wc -l)" -ge 2 ] && break; sleep 0.25; done
-sleep 1
-SERVER="$(ctl get_server_list | head -1)"
-echo "MPS server pid: $SERVER; its clients: $(ctl "get_client_list $SERVER" | tr '\n' ' ')"
-CLIENTS="$(ctl "get_client_list $SERVER" | grep -c '[0-9]')"
-nvidia-smi --query-compute-apps=pid,process_name,used_memory --format=csv | tee "$OUT/smi-apps.csv"
-wait $c1; wait $c2
-[ "$CLIENTS" -ge 2 ] || { echo "FAIL: the MPS server had $CLIENTS client(s) while both ran, expected 2"; fail=1; }
-python3 scripts/device/mps_helper.py check --out "$OUT" --total-sms "$TOTAL_SMS" share-30g share-60g || fail=1
+two_clients_at_once "$ROOT/$UUID/pipe" share-30g 25 35 share-60g 55 65
 
 echo "== 4. SIGTERM: kgpu stops the daemon =="
 kill -TERM "$daemon_pid"; wait "$daemon_pid"; rc=$?
 daemon_pid=""
 echo "kgpu mps-daemon exited with $rc"; [ "$rc" = 0 ] || fail=1
-MODE_AFTER="$(nvidia-smi -i 0 --query-gpu=compute_mode --format=csv,noheader)"
-echo "compute mode before: $MODE_BEFORE, after: $MODE_AFTER"
-[ "$MODE_BEFORE" = "$MODE_AFTER" ] || { echo "FAIL: compute mode changed"; fail=1; }
+compute_mode_unchanged
 
 [ "$fail" = 0 ] && echo "DYNAMIC SHARES: PASS" || echo "DYNAMIC SHARES: FAIL"
 exit "$fail"

@@ -14,9 +14,7 @@
 set -u
 cd "$(dirname "$0")/../.."
 source scripts/device/setup.sh
-DRIVER_ROOT="${KGPU_DRIVER_ROOT:-/usr/local/nvidia}"
-export PATH="$DRIVER_ROOT/bin:$PATH"
-export LD_LIBRARY_PATH="$DRIVER_ROOT/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+source scripts/device/mps_clients.sh
 WORK="$(mktemp -d /tmp/kgpu-mps-XXXX)"
 ROOT="$WORK/mps"
 fail=0
@@ -30,11 +28,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-echo "== the GPU before (nvidia-smi) =="
-nvidia-smi --query-gpu=index,uuid,name,memory.total,compute_mode --format=csv | tee "$OUT/smi-before.csv"
-MODE_BEFORE="$(nvidia-smi -i 0 --query-gpu=compute_mode --format=csv,noheader)"
-TOTAL_SMS="$(CUDA_MPS_PIPE_DIRECTORY=/nonexistent python3 -c 'import torch; print(torch.cuda.get_device_properties(0).multi_processor_count)')"
-echo "SMs of GPU 0 (torch, no MPS): $TOTAL_SMS"
+gpu_before
 
 cat > "$WORK/config.yaml" <<YAML
 version: v1
@@ -73,22 +67,7 @@ python3 scripts/device/mps_helper.py allocate --config-file "$WORK/config.yaml" 
   || { echo "FAIL: allocation through the device plugin"; tail -20 "$OUT/device-plugin.log"; exit 1; }
 
 echo "== 4. one client per slice, at the same time =="
-mkdir -p "$WORK/barrier"
-run_client() {  # name within-GiB beyond-GiB
-  env $(cat "$OUT/$1.env") python3 scripts/device/mps_helper.py client --name "$1" --within "$2" --beyond "$3" \
-    --barrier "$WORK/barrier" --hold 6 --report "$OUT/client-$1.json" > "$OUT/client-$1.log" 2>&1
-}
-run_client gpu-20gb 15 25 & c1=$!
-run_client gpu-10gb 7.5 12.5 & c2=$!
-for _ in $(seq 1 240); do [ "$(ls "$WORK/barrier" | wc -l)" -ge 2 ] && break; sleep 0.25; done
-sleep 1
-SERVER="$(ctl get_server_list | head -1)"
-echo "MPS server pid: $SERVER; its clients: $(ctl "get_client_list $SERVER" | tr '\n' ' ')"
-CLIENTS="$(ctl "get_client_list $SERVER" | grep -c '[0-9]')"
-nvidia-smi --query-compute-apps=pid,process_name,used_memory --format=csv | tee "$OUT/smi-apps.csv"
-wait $c1; wait $c2
-[ "$CLIENTS" -ge 2 ] || { echo "FAIL: the MPS server had $CLIENTS client(s) while both ran, expected 2"; fail=1; }
-python3 scripts/device/mps_helper.py check --out "$OUT" --total-sms "$TOTAL_SMS" gpu-20gb gpu-10gb || fail=1
+two_clients_at_once "$ROOT/$UUID/pipe" gpu-20gb 15 25 gpu-10gb 7.5 12.5
 
 echo "== 5. SIGTERM: kgpu stops the daemon =="
 DPID="$(cat "$ROOT/$UUID/pipe/nvidia-cuda-mps-control.pid")"
@@ -102,9 +81,7 @@ if [ "$dstate" != gone ] && [ "$dstate" != Z ]; then echo "FAIL: MPS control dae
 [ -e "$ROOT/.ready" ] && { echo "FAIL: .ready left behind"; fail=1; }
 grep -o '"state": "[a-z]*"' "$ROOT/$UUID/status.json"
 grep -E '"msg": "(MPS daemon running|MPS daemon stopped|all MPS daemons running)"' "$OUT/mps-daemon.log" | cut -c1-200
-MODE_AFTER="$(nvidia-smi -i 0 --query-gpu=compute_mode --format=csv,noheader)"
-echo "compute mode before: $MODE_BEFORE, after: $MODE_AFTER"
-[ "$MODE_BEFORE" = "$MODE_AFTER" ] || { echo "FAIL: compute mode changed"; fail=1; }
+compute_mode_unchanged
 
 echo "== 6. bench/sharing.py: 4 clients, time-slicing vs kgpu MPS slices of 25 % =="
 python3 bench/sharing.py --seconds 8 --driver-root "$DRIVER_ROOT" | tee "$OUT/bench-sharing.txt"

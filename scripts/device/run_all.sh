@@ -10,7 +10,7 @@ mkdir -p "$final_out"
 runs="$(mktemp -d /tmp/kgpu-runs-XXXX)"
 limit="${KGPU_DEVICE_SCRIPT_TIMEOUT:-240}"
 if [ $# -eq 0 ]; then
-  set -- $(ls scripts/device/*.sh | xargs -n1 basename | sed 's/\.sh$//' | grep -v -E '^(setup|run_all)$')
+  set -- $(ls scripts/device/*.sh | xargs -n1 basename | sed 's/\.sh$//' | grep -v -E '^(setup|run_all|container|mps_clients)$')
 fi
 summary=()
 for name in "$@"; do
