@@ -86,7 +86,9 @@ class E2E:
 
 
 Plan = Run | Daemon | Skip | Script | E2E
-NOT_YET = "not run on a cluster yet: no tests/e2e test of the README's time-slicing upgrade and its checks"
+SHARING = "test_chart.py::test_the_readmes_time_slicing_upgrade_advertises_32_gpus_and_its_verify_step_shows_it"
+OPERATOR_READY = "test_operator.py::test_the_policy_is_ready_with_every_stage_of_the_node_filled_and_says_so"
+OPERATOR_MIG = "test_operator.py::test_a_mig_config_label_reshapes_the_simulated_node_its_resources_and_labels"
 
 EXPORTER_ENV = {**GPU_NODE, "KGPU_EXPORTER_LISTEN": "127.0.0.1:0", "KGPU_KUBELET_POD_RESOURCES": "none",
                 "KGPU_DEVICE_PLUGIN_STATE": "none"}
@@ -164,10 +166,10 @@ PLANS: dict[str, Plan] = {
         "test_chart.py::installed"),
     "helm install kgpu deploy/helm/kgpu -n kube-system --set image.repository=registry.example.com/kgpu": Skip(
         "an image in your own registry; this render of the chart is tests/deploy/test_helm_chart.py's"),
-    "cat > sharing.yaml <<'YAML'": Skip(NOT_YET),
-    "helm upgrade kgpu deploy/helm/kgpu -n kube-system --reuse-values -f sharing.yaml": Skip(NOT_YET),
-    "kubectl -n kube-system get pods -l app.kubernetes.io/instance=kgpu": Skip(NOT_YET),
-    "kubectl describe node GPU-NODE | grep -A8 Allocatable": Skip(NOT_YET),
+    "cat > sharing.yaml <<'YAML'": E2E(SHARING),
+    "helm upgrade kgpu deploy/helm/kgpu -n kube-system --reuse-values -f sharing.yaml": E2E(SHARING),
+    "kubectl -n kube-system get pods -l app.kubernetes.io/instance=kgpu": E2E(SHARING),
+    "kubectl describe node GPU-NODE | grep -A8 Allocatable": E2E(SHARING),
     ("kgpu validate --pod --kubeconfig ~/.kube/config --namespace kube-system "
      "--image registry.example.com/kgpu:0.1.0"): E2E(
         "test_chart.py::test_validation_job_and_validate_pod_skip_cuda_honestly",
@@ -175,15 +177,13 @@ PLANS: dict[str, Plan] = {
     # The operator and MIG layouts
     "helm install kgpu deploy/helm/kgpu -n kube-system --set operator.enabled=true": E2E(
         "test_operator.py", "lab-values.yaml with operator.enabled=true"),
-    "kubectl get clusterpolicies.kgpu.io": E2E("test_operator.py", "its columns checked once the policy is ready"),
+    "kubectl get clusterpolicies.kgpu.io": E2E(OPERATOR_READY),
     ("kubectl patch clusterpolicies.kgpu.io cluster-policy --type merge -p '{\"spec\":{\"devicePlugin\":{\"config\":"
      "{\"version\":\"v1\",\"sharing\":{\"timeSlicing\":{\"resources\":[{\"name\":\"nvidia.com/gpu\",\"replicas\":4}]}}}}}}'"):
-        E2E("test_operator.py", "a merge patch of spec.devicePlugin.config to time-slicing"),
-    "kgpu status": E2E("test_operator.py", "kgpu status while the install becomes ready"),
-    "kubectl label node gpu-1 nvidia.com/mig.config=all-balanced --overwrite": E2E(
-        "test_operator.py", "nvidia.com/mig.config=all-1g.10gb on the lab's node"),
-    "kubectl get node gpu-1 -L nvidia.com/mig.config.state": E2E("test_operator.py",
-                                                                 "waits for mig.config.state success"),
+        E2E("test_operator.py::test_a_sharing_change_rolls_out_node_by_node_after_validation_and_allocatable_follows"),
+    "kgpu status": E2E(OPERATOR_READY),
+    "kubectl label node gpu-1 nvidia.com/mig.config=all-balanced --overwrite": E2E(OPERATOR_MIG),
+    "kubectl get node gpu-1 -L nvidia.com/mig.config.state": E2E(OPERATOR_MIG),
     # Container runtime and CDI: on a copy of a fixture node
     "kgpu runtime configure --runtime containerd --dry-run": Run(root=True, expect=("99-nvidia.toml",)),
     "kgpu runtime configure --runtime containerd --set-as-default --cdi": Run(root=True),

@@ -4,8 +4,9 @@ command block runs in a test; tests/test_readme.py runs the others and names, fo
 ``readme.command(section, starts_with)`` finds a command in a README section's shell blocks, so a test runs what
 the README shows, not a copy that can drift from it. ``readme.run(cluster, line, ...)`` runs it: ``helm install``
 and ``helm upgrade`` through Helm's own engine (chart.Release, as `make e2e` installs: no helm binary), anything
-else with bash in the checkout, with the cluster's KUBECONFIG and kubectl. The README's placeholders for an admin's
-own cluster (``lab-node``/``GPU-NODE``, ``~/.kube/config``, ``registry.example.com/kgpu:0.1.0``) are given this
+else with bash in the checkout, with the cluster's KUBECONFIG and kubectl and the checkout's kgpu. The README's
+placeholders for an admin's own cluster (``lab-node``/``GPU-NODE``/``gpu-1``, ``~/.kube/config``,
+``registry.example.com/kgpu:0.1.0``) are given this
 cluster's node, kubeconfig and kgpu's image.
 """
 
@@ -26,13 +27,16 @@ README = REPO / "README.md"
 
 
 def shell_commands(section: str) -> list[str]:
-    """The commands of the shell blocks under ``## section``: comment lines dropped, a trailing ``# comment`` cut,
-    continued lines joined, a heredoc kept whole (its body on the following lines)."""
+    """The commands of the shell blocks under the heading ``## section`` (with its ``###`` subsections) or
+    ``### section`` (up to the next heading of its level or above): comment lines dropped, a trailing ``# comment``
+    cut, continued lines joined, a heredoc kept whole (its body on the following lines)."""
     text = README.read_text()
-    start = text.index(f"\n## {section}\n")
-    end = text.find("\n## ", start + 1)
+    heading = re.search(rf"^(##|###) {re.escape(section)}$", text, re.M)
+    assert heading, f"README has no section ## {section} or ### {section}"
+    after = re.search(rf"^#{{2,{len(heading.group(1))}}} ", text[heading.end():], re.M)  # not a shell "# comment"
+    body = text[heading.end():heading.end() + after.start()] if after else text[heading.end():]
     out: list[str] = []
-    for block in re.findall(r"^```sh\n(.*?)^```", text[start:end if end > 0 else None], re.M | re.S):
+    for block in re.findall(r"^```sh\n(.*?)^```", body, re.M | re.S):
         lines = block.splitlines()
         i = 0
         while i < len(lines):
@@ -115,7 +119,9 @@ def run(cluster: Cluster, line: str, image: str, cwd: Path = REPO) -> str:
     """Run one README command (not helm) on the cluster; its output (it must exit 0)."""
     line = for_cluster(line, cluster, image)
     assert not line.startswith("helm "), "helm commands run through helm()"
-    done = subprocess.run(["bash", "-c", f"set -o pipefail\n{line}"], cwd=cwd, env=cluster.env,
+    # kgpu on PATH as the Quick start's `. .venv/bin/activate` puts it (the lab's kubectl stays the one found)
+    env = cluster.env | {"PATH": f"{REPO / '.venv' / 'bin'}:{cluster.env['PATH']}"}
+    done = subprocess.run(["bash", "-c", f"set -o pipefail\n{line}"], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, f"README: {line!r} exited {done.returncode}:\n{done.stdout}{done.stderr}"
     return done.stdout + done.stderr

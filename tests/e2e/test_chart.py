@@ -8,6 +8,7 @@ it found it (8 healthy GPUs, the 2-GPU pod running) for the next.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import subprocess
@@ -267,6 +268,68 @@ def test_a_configmap_edit_changes_allocatable_and_labels_together(installed: Ins
                         input=json.dumps(original))
     follows(cluster, 8, "1", "ConfigMap back: whole GPUs")
     assert pod_identities(cluster) == before  # the same pods, never restarted
+
+
+def _allocatable_shown(described: str) -> str:
+    """The nvidia.com/gpu count under "Allocatable:" in `kubectl describe node` output (grep -A8 of it)."""
+    section = described.split("Allocatable:", 1)[1]
+    found = re.search(r"^\s+nvidia\.com/gpu:\s+(\d+)$", section.split("\nSystem Info:")[0], re.M)
+    assert found, described
+    return found.group(1)
+
+
+def _gpu_labels(cluster: Cluster) -> dict[str, str]:
+    """The Node's nvidia.com/ labels but GFD's timestamp (it changes at every labelling)."""
+    return {k: v for k, v in cluster.node_labels().items()
+            if k.startswith("nvidia.com/") and k != "nvidia.com/gfd.timestamp"}
+
+
+def _all_running(listing: str, components: set[str]) -> bool:
+    """`kubectl get pods` lists a pod of each of ``components``, every pod listed Running with its containers ready
+    (during a rollout an old pod is Terminating, or gone before its successor is there)."""
+    rows = [line.split() for line in listing.splitlines()[1:] if line.strip()]
+    listed = {name.rsplit("-", 1)[0] for name, *_ in rows}
+    ready = all(status == "Running" and count.split("/")[0] == count.split("/")[1] for _, count, status, *_ in rows)
+    return ready and listed == components
+
+
+def test_the_readmes_time_slicing_upgrade_advertises_32_gpus_and_its_verify_step_shows_it(
+        installed: Installed, cluster: Cluster, image: str, tmp_path: Path) -> None:
+    # Given the release as installed, 8 whole GPUs, and a directory laid out like the checkout (the README's
+    # helm upgrade names the chart by its path there), in which an admin writes the README's sharing.yaml:
+    (tmp_path / "deploy").symlink_to(REPO / "deploy")
+    readme.run(cluster, readme.command(INSTALL, "cat > sharing.yaml"), image, cwd=tmp_path)
+    list_pods = readme.command(INSTALL, "kubectl -n kube-system get pods")
+    describe = readme.command(INSTALL, "kubectl describe node")
+    assert _allocatable_shown(readme.run(cluster, describe, image)) == "8"
+    previous = installed.release.values()
+    labels_before = _gpu_labels(cluster)
+    pod = cluster.get("pod", "-n", TEST_NS, POD)["metadata"]["uid"]
+    try:
+        # when they run the README's helm upgrade (--reuse-values: lab-values.yaml's driver root and flags stay),
+        start = time.monotonic()
+        readme.helm(cluster, readme.command(INSTALL, "helm upgrade"), cwd=tmp_path, release=installed.release)
+        follows(cluster, 32, "4", "the README's time-slicing upgrade")
+        record(f"v{cluster.version}: README helm upgrade (time-slicing ×4) → 32 GPUs and labels",
+               f"{time.monotonic() - start:.1f} s")
+        assert cluster.node_labels()["nvidia.com/gpu.sharing-strategy"] == "time-slicing"
+        # then the README's Verify lists the device plugin's, the labeler's and the exporter's pods Running, and
+        # the node's Allocatable shows 32 (the README's comment: 8, 32 with the sharing above).
+        components = {"kgpu-device-plugin", "kgpu-labeler", "kgpu-exporter"}
+        wait_for(f"the README's pod listing: a pod of each of {sorted(components)}, all Running and ready",
+                 lambda: _all_running(readme.run(cluster, list_pods, image), components), timeout=60)
+        assert _allocatable_shown(readme.run(cluster, describe, image)) == "32"
+    finally:
+        # The release as it was (helm upgrade with its values before), so the next tests find 8 whole GPUs.
+        installed.release.upgrade(previous)
+    follows(cluster, 8, "1", "the release's values before: whole GPUs")
+    with contextlib.suppress(AssertionError):  # (the assertion below names the labels that differ)
+        wait_for("the node's nvidia.com/ labels as before", lambda: _gpu_labels(cluster) == labels_before, timeout=30)
+    assert _gpu_labels(cluster) == labels_before
+    wait_for("kgpu's DaemonSets Ready", lambda: cluster.daemonsets_ready(NAMESPACE, SELECTOR), timeout=120)
+    assert _allocatable_shown(readme.run(cluster, describe, image)) == "8"
+    assert cluster.get("pod", "-n", TEST_NS, POD)["metadata"]["uid"] == pod  # the GPU workload ran throughout
+    record(f"v{cluster.version}: … and back to whole GPUs", f"{time.monotonic() - start:.1f} s")
 
 
 def test_helm_upgrade_to_mps_slices_changes_allocatable_and_labels_together(installed: Installed,

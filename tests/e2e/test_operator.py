@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import readme
 from chart import NAMESPACE, SELECTOR, Release, lab_values
 from cluster import GPU, REPO, Cluster, wait_for
 from conftest import record
@@ -32,7 +33,8 @@ STAGES = ["driver", "runtime", "devicePlugin", "allocatable", "labels", "validat
 MIG_LABEL = "nvidia.com/mig.config"
 MIG_STATE = "nvidia.com/mig.config.state"
 MIG_MESSAGE = "kgpu.io/mig.config.message"
-MIG_RESOURCE = "nvidia.com/mig-1g.10gb"
+MIG_RESOURCES = {"nvidia.com/mig-1g.10gb": 16, "nvidia.com/mig-2g.20gb": 8, "nvidia.com/mig-3g.40gb": 8}
+"""What the README's layout, all-balanced, makes of 8 H100 80GB: 2 × 1g.10gb, 1 × 2g.20gb, 1 × 3g.40gb each."""
 OWNED = "app.kubernetes.io/managed-by=kgpu-operator"
 PODS = "app.kubernetes.io/name=kgpu,app.kubernetes.io/instance=kgpu"
 """The release's pods (their templates carry the selector labels only, not app.kubernetes.io/part-of)."""
@@ -40,8 +42,9 @@ TEMPLATE_HASH = "kgpu.io/template-hash"
 # The lab's pods reach the API server only from the host network, at 127.0.0.1 (../shared/lab/README.md).
 API_FROM_HOST = {"hostNetwork": True, "env": [{"name": "KUBERNETES_SERVICE_HOST", "value": "127.0.0.1"},
                                               {"name": "KUBERNETES_SERVICE_PORT", "value": "6443"}]}
-TIME_SLICING = {"version": "v1", "flags": {"plugin": {"deviceListStrategy": "driver-mounts"}},
-                "sharing": {"timeSlicing": {"resources": [{"name": GPU, "replicas": 4}]}}}
+OPERATOR = "The operator: one ClusterPolicy for every GPU node (`kgpu operator`, `kgpu status`)"
+MIG = "MIG layouts: `kgpu mig-manager`"
+"""The README sections whose cluster commands the module runs as written (its helm install: lab-values.yaml's)."""
 
 
 def operator_values() -> dict[str, Any]:
@@ -168,8 +171,8 @@ def installed(cluster: Cluster, image: str, driver_root: Path) -> Iterator[Insta
                     cluster.kubectl("label", "node", cluster.node, f"{label}-", check=False)
 
 
-def test_the_policy_is_ready_with_every_stage_of_the_node_filled_and_says_so(installed: Installed,
-                                                                           cluster: Cluster) -> None:
+def test_the_policy_is_ready_with_every_stage_of_the_node_filled_and_says_so(installed: Installed, cluster: Cluster,
+                                                                           image: str) -> None:
     st = wait_for("ready", lambda: ready(cluster))
     assert (st["gpuNodes"], st["readyNodes"], st["nodes"]) == (1, 1, [])
     assert {k: c["status"] for k, c in conditions_of(st).items()} == dict.fromkeys(POLICY_CONDITIONS, "True")
@@ -187,8 +190,9 @@ def test_the_policy_is_ready_with_every_stage_of_the_node_filled_and_says_so(ins
     for entry in (e for s in waiting for e in s["nodes"]):
         assert entry["name"] == cluster.node and entry["stage"] in STAGES and entry["message"] and entry["fix"], entry
 
-    # kubectl shows the state in columns
-    header, *rows = cluster.kubectl("get", "clusterpolicies.kgpu.io").splitlines()
+    # the README's kubectl get shows the state in its columns
+    header, *rows = readme.run(cluster, readme.command(OPERATOR, "kubectl get clusterpolicies.kgpu.io"),
+                               image).splitlines()
     assert header.split() == ["NAME", "STATE", "READY", "NODES", "MESSAGE", "AGE"]
     assert rows[0].split()[:8] == [POLICY, "ready", "1", "1", "1/1", "GPU", "nodes", "ready"]
 
@@ -207,10 +211,9 @@ def test_the_policy_is_ready_with_every_stage_of_the_node_filled_and_says_so(ins
     assert evidence["allocatable"] == "nvidia.com/gpu: 8"
     assert evidence["labels"] == "8x NVIDIA-H100-80GB-HBM3"
     assert "simulated node" in evidence["driver"] and "passed: " in evidence["validation"]
-    table = kgpu(cluster, "status")
-    assert table.returncode == 0, table.stderr
-    assert f"ClusterPolicy {POLICY}: ready" in table.stdout
-    row = next(line.split() for line in table.stdout.splitlines() if line.startswith(cluster.node))
+    table = readme.run(cluster, readme.command(OPERATOR, "kgpu status"), image)  # the README's, as written
+    assert f"ClusterPolicy {POLICY}: ready" in table
+    row = next(line.split() for line in table.splitlines() if line.startswith(cluster.node))
     assert row[1:] == ["ok"] * 6 + ["yes"]
 
 
@@ -317,40 +320,59 @@ def _restore_whole_gpus(cluster: Cluster, gpus: int) -> None:
         cluster.kubectl("label", "node", cluster.node, f"{MIG_LABEL}=all-disabled", "--overwrite")
         wait_for("all-disabled applied", lambda: _mig_applied(cluster, "all-disabled"), timeout=60)
     cluster.kubectl("label", "node", cluster.node, f"{MIG_LABEL}-")
-    cluster.forget_vanished_resources([MIG_RESOURCE])
+    cluster.forget_vanished_resources(list(MIG_RESOURCES))
     wait_for("the whole GPUs advertised", lambda: cluster.allocatable() == gpus, timeout=90)
     assert cluster.extended_resources() == {GPU: gpus}
 
 
+def _mig_resources(cluster: Cluster) -> dict[str, int]:
+    return {resource: cluster.allocatable(resource) for resource in MIG_RESOURCES}
+
+
+def _mig_state_column(listing: str) -> str:
+    """The MIG.CONFIG.STATE column of `kubectl get node NODE -L nvidia.com/mig.config.state` ('' when unset)."""
+    header, row = listing.splitlines()
+    column = header.split().index("MIG.CONFIG.STATE")
+    cells = row.split()
+    return cells[column] if len(cells) > column else ""
+
+
 def test_a_mig_config_label_reshapes_the_simulated_node_its_resources_and_labels(installed: Installed,
-                                                                                cluster: Cluster) -> None:
+                                                                                cluster: Cluster,
+                                                                                image: str) -> None:
     gpus = wait_for("GPUs advertised", lambda: cluster.allocatable(), timeout=60)
     states: list[str] = []
     watcher = _watch_label(cluster, MIG_STATE, states)
+    show_state = readme.command(MIG, "kubectl get node gpu-1 -L nvidia.com/mig.config.state")
     start = time.monotonic()
     try:
-        cluster.kubectl("label", "node", cluster.node, f"{MIG_LABEL}=all-1g.10gb", "--overwrite")
-        wait_for("mig.config.state success", lambda: _mig_applied(cluster, "all-1g.10gb"), timeout=60)
-        wait_for("56 MIG devices advertised", lambda: cluster.allocatable(MIG_RESOURCE) == 56, timeout=90)
-        record(f"v{cluster.version}: mig.config=all-1g.10gb → 56 nvidia.com/mig-1g.10gb",
+        # Given whole GPUs: when an admin runs the README's label (all-balanced), then its state column goes
+        # pending → success (as the README's comment says), and each H100 becomes 2 × 1g.10gb, 2g.20gb and 3g.40gb.
+        readme.run(cluster, readme.command(MIG, "kubectl label node gpu-1 nvidia.com/mig.config="), image)
+        wait_for("the README's kubectl get -L showing mig.config.state success",
+                 lambda: _mig_state_column(readme.run(cluster, show_state, image)) == "success", timeout=60)
+        assert _mig_applied(cluster, "all-balanced")
+        wait_for(f"MIG devices advertised: {MIG_RESOURCES}", lambda: _mig_resources(cluster) == MIG_RESOURCES,
+                 timeout=90)
+        record(f"v{cluster.version}: mig.config=all-balanced → 16+8+8 nvidia.com/mig-*",
                f"{time.monotonic() - start:.1f} s")
         assert cluster.allocatable() == 0, "a GPU in MIG mode is not advertised whole"
         labels = wait_for("GFD's MIG labels", lambda: (lb := cluster.node_labels()).get(
-            "nvidia.com/mig-1g.10gb.count") == "56" and lb, timeout=60)
+            "nvidia.com/mig-3g.40gb.count") == "8" and lb, timeout=60)
+        assert labels["nvidia.com/mig-1g.10gb.count"] == "16" and labels["nvidia.com/mig-2g.20gb.count"] == "8"
         assert labels["nvidia.com/mig.strategy"] == "mixed"
-        assert labels["nvidia.com/mig-1g.10gb.slices.gi"] == "1"
+        assert [labels[f"nvidia.com/mig-{p}.slices.gi"] for p in ("1g.10gb", "2g.20gb", "3g.40gb")] == ["1", "2", "3"]
         assert labels["nvidia.com/mig.capable"] == "true"
-        assert "all-1g.10gb" in cluster.node_object()["metadata"]["annotations"][MIG_MESSAGE]
 
         cluster.kubectl("label", "node", cluster.node, f"{MIG_LABEL}=no-such-layout", "--overwrite")
         wait_for("mig.config.state failed", lambda: cluster.node_labels().get(MIG_STATE) == "failed", timeout=60)
         message = cluster.node_object()["metadata"]["annotations"][MIG_MESSAGE]
-        assert "no MIG config named 'no-such-layout'" in message and "all-1g.10gb" in message
-        assert cluster.allocatable(MIG_RESOURCE) == 56, "a failed layout changes nothing"
+        assert message.startswith("no MIG config named 'no-such-layout'; the config file has: all-1g.10gb, "), message
+        assert _mig_resources(cluster) == MIG_RESOURCES, "a failed layout changes nothing"
 
         cluster.kubectl("label", "node", cluster.node, f"{MIG_LABEL}=all-disabled", "--overwrite")
         wait_for("whole GPUs back", lambda: cluster.allocatable() == gpus, timeout=90)
-        assert cluster.allocatable(MIG_RESOURCE) == 0
+        assert not any(_mig_resources(cluster).values())
         wait_for("mig.config.state success", lambda: _mig_applied(cluster, "all-disabled"), timeout=60)
         record(f"v{cluster.version}: … a missing layout failed, all-disabled → whole GPUs",
                f"{time.monotonic() - start:.1f} s")
@@ -366,7 +388,8 @@ def test_a_mig_config_label_reshapes_the_simulated_node_its_resources_and_labels
 @pytest.mark.newest_only("the operator's rollout order; the kubelet re-counting GPUs after a config change is "
                          "test_chart's MPS upgrade, on every version")
 def test_a_sharing_change_rolls_out_node_by_node_after_validation_and_allocatable_follows(installed: Installed,
-                                                                                         cluster: Cluster) -> None:
+                                                                                         cluster: Cluster,
+                                                                                         image: str) -> None:
     samples: list[dict[str, Any]] = []
 
     def rolled() -> dict[str, Any] | None:
@@ -378,7 +401,8 @@ def test_a_sharing_change_rolls_out_node_by_node_after_validation_and_allocatabl
     assert strategy == {"type": "OnDelete"}, "the operator rolls changes out itself"
     before = {e["metadata"]["uid"] for e in events(cluster, "RolloutNode") + events(cluster, "NodeUpdated")}
     start = time.monotonic()
-    patch_spec(cluster, {"devicePlugin": {"config": TIME_SLICING}})
+    # the README's patch, as written: each GPU time-sliced 4 ways
+    readme.run(cluster, readme.command(OPERATOR, "kubectl patch clusterpolicies.kgpu.io"), image)
     wait_for("32 GPUs advertised and the policy ready", rolled, timeout=150, interval=0.25)
     record(f"v{cluster.version}: time-slicing ×4 in the ClusterPolicy → rolled out, 32 GPUs, ready",
            f"{time.monotonic() - start:.1f} s")
