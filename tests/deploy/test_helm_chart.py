@@ -254,8 +254,10 @@ def test_rbac_is_least_privilege() -> None:
     # only for dynamic GPU shares
     assert daemonsets["kgpu-device-plugin"]["spec"]["template"]["spec"]["serviceAccountName"] == "kgpu-device-plugin"
     assert accounts["kgpu-device-plugin"]["automountServiceAccountToken"] is True
-    dynamic = render({"config": {"version": "v1", "sharing": {"mps": {"dynamic": {}}}}})
-    named = render({"configManager": {"enabled": True}, "configs": {"shared": {"sharing": {"mps": {"dynamic": {}}}}}})
+    mps_daemon = {"enabled": True}
+    dynamic = render({"config": {"version": "v1", "sharing": {"mps": {"dynamic": {}}}}, "mpsDaemon": mps_daemon})
+    named = render({"configManager": {"enabled": True}, "configs": {"shared": {"sharing": {"mps": {"dynamic": {}}}}},
+                    "mpsDaemon": mps_daemon})
     assert "kgpu-device-plugin" in by_kind(named, "ClusterRole")  # a named config the node may choose
     assert by_kind(dynamic, "ClusterRole")["kgpu-device-plugin"]["rules"] == [
         {"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "patch"]},
@@ -428,6 +430,22 @@ def test_toolkit_free_without_a_driver_root_is_refused_naming_the_value() -> Non
         render({**TOOLKIT_FREE, "driverRoot": ""})
 
 
+def test_an_mps_config_without_the_mps_daemon_is_refused_naming_the_config() -> None:
+    # Given per-node configs of which one shares GPUs through MPS, installed without the MPS daemon: a node
+    # labelled with it would advertise slices that no control daemon serves, so the install is refused.
+    mps = {"version": "v1", "sharing": {"mps": {"resources": [{"name": "nvidia.com/gpu", "replicas": 2}]}}}
+    ts = {"version": "v1", "sharing": {"timeSlicing": {"resources": [{"name": "nvidia.com/gpu", "replicas": 2}]}}}
+    with pytest.raises(Exception, match=r"configs\.mps2: shares GPUs through MPS .*set mpsDaemon\.enabled=true"):
+        render({"configManager": {"enabled": True}, "configs": {"mps2": mps, "ts2": ts}})
+    with pytest.raises(Exception, match=r"^.*: config: shares GPUs through MPS"):
+        render({"config": mps})
+    # With the daemon, or with no MPS config at all, it installs.
+    assert "kgpu-mps-daemon" in by_kind(render({"configManager": {"enabled": True}, "configs": {"mps2": mps},
+                                                "mpsDaemon": {"enabled": True}}), "DaemonSet")
+    assert "kgpu-mps-daemon" not in by_kind(render({"configManager": {"enabled": True}, "configs": {"ts2": ts}}),
+                                            "DaemonSet")
+
+
 def test_a_driver_root_alone_changes_no_privilege() -> None:
     # A GPU Operator driver container with the toolkit: the runtime injects the GPUs, nothing is privileged.
     for owner, _, c in containers(render({"driverRoot": "/run/nvidia/driver", **EVERY_NODE_COMPONENT})):
@@ -530,7 +548,7 @@ def test_install_notes_say_how_to_verify() -> None:
     assert "none running?" not in custom and "job/kgpu-validation" not in custom
 
 
-def test_per_node_configs_run_the_config_manager_beside_the_plugin_and_the_labeler(
+def test_per_node_configs_run_the_config_manager_beside_the_plugin_the_labeler_and_the_mps_daemon(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from kgpu.config.resolve import resolve_config
     from kgpu.configmanager import resolve_manager_settings
@@ -543,8 +561,11 @@ def test_per_node_configs_run_the_config_manager_beside_the_plugin_and_the_label
         (tmp_path / name).write_text(text)
         resolve_config({}, {}, tmp_path / name)
     daemonsets = by_kind(objs, "DaemonSet")
-    for name in ("kgpu-device-plugin", "kgpu-labeler"):
+    # All three daemons that read the config follow the node's choice: an MPS config the label picks is advertised,
+    # labelled and served by control daemons together.
+    for name in ("kgpu-device-plugin", "kgpu-labeler", "kgpu-mps-daemon"):
         spec = daemonsets[name]["spec"]["template"]["spec"]
+        assert spec["serviceAccountName"] == name
         (init,) = spec["initContainers"]
         main, sidecar = spec["containers"]
         assert (init["name"], sidecar["name"]) == ("config-manager-init", "config-manager")
@@ -567,12 +588,15 @@ def test_per_node_configs_run_the_config_manager_beside_the_plugin_and_the_label
             assert str(settings.config_file_dst) == "/etc/kgpu/config.yaml"
             assert (settings.config_map, settings.node_label) == (("kube-system", "kgpu-configs"), LABEL)
             assert parse_kgpu_command(c["args"]) is not None
-    # RBAC: both pods' accounts may get and watch nodes, nothing more.
+    # RBAC: the three pods' accounts may get and watch nodes and read the config ConfigMaps, nothing more.
     role = by_kind(objs, "ClusterRole")["kgpu-config-manager"]
     assert role["rules"] == [{"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "list", "watch"]}]
+    readers = {"kgpu-device-plugin", "kgpu-labeler", "kgpu-mps-daemon"}
     subjects = {s["name"] for s in by_kind(objs, "ClusterRoleBinding")["kgpu-config-manager"]["subjects"]}
-    assert subjects == {"kgpu-device-plugin", "kgpu-labeler"}
-    assert by_kind(objs, "ServiceAccount")["kgpu-device-plugin"]["automountServiceAccountToken"] is True
+    assert subjects == readers
+    assert {s["name"] for s in by_kind(objs, "RoleBinding")["kgpu-config-reader"]["subjects"]} == readers
+    for account in readers:
+        assert by_kind(objs, "ServiceAccount")[account].get("automountServiceAccountToken", True) is True
     # Without it: one config, read through the API server all the same, and no node label followed (one that
     # NVIDIA's config-manager left on a node cannot pick a config that is not there).
     plain = render({})

@@ -337,7 +337,7 @@ def test_helm_upgrade_to_mps_slices_changes_allocatable_and_labels_together(inst
     # Given 8 whole GPUs, one in use by the 2-GPU pod: when upgraded to MPS, 2 slices per GPU.
     mps = {"version": "v1", "flags": {"plugin": {"deviceListStrategy": "driver-mounts"}},
            "sharing": {"mps": {"resources": [{"name": GPU, "replicas": 2}]}}}
-    installed.release.upgrade(lab_values(config=mps, mpsDaemon={"enabled": True}))
+    installed.release.upgrade(lab_values(config=mps, mpsDaemon={**lab_values()["mpsDaemon"], "enabled": True}))
     labels = wait_for("labels of MPS sharing", lambda: (lb := cluster.node_labels()).get(
         "nvidia.com/gpu.sharing-strategy") == "mps" and lb, timeout=180)
     assert labels["nvidia.com/gpu.replicas"] == "2"

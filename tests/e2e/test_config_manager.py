@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,10 +24,34 @@ LABEL = "nvidia.com/device-plugin.config"
 PRESENT = "nvidia.com/gpu.present"
 
 
+MPS_ROOT = Path("/run/kgpu/mps")  # the chart's --mps-root, a host directory of the node (the lab's: this machine)
+COMPONENTS = ("device-plugin", "labeler", "mps-daemon")  # the pods that follow the chosen config
+
+
 def time_slicing(replicas: int) -> dict[str, Any]:
     config: dict[str, Any] = copy.deepcopy(lab_values()["config"])
     config["sharing"] = {"timeSlicing": {"resources": [{"name": GPU, "replicas": replicas}]}}
     return config
+
+
+def mps(replicas: int) -> dict[str, Any]:
+    config: dict[str, Any] = copy.deepcopy(lab_values()["config"])
+    config["sharing"] = {"mps": {"resources": [{"name": GPU, "replicas": replicas}]}}
+    return config
+
+
+def serving_mps_daemons() -> set[str]:
+    """The GPUs whose MPS control daemon kgpu mps-daemon reports running, in a status checked in the last 15 s
+    (what the device plugin requires of a GPU's slices to call them healthy)."""
+    serving = set()
+    for path in MPS_ROOT.glob("*/status.json"):
+        try:
+            status = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue  # replaced atomically; gone between glob and read
+        if status.get("state") == "running" and time.time() - float(status.get("updated", 0)) < 15:
+            serving.add(str(status.get("uuid")))
+    return serving
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +66,8 @@ def release(cluster: Cluster, image: str, driver_root: Path) -> Iterator[Release
     cluster.kubectl("label", "node", cluster.node, f"{LABEL}-", check=False)
     release = Release(cluster)
     values = lab_values(configManager={"enabled": True}, validation={"enabled": False},
-                        configs={"ts2": time_slicing(2), "ts4": time_slicing(4)})
+                        configs={"ts2": time_slicing(2), "ts4": time_slicing(4), "mps2": mps(2)},
+                        mpsDaemon={**lab_values()["mpsDaemon"], "enabled": True})
     try:
         release.install(values)
         wait_for("allocatable 8 (the default config)", lambda: cluster.allocatable() == 8, timeout=300)
@@ -61,12 +87,12 @@ def release(cluster: Cluster, image: str, driver_root: Path) -> Iterator[Release
 @pytest.fixture
 def unlabelled(release: Release, cluster: Cluster) -> Iterator[dict[str, Any]]:
     """The node on the default config; each test leaves it so, with the same pods, never restarted."""
-    before = pod_identities(cluster)
-    assert len(before) == 2
+    before = pod_identities(cluster, COMPONENTS)
+    assert len(before) == 3
     yield before
     cluster.kubectl("label", "node", cluster.node, f"{LABEL}-", check=False)
     follows(cluster, 8, "1", "label removed: the default config")
-    assert pod_identities(cluster) == before
+    assert pod_identities(cluster, COMPONENTS) == before
 
 
 def test_switching_the_node_label_changes_allocatable_and_labels_together(unlabelled: dict[str, Any],
@@ -104,3 +130,21 @@ def test_a_label_naming_no_config_keeps_the_current_one_and_says_why(unlabelled:
              cluster.kubectl("logs", "-n", NAMESPACE, "-l", "app.kubernetes.io/component=device-plugin",
                              "-c", "config-manager", "--tail=50"), timeout=30)
     assert cluster.allocatable() == 8  # the default config stays in force
+
+
+def test_a_label_picking_an_mps_config_gets_slices_served_by_mps_daemons(unlabelled: dict[str, Any],
+                                                                       cluster: Cluster) -> None:
+    # Given the node on the default config (whole GPUs): the MPS daemon runs beside the plugin but serves no GPU.
+    assert serving_mps_daemons() == set()
+    # When the label picks the MPS config, the plugin advertises 2 slices per GPU and the labels say so, and the
+    # slices are healthy because the MPS daemon, following the same choice, runs a control daemon per GPU.
+    cluster.kubectl("label", "node", cluster.node, f"{LABEL}=mps2", "--overwrite")
+    seconds = follows(cluster, 16, "2", "label mps2")
+    record(f"v{cluster.version}: node label → MPS slices, labels and daemons", f"{seconds:.1f} s")
+    labels = cluster.node_labels()
+    assert (labels["nvidia.com/gpu.sharing-strategy"], labels["nvidia.com/mps.capable"]) == ("mps", "true")
+    assert len(serving_mps_daemons()) == 8
+    # And when the label goes, the daemons stop with the slices.
+    cluster.kubectl("label", "node", cluster.node, f"{LABEL}-")
+    follows(cluster, 8, "1", "label removed: whole GPUs")
+    wait_for("no MPS daemon serving", lambda: serving_mps_daemons() == set(), timeout=30)

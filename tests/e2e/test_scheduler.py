@@ -76,7 +76,7 @@ def shares_values(kube_scheduler_tag: str) -> dict[str, Any]:
         config=config,
         validation={"enabled": False},  # its pod asks for nvidia.com/gpu through the default scheduler
         devicePlugin={"hostNetwork": True, "env": API},
-        mpsDaemon={"enabled": True},
+        mpsDaemon={**lab_values()["mpsDaemon"], "enabled": True},
         scheduler={
             "enabled": True, "hostNetwork": True, "env": API, "leaderElect": False,
             "kubeScheduler": {"image": {"repository": "local/kube-scheduler", "tag": kube_scheduler_tag,

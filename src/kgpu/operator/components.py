@@ -135,11 +135,14 @@ CONFIG_MANAGER = Ref("configManager.enabled")
 
 
 def _config_manager(section: str, oneshot: bool) -> dict[str, Any]:
-    """``kgpu config-manager``, beside the device plugin and the labeler (and before them, ``oneshot``): it
-    writes /etc/kgpu/config.yaml, which the daemon reads and reloads, from the ConfigMap it watches through the
-    API server, so that an edit reaches the daemon within a second (the kubelet refreshes a mounted ConfigMap
-    only at its next sync of the pod, 60-90 s later). With ``configManager.enabled``: NVIDIA's per-node
-    selection, the node label picks one of ``configs``; otherwise the one config, and no label is followed."""
+    """``kgpu config-manager``, beside the device plugin, the labeler and the MPS daemon (and before them,
+    ``oneshot``): it writes /etc/kgpu/config.yaml, which the daemon reads and reloads, from the ConfigMap it
+    watches through the API server, so that an edit reaches the daemon within a second (the kubelet refreshes
+    a mounted ConfigMap only at its next sync of the pod, 60-90 s later). With ``configManager.enabled``:
+    NVIDIA's per-node selection, the node label picks one of ``configs``; otherwise the one config, and no
+    label is followed. All three daemons follow the same choice, so a label picking an MPS config gets MPS
+    slices advertised, labelled and served by control daemons together. (The exporter reads no config file:
+    it follows the device plugin's state file.)"""
     name = "config-manager-init" if oneshot else "config-manager"
     env = [
         {"name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
@@ -356,7 +359,7 @@ def mps_daemon() -> Document:
                           "periodSeconds": 30, "failureThreshold": 4},
         "readinessProbe": {"exec": {"command": ["sh", "-c", "test -f /run/kgpu/mps/.ready"]}, "periodSeconds": 10},
         "volumeMounts": [
-            *_common_mounts(),
+            *_common_mounts(selects_config=True),
             {"name": "run-kgpu", "mountPath": "/run/kgpu"},
             {"name": "mps-shm", "mountPath": "/dev/shm"},
         ],
@@ -369,9 +372,13 @@ def mps_daemon() -> Document:
         "mps-control-daemon does with <mpsRoot>/shm). The daemon must run as root to serve clients of every\n"
         "user. Every capability is dropped.",
         container=container,
-        volumes=[*_common_volumes(), _host_path("run-kgpu", "/run/kgpu"), _host_path("mps-shm", "/run/kgpu/mps/shm")],
-        service_account=Fullname(),
-        automount_token=False,
+        volumes=[*_common_volumes(selects_config=True), _host_path("run-kgpu", "/run/kgpu"),
+                 _host_path("mps-shm", "/run/kgpu/mps/shm")],
+        # its own account: a token for its config-manager, which reads the config ConfigMap (and, with
+        # configManager.enabled, its Node's config label) so the daemons follow the config the plugin follows
+        service_account=Text(Fullname(), "-mps-daemon"),
+        automount_token=True,
+        selects_config=True,
     )
 
 

@@ -169,3 +169,16 @@ app.kubernetes.io/component: {{ .component }}
 {{- end -}}
 {{- $found | toString -}}
 {{- end -}}
+
+{{/* The configs that share GPUs through MPS (sharing.mps: slices or dynamic shares), comma-separated: "config" and
+     "configs.NAME" for each named config the config-manager may choose. */}}
+{{- define "kgpu.mpsConfigs" -}}
+{{- $found := list -}}
+{{- if (get (default dict (get (default dict .Values.config) "sharing")) "mps") -}}{{- $found = append $found "config" -}}{{- end -}}
+{{- if .Values.configManager.enabled -}}
+{{- range $name, $config := (default dict .Values.configs) -}}
+{{- if (get (default dict (get (default dict $config) "sharing")) "mps") -}}{{- $found = append $found (printf "configs.%s" $name) -}}{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- join ", " $found -}}
+{{- end -}}
