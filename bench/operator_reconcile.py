@@ -12,7 +12,7 @@ labels and the stage conditions a GPU node would (some failing, so the status ha
 ClusterPolicy's DaemonSets select no node, so no pod is created for them. Everything it creates is deleted
 at the end. Run it under the lab's lock::
 
-    flock /work/lab.lock .venv/bin/python bench/operator_reconcile.py [--nodes 500]
+    flock -o /work/lab.lock .venv/bin/python bench/operator_reconcile.py [--nodes 500]
 """
 
 from __future__ import annotations
