@@ -104,11 +104,11 @@ def run_cluster(count: int, image: str, kubeconfig: Path | None, timeout: float)
     if not nodes:
         print(f"no node publishes {NODE_GPUS}: deploy a device plugin with sharing.mps.dynamic first", file=sys.stderr)
         return 2
-    try:
-        client.create(Namespace.from_dict({"metadata": {"name": NAMESPACE}}))
-    except ApiError as exc:
-        if exc.status.code != 409:
-            raise
+    # A namespace left by an earlier run may still be terminating (its pods going): wait for it to go.
+    if not wait_gone(lambda: client.get(Namespace, NAMESPACE), ApiError, timeout):
+        print(f"namespace {NAMESPACE} still terminating after {timeout:.0f} s", file=sys.stderr)
+        return 2
+    client.create(Namespace.from_dict({"metadata": {"name": NAMESPACE}}))
     try:
         manifests = [Pod.from_dict(pod_manifest(i, image)) for i in range(count)]
         started = time.monotonic()
@@ -147,7 +147,23 @@ def run_cluster(count: int, image: str, kubeconfig: Path | None, timeout: float)
             print(f"  {count - len(settled)} pods neither bound nor refused after {timeout:.0f} s")
         return 1 if problems else 0
     finally:
+        # the pods go with their namespace; wait, so that the next run (or the next test) finds the cluster clean
         client.delete(Namespace, NAMESPACE)
+        wait_gone(lambda: client.get(Namespace, NAMESPACE), ApiError, timeout)
+
+
+def wait_gone(get: Callable[[], object], missing: type[Exception], timeout: float) -> bool:
+    """True once ``get`` raises ``missing`` with a 404 (the object is gone), False after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            get()
+        except missing as exc:
+            if getattr(getattr(exc, "status", None), "code", None) == 404:
+                return True
+            raise
+        time.sleep(0.5)
+    return False
 
 
 def run_in_process(count: int) -> int:
