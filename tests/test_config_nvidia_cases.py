@@ -16,7 +16,9 @@ import pytest
 from kgpu.config import DeviceSelector, ResourcePattern
 from kgpu.config.file import parse_config_document, parse_devices
 from kgpu.config.resolve import resolve_config
+from kgpu.deviceplugin.resources import build_resources
 from kgpu.errors import ConfigError
+from kgpu.gpu import open_backend
 
 GPU_UUID = "GPU-4cf8db2d-06c0-7d70-1a51-e59b25b2c16c"
 
@@ -217,3 +219,113 @@ def test_mps_refuses_requests_greater_than_one_unless_the_file_says_false(tmp_pa
     path.write_text("sharing: {timeSlicing: {resources: [{name: gpu, replicas: 2}]}}")
     ts = resolve_config({}, {}, path).sharing.time_slicing
     assert ts is not None and ts.fail_requests_greater_than_one is False
+
+
+# --- replicas_test.go: TestReplicatedDeviceRef ----------------------------------------------------
+# NVIDIA classifies a reference as a GPU index, a MIG index or a UUID; kgpu has no classifier of its
+# own, so the case is replayed as what the class decides: which device a sharing entry picks.
+
+A100_MIG_GPU1 = "GPU-b08da2bc-858e-51d4-8537-d405fc57691e"
+A100_MIG_0_2 = "MIG-1e4d2670-c0a4-5b30-8323-7d904e02f37a"
+
+
+def shared_uuids(tmp_path: Path, resource: str, ref: str) -> set[str]:
+    """The devices a time-slicing entry for ``resource`` with ``devices: [ref]`` shares on the a100-mig
+    node (GPU 0 in MIG mode with 3g.40gb, 2g.20gb, 1g.10gb ×2; GPU 1 whole), under mig-strategy mixed."""
+    import yaml
+
+    path = tmp_path / "config.yaml"
+    entry = {"name": resource, "replicas": 2, "devices": [ref]}
+    path.write_text(yaml.safe_dump({"flags": {"migStrategy": "mixed"}, **time_slicing(entry)}))
+    config = resolve_config({}, {}, path)
+    (shared,) = [r for r in build_resources(open_backend(simulate="a100-mig").inventory(), config) if r.shared]
+    return {g.device.uuid for g in shared.grants if g.is_replica}
+
+
+@pytest.mark.parametrize(
+    ("resource", "ref", "expected"),
+    [
+        ("gpu", "1", {A100_MIG_GPU1}),  # "0" in NVIDIA's table: gpuIndex (GPU 0 is in MIG mode here)
+        ("mig-1g.10gb", "0:2", {A100_MIG_0_2}),  # "0:0" in NVIDIA's table: migIndex
+        ("gpu", A100_MIG_GPU1, {A100_MIG_GPU1}),  # uuid
+        ("mig-1g.10gb", A100_MIG_0_2, {A100_MIG_0_2}),  # uuid
+    ],
+)
+def test_a_device_reference_picks_by_gpu_index_mig_index_or_uuid(
+    tmp_path: Path, resource: str, ref: str, expected: set[str]
+) -> None:
+    assert shared_uuids(tmp_path, resource, ref) == expected
+
+
+def test_an_old_style_mig_uuid_is_a_uuid_not_an_index(tmp_path: Path) -> None:
+    # "MIG-GPU-662077db-…/10/0" in NVIDIA's table: uuid. This node's driver writes new-style MIG UUIDs,
+    # so the reference matches no device, and the error quotes it whole as a reference.
+    ref = "MIG-GPU-662077db-fa3f-0d8f-9502-21ab0ef058a2/10/0"
+    with pytest.raises(ConfigError, match=r"no nvidia.com/mig-1g.10gb device 'MIG-GPU-662077db-[^']*/10/0'"):
+        shared_uuids(tmp_path, "mig-1g.10gb", ref)
+
+
+# --- replicas_test.go: TestMarshalReplicatedDevices -----------------------------------------------
+# kgpu writes its config in NVIDIA's shape (to_dict, logged at start-up). NVIDIA's first case, an
+# empty ReplicatedDevices{} that fails to marshal, cannot be built from a file: parse refuses it.
+
+@pytest.mark.parametrize(
+    ("devices", "marshalled"),
+    [
+        ("all", "all"),
+        (2, 2),
+        (["0", "0:0", GPU_UUID], ["0", "0:0", GPU_UUID]),
+    ],
+)
+def test_replicated_devices_marshal_as_nvidia_writes_them(tmp_path: Path, devices: Any, marshalled: Any) -> None:
+    import yaml
+
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(time_slicing({"name": "gpu", "replicas": 2, "devices": devices})))
+    logged = resolve_config({}, {}, path).to_dict()["sharing"]["timeSlicing"]["resources"][0]["devices"]
+    assert logged == marshalled
+    path.write_text(yaml.safe_dump(time_slicing({"name": "gpu", "replicas": 2, "devices": logged})))
+    assert resolve_config({}, {}, path).to_dict()["sharing"]["timeSlicing"]["resources"][0]["devices"] == marshalled
+
+
+def test_an_empty_device_list_is_refused() -> None:
+    with pytest.raises(ValueError):
+        parse_devices([])
+
+
+# --- replicas_test.go: TestUnmarshalReplicatedResource / Resources, flags_test.go: TestUnmarshalFlags:
+# the empty input (``) NVIDIA refuses: an empty file section is not a mapping.
+
+@pytest.mark.parametrize("doc", [
+    time_slicing(""),  # TestUnmarshalReplicatedResource: a resource that is not an object
+    {"sharing": {"timeSlicing": ""}},  # TestUnmarshalReplicatedResources
+    {"flags": ""},  # TestUnmarshalFlags
+])
+def test_an_empty_string_where_an_object_belongs_is_refused(doc: dict[str, Any]) -> None:
+    with pytest.raises(ConfigError):
+        parse_config_document(doc, "config.yaml")
+
+
+# --- flags_test.go: TestMarshalFlags --------------------------------------------------------------
+# sleepInterval is written as Go writes a Duration, so what kgpu logs reads back as the same value
+# (a bare 5 in the file is 5 ns to NVIDIA and to kgpu).
+
+@pytest.mark.parametrize(
+    ("written", "marshalled"),
+    [
+        ("0", "0s"),
+        ("5", "5ns"),
+        ("infinite", "infinite"),
+        # beyond NVIDIA's table: longer durations take Go's h/m/s form
+        ("60s", "1m0s"),
+        ("1h30m", "1h30m0s"),
+        ("250ms", "250ms"),
+    ],
+)
+def test_sleep_interval_marshals_as_a_go_duration(tmp_path: Path, written: str, marshalled: str) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text(f"flags: {{gfd: {{sleepInterval: {written}}}}}")
+    config = resolve_config({}, {}, path)
+    assert config.to_dict()["flags"]["gfd"]["sleepInterval"] == marshalled
+    path.write_text(f"flags: {{gfd: {{sleepInterval: {marshalled}}}}}")
+    assert resolve_config({}, {}, path).flags.gfd.sleep_interval == config.flags.gfd.sleep_interval

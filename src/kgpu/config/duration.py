@@ -5,6 +5,7 @@ Example::
     parse_duration("1m30s")          # 90.0
     parse_duration("infinite")       # math.inf (GFD's sleepInterval)
     parse_duration("90")             # 90.0: kgpu also takes plain seconds on its command line
+    format_duration(90.0)            # '1m30s'
 """
 
 from __future__ import annotations
@@ -51,3 +52,35 @@ def parse_duration(text: str, where: str, *, infinite: bool = False, plain_secon
     if seconds < minimum:
         raise ConfigError(f"{where}: {text[:100]!r} is less than the minimum of {minimum:g}s")
     return seconds
+
+
+def format_duration(seconds: float) -> str:
+    """``seconds`` as Go's ``time.Duration.String`` writes it (``0s``, ``5ns``, ``250ms``, ``1m30s``), or
+    ``infinite`` (GFD's sleepInterval): what NVIDIA writes when it marshals its config, and what
+    :func:`go_duration` reads back as the same value (a bare number in the file would be nanoseconds)."""
+    if math.isinf(seconds):
+        return "infinite"
+    ns = round(seconds * 1e9)
+    sign, ns = ("-" if ns < 0 else ""), abs(ns)
+    if ns == 0:
+        return "0s"
+    if ns < 1_000_000_000:
+        for unit, size in (("ms", 1_000_000), ("\u00b5s", 1_000), ("ns", 1)):
+            if ns >= size:
+                return sign + _decimal(ns, size) + unit
+    hours, rest = divmod(ns, 3_600_000_000_000)
+    minutes, rest = divmod(rest, 60_000_000_000)
+    text = _decimal(rest, 1_000_000_000) + "s"
+    if hours:
+        text = f"{hours}h{minutes}m{text}"
+    elif minutes:
+        text = f"{minutes}m{text}"
+    return sign + text
+
+
+def _decimal(value: int, unit: int) -> str:
+    """``value / unit`` with no trailing zeros (``1500, 1000`` → ``1.5``), as Go's fmtFrac."""
+    whole, frac = divmod(value, unit)
+    if not frac:
+        return str(whole)
+    return f"{whole}." + f"{frac:0{len(str(unit)) - 1}d}".rstrip("0")

@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, Literal
 
+from kgpu.config.duration import format_duration
+
 VERSION: Final = "v1"
 RESOURCE_NAME_PREFIX: Final = "nvidia.com"
 SHARED_SUFFIX: Final = ".shared"
@@ -382,7 +384,6 @@ _CAMEL_EXCEPTIONS = {
     "channel_ids": "channelIDs",
     "ignored_xids": "ignoredXIDs",
     "critical_xids": "criticalXIDs",
-    "refs": "list",
 }
 _NOT_LOGGED = {"config_file", "driver_root", "source", "memory_text"}
 
@@ -390,8 +391,13 @@ _NOT_LOGGED = {"config_file", "driver_root", "source", "memory_text"}
 def _to_camel_dict(value: Any) -> Any:
     if isinstance(value, tuple):
         return [_to_camel_dict(v) for v in value]
-    if isinstance(value, float) and math.isinf(value):
-        return "infinite"
+    if isinstance(value, float):
+        # the only float is a duration (sleepInterval): NVIDIA marshals it as Go writes durations
+        # ("1m0s", "infinite"); a bare number in the file would be read back as nanoseconds
+        return format_duration(value)
+    if isinstance(value, DeviceSelector):
+        # NVIDIA's ReplicatedDevices marshal as "all", a count, or a list of references
+        return "all" if value.all else value.count if value.count is not None else list(value.refs)
     if hasattr(value, "__dataclass_fields__"):
         out: dict[str, Any] = {}
         for name in value.__dataclass_fields__:
