@@ -271,6 +271,7 @@ def _invalid_single(gpu: GPU, reason: str) -> Labels:
         res.key("product"): res.product(gpu.name, "MIG", "INVALID"),
         res.key("count"): "0",
         res.key("replicas"): "0",
+        res.key("sharing-strategy"): "",  # GFD's newInvalidMigStrategyLabeler: empty, not "none"
         res.key("memory"): "0",
     }
 
