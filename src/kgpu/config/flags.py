@@ -131,8 +131,8 @@ FLAGS: tuple[Flag, ...] = (
          {DEVICE_PLUGIN: ("MIG_STRATEGY",), GFD: ("GFD_MIG_STRATEGY", "MIG_STRATEGY")},
          "none", "flags.migStrategy", choices=MIG_STRATEGIES, metavar="STRATEGY"),
     Flag("fail-on-init-error", "bool",
-         "Exit when NVML or the GPUs cannot be initialised; false logs why and idles instead (for "
-         "DaemonSets that also land on nodes without GPUs).",
+         "Exit when NVML or the GPUs cannot be initialised; false logs why and carries on without GPUs "
+         "(the device plugin idles, the labeler labels none), for DaemonSets that also land on nodes without GPUs.",
          {DEVICE_PLUGIN: ("FAIL_ON_INIT_ERROR",), GFD: ("GFD_FAIL_ON_INIT_ERROR", "FAIL_ON_INIT_ERROR")},
          True, "flags.failOnInitError"),
     Flag("driver-root", "string",

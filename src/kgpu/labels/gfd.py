@@ -373,14 +373,15 @@ def node_labels(inventory: Inventory, settings: LabelSettings, host: HostFacts,
     GFD's labels plus ``nvidia.com/gpu.present`` (the GPU Operator's) and
     ``feature.node.kubernetes.io/pci-10de.present`` (NFD's vendor label). ``timestamp`` (unix
     seconds) becomes ``nvidia.com/gfd.timestamp``; ``None`` leaves it out (GFD's ``--no-timestamp``).
-    On a node without GPUs only the machine type and timestamp remain, as with GFD.
+    On a node without GPUs only the timestamp remains, as with GFD (its device labeler, machine type
+    included, is empty without devices).
     """
     labels: Labels = {}
     if timestamp is not None:
         labels[TIMESTAMP] = str(timestamp)
-    labels["nvidia.com/gpu.machine"] = host.machine_type.replace(" ", "-")
     gpus = inventory.gpus
     if gpus:
+        labels["nvidia.com/gpu.machine"] = host.machine_type.replace(" ", "-")
         labels |= version_labels(inventory)
         labels["nvidia.com/mig.capable"] = str(any(g.mig_capable for g in gpus)).lower()
         labels["nvidia.com/mps.capable"] = str(mps_capable(gpus, settings)).lower()

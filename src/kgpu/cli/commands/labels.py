@@ -57,19 +57,34 @@ def _config(opts: GlobalOptions, given: Given, root: Path) -> PluginConfig:
 
 
 def _computer(opts: GlobalOptions, given: Given, root: Path) -> Any:
+    from kgpu.errors import BackendError
+    from kgpu.gpu.model import CudaVersion, Inventory
     from kgpu.labels.config import node_settings
     from kgpu.labels.gfd import node_labels
     from kgpu.labels.host import read_host_facts
 
     reported: list[str | None] = [None]
 
+    unavailable: list[str | None] = [None]
+
     def compute() -> Labels:
         config = _config(opts, given, root)
-        backend = opts.open_backend(config.driver_root)
         try:
-            inventory = backend.inventory()
-        finally:
-            backend.close()
+            backend = opts.open_backend(config.driver_root)
+            try:
+                inventory = backend.inventory()
+            finally:
+                backend.close()
+        except BackendError as exc:
+            if config.flags.fail_on_init_error:
+                raise
+            # GFD's NewFallbackToNullOnInitError: with failOnInitError false, a node whose GPUs cannot be
+            # initialised is labelled as a node without GPUs (only the timestamp), and the run goes on
+            if str(exc) != unavailable[0]:
+                unavailable[0] = str(exc)
+                log.warning("GPUs cannot be initialised; failOnInitError is false, so labelling no GPUs",
+                            extra={"error": str(exc)})
+            inventory = Inventory(backend="none", driver_version="", cuda_driver_version=CudaVersion(0, 0))
         settings = node_settings(config, inventory)
         machine = Path(config.flags.gfd.machine_type_file)
         machine_file = machine if "machine-type-file" in given else root / str(machine).lstrip("/")
@@ -226,7 +241,7 @@ def labeler(
         _prune(node, _kubeconfig(given))
         return
     from kgpu.daemon import Daemon, parse_listen
-    from kgpu.errors import ConfigError, KgpuError
+    from kgpu.errors import BackendError, ConfigError, KgpuError
     from kgpu.fsio import check_root
     from kgpu.labels.daemon import Labeler, LoopTiming
     from kgpu.labels.output import remove_feature_file, write_feature_file
@@ -243,8 +258,14 @@ def labeler(
     seconds = gfd.sleep_interval
     address = parse_listen(healthz, "--healthz") if healthz else None
     with Daemon("labeler") as runtime:
-        keepalive = opts.open_backend(config.driver_root)  # fail fast; keeps NVML initialised between polls
-        runtime.on_stop(keepalive.close)
+        try:
+            keepalive = opts.open_backend(config.driver_root)  # fail fast; keeps NVML initialised between polls
+        except BackendError:
+            if config.flags.fail_on_init_error:
+                raise
+            # failOnInitError false: each labelling tries again, and meanwhile labels no GPUs (GFD's fallback)
+        else:
+            runtime.on_stop(keepalive.close)
         compute = _computer(opts, gfd_given, root)
         if config.flags.use_node_feature_api:
             publish, target = _node_feature_publisher(given, os.environ)
