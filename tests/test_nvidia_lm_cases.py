@@ -12,6 +12,9 @@ from typing import Any
 
 import pytest
 import yaml
+from lightkube import ApiError
+from lightkube.models.meta_v1 import ObjectMeta, OwnerReference
+from lightkube.resources.core_v1 import Pod
 from nvidia_mocks import full_gpu, mig, mig_enabled_gpu, node
 
 from kgpu.config.labels import LabelSettings, settings_from_plugin_config
@@ -20,6 +23,7 @@ from kgpu.gpu.model import GPU, Inventory
 from kgpu.labels import HostFacts, node_labels
 from kgpu.labels.config import label_config, node_settings
 from kgpu.labels.gfd import sanitise
+from kgpu.labels.nodefeature import pod_owners
 
 Labels = dict[str, str]
 
@@ -288,3 +292,49 @@ def test_sharing_labeler_config_with_no_mps_replicas_cannot_be_written_in_a_file
 )
 def test_mig_capability_labeler(gpus: tuple[GPU, ...], capable: str | None) -> None:
     assert node_labels(node(*gpus), LabelSettings(), HostFacts()).get("nvidia.com/mig.capable") == capable
+
+
+# --- output_test.go: TestGetOwnerRefs -------------------------------------------------------------
+# NVIDIA's getOwnerReferences errors for a pod it cannot read, and its caller logs that and goes on
+# without owners; kgpu's pod_owners does both in one (warns, returns none).
+
+class Pods:
+    """The API server's pods, as NVIDIA's fake clientset holds them."""
+
+    def __init__(self, *pods: Pod) -> None:
+        self.pods = {(p.metadata.namespace, p.metadata.name): p for p in pods if p.metadata is not None}
+
+    def get(self, res: type, name: str, namespace: str) -> Pod:
+        found = self.pods.get((namespace, name))
+        if found is None:
+            raise ApiError.__new__(ApiError)  # 404: pods "<name>" not found
+        return found
+
+
+def pod(name: str, namespace: str, uid: str, *owners: OwnerReference) -> Pod:
+    return Pod(metadata=ObjectMeta(name=name, namespace=namespace, uid=uid, ownerReferences=list(owners) or None))
+
+
+GFD_POD = pod("gfd-pod", "gpu-operator", "pod-uid-123",
+              OwnerReference(apiVersion="apps/v1", kind="DaemonSet", name="nvidia-gfd", uid="ds-uid-456"))
+
+
+@pytest.mark.parametrize(
+    ("pod_name", "namespace", "pods", "expected"),
+    [
+        pytest.param("", "default", (), [], id="empty pod name returns nil"),
+        pytest.param("gfd-pod", "gpu-operator", (GFD_POD,), [
+            {"apiVersion": "apps/v1", "kind": "DaemonSet", "name": "nvidia-gfd", "uid": "ds-uid-456",
+             "controller": True},
+            {"apiVersion": "v1", "kind": "Pod", "name": "gfd-pod", "uid": "pod-uid-123"},
+        ], id="pod owned by DaemonSet returns two owner refs"),
+        pytest.param("standalone-pod", "default", (pod("standalone-pod", "default", "pod-uid-789"),), [],
+                     id="pod not owned by anything returns nil"),
+        pytest.param("rs-pod", "default", (pod("rs-pod", "default", "pod-uid-abc", OwnerReference(
+            apiVersion="apps/v1", kind="ReplicaSet", name="my-replicaset", uid="rs-uid-def")),), [],
+                     id="pod owned by ReplicaSet returns nil"),
+        pytest.param("nonexistent-pod", "default", (), [], id="pod not found returns error"),
+    ],
+)
+def test_get_owner_refs(pod_name: str, namespace: str, pods: tuple[Pod, ...], expected: list[dict[str, Any]]) -> None:
+    assert pod_owners(Pods(*pods), namespace, pod_name) == expected
