@@ -5,6 +5,8 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+import pytest
+
 from kgpu.errors import ConfigError
 from kgpu.nodestatus import CONDITION_TYPES, Stage
 from kgpu.operator.handlers import ClusterView, reconcile_once, record_node, record_object, record_pod, record_policy
@@ -80,6 +82,27 @@ def test_an_invalid_sharing_config_is_an_error_naming_the_field() -> None:
         assert "spec.devicePlugin.config" in str(exc) and "replicas" in str(exc)
     else:
         raise AssertionError("an invalid config was accepted")
+
+
+MPS_CONFIG = {"version": "v1", "sharing": {"mps": {"resources": [{"name": "nvidia.com/gpu", "replicas": 2}]}}}
+
+
+def test_a_config_the_node_daemons_would_refuse_is_an_error_before_any_daemonset_changes() -> None:
+    # Given a valid MPS config, but with the policy's MIG strategy mixed (which the device plugin refuses at start:
+    # every daemon would crash, on every node): the operator says so, naming both fields, and renders nothing.
+    spec = {"devicePlugin": {"config": MPS_CONFIG}, "mps": {"enabled": True}, "mig": {"strategy": "mixed"}}
+    with pytest.raises(ConfigError, match=r"^spec\.devicePlugin\.config with spec\.mig\.strategy mixed: sharing\.mps "
+                                          r"cannot be combined with migStrategy mixed; use none or single$"):
+        desired_objects(policy(spec), chart_defaults(), "kgpu", "kube-system")
+    # An MPS config without the MPS daemon would advertise slices nothing serves: refused with the fix.
+    with pytest.raises(ConfigError, match=r"^spec\.devicePlugin\.config: shares GPUs through MPS .*"
+                                          r"\(set spec\.mps\.enabled=true\)$"):
+        desired_objects(policy({"devicePlugin": {"config": MPS_CONFIG}}), chart_defaults(), "kgpu", "kube-system")
+    # With the daemon and MIG strategy single, the MPS daemon's DaemonSet is rendered.
+    spec = {"devicePlugin": {"config": MPS_CONFIG}, "mps": {"enabled": True}, "mig": {"strategy": "single"}}
+    names = {o["metadata"]["name"] for o in desired_objects(policy(spec), chart_defaults(), "kgpu",
+                                                            "kube-system").objects}
+    assert "kgpu-mps-daemon" in names
 
 
 def test_drift_a_deleted_or_edited_daemonset_is_reapplied_and_a_disabled_one_deleted() -> None:

@@ -434,6 +434,50 @@ def test_a_sharing_change_rolls_out_node_by_node_after_validation_and_allocatabl
     assert labels["nvidia.com/gpu.sharing-strategy"] == "time-slicing"
 
 
+def _serving_mps_daemons() -> int:
+    """GPUs whose MPS control daemon kgpu mps-daemon reports running, checked in the last 15 s (its status files
+    under the chart's --mps-root, a host directory: the lab's node is this machine)."""
+    serving = 0
+    for path in Path("/run/kgpu/mps").glob("*/status.json"):
+        with contextlib.suppress(OSError, ValueError):
+            st = json.loads(path.read_text())
+            serving += st.get("state") == "running" and time.time() - float(st.get("updated", 0)) < 15
+    return serving
+
+
+@pytest.mark.newest_only("the operator's config validation and the MPS daemon it renders")
+def test_mps_through_the_policy_is_served_by_mps_daemons_and_a_combination_the_plugin_refuses_is_an_error(
+        installed: Installed, cluster: Cluster) -> None:
+    # Given the ready policy, MIG strategy mixed (operator_values) and whatever sharing the tests before left:
+    gpus = wait_for("GPUs advertised", lambda: cluster.allocatable(), timeout=60)
+    before = policy(cluster)["spec"]
+    generation = cluster.get("daemonset", "-n", NAMESPACE, "kgpu-device-plugin")["metadata"]["generation"]
+    mps = {"sharing": {"timeSlicing": None, "mps": {"resources": [{"name": GPU, "replicas": 2}]}}}
+    try:
+        # when MPS sharing is asked for with MIG strategy mixed, which the device plugin refuses at start, the
+        # status says so naming both fields, and the nodes keep their daemons and GPUs;
+        patch_spec(cluster, {"mps": {"enabled": True}, "devicePlugin": {"config": mps}})
+        st = wait_for("state error", lambda: (s := status(cluster)).get("state") == "error" and s, timeout=30)
+        assert st["message"].startswith("spec.devicePlugin.config with spec.mig.strategy mixed: sharing.mps cannot "
+                                        "be combined with migStrategy mixed; use none or single"), st["message"]
+        assert cluster.get("daemonset", "-n", NAMESPACE, "kgpu-device-plugin")["metadata"]["generation"] == generation
+        assert cluster.allocatable() == gpus
+        # then with MIG strategy none the slices are advertised and served: the MPS daemon, rendered by the
+        # operator, reads the operator's config through its config-manager and runs a control daemon per GPU.
+        start = time.monotonic()
+        patch_spec(cluster, {"mig": {"strategy": "none"}})
+        wait_for("16 MPS slices, 8 MPS daemons serving, policy ready", lambda: cluster.allocatable() == 16
+                 and _serving_mps_daemons() == 8 and ready(cluster), timeout=180, interval=0.5)
+        record(f"v{cluster.version}: MPS in the ClusterPolicy → 16 slices served by 8 MPS daemons, ready",
+               f"{time.monotonic() - start:.1f} s")
+        assert cluster.node_labels()["nvidia.com/gpu.sharing-strategy"] == "mps"
+    finally:  # the spec as it was, whole (a merge patch would merge the configs' sharing sections)
+        cluster.kubectl("patch", "clusterpolicies.kgpu.io", POLICY, "--type", "json", "-p",
+                        json.dumps([{"op": "replace", "path": "/spec", "value": before}]))
+    wait_for(f"{gpus} GPUs again, no MPS daemon, ready", lambda: cluster.allocatable() == gpus
+             and _serving_mps_daemons() == 0 and ready(cluster), timeout=180, interval=0.5)
+
+
 def _follow_logs(cluster: Cluster, selector: str, into: list[str]) -> subprocess.Popen[str]:
     """`kubectl logs -f` of the pods ``selector`` matches, into ``into`` (read when the test fails)."""
     proc = subprocess.Popen(["kubectl", "logs", "-f", "--prefix", "--max-log-requests", "10", "-n", NAMESPACE,

@@ -13,11 +13,15 @@ chart's default. Example::
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from kgpu.config.file import parse_config_document
+from kgpu.config.flags import DEVICE_PLUGIN
+from kgpu.config.resolve import build_config, resolve_settings
 from kgpu.errors import ConfigError
 from kgpu.operator.values import chart_defaults, coalesce
 
@@ -204,6 +208,27 @@ def check_device_plugin_config(config: dict[str, Any], source: str) -> None:
     """Validate the embedded device-plugin config with the file format's own model."""
 
     parse_config_document(config, source)
+
+
+NODE_FILESYSTEM_ELSEWHERE = Path("/nonexistent-node-root")
+"""The driver root is a fact of each node, checked by its daemons, not here: resolved as if under this root."""
+
+
+def check_effective_config(values: Mapping[str, Any], spec: ClusterPolicySpec, source: str = "spec") -> None:
+    """Refuse what the node daemons would refuse, or could not serve, in the config the spec makes (the chart's,
+    the spec's ``devicePlugin.config`` over it, ``mig.strategy`` in it), so the nodes keep the last good one
+    instead of every daemon failing to start: the cross-checks of the device plugin's own resolution (e.g.
+    sharing.mps with migStrategy mixed), and MPS sharing without the MPS daemon."""
+    where = f"{source}.devicePlugin.config"
+    if spec.mig is not None and spec.mig.strategy is not None:
+        where += f" with {source}.mig.strategy {spec.mig.strategy}"
+    file = parse_config_document(values.get("config"), where)
+    build_config(file, resolve_settings(DEVICE_PLUGIN, {}, {}, file, where), where,
+                 host_root=NODE_FILESYSTEM_ELSEWHERE)
+    if file.sharing is not None and file.sharing.mps is not None and not (values.get("mpsDaemon") or {}).get(
+            "enabled"):
+        raise ConfigError(f"{where}: shares GPUs through MPS (sharing.mps), but the MPS daemon is off: no MPS control "
+                          f"daemon would serve those slices (set {source}.mps.enabled=true)")
 
 
 def to_values(spec: ClusterPolicySpec, base: dict[str, Any] | None = None) -> dict[str, Any]:

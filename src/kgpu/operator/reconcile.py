@@ -32,7 +32,15 @@ from kgpu.nodestatus import (
     node_stages,
 )
 from kgpu.operator.components import COMPONENTS, documents
-from kgpu.operator.policy import COMPONENT_VALUES, GROUP, KIND, VERSION, parse_spec, to_values
+from kgpu.operator.policy import (
+    COMPONENT_VALUES,
+    GROUP,
+    KIND,
+    VERSION,
+    check_effective_config,
+    parse_spec,
+    to_values,
+)
 from kgpu.operator.template import Context, evaluate_document, go_json
 from kgpu.operator.values import coalesce
 
@@ -144,6 +152,7 @@ def desired_objects(policy: PolicyRef, base: Mapping[str, Any], release: str, na
     spec = parse_spec(dict(policy.spec))
     # The ClusterPolicy's status is built from the validator's reports: on unless the spec turns it off.
     values = to_values(spec, coalesce(dict(base), {"validator": {"enabled": True}}))
+    check_effective_config(values, spec)
     strategy = values.get("updateStrategy") or {"type": "RollingUpdate"}
     operator_rolls = strategy.get("type", "RollingUpdate") == "RollingUpdate"
     max_unavailable = (strategy.get("rollingUpdate") or {}).get("maxUnavailable", 1)
