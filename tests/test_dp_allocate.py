@@ -377,6 +377,32 @@ def test_cdi_strategies_refuse_to_start_without_an_nvidia_gpu_cdi_spec(tmp_path:
 
 
 @pytest.mark.parametrize(
+    ("given", "kind", "fix"),
+    [
+        ({"gds-enabled": True}, "nvidia.com/gds", "nvidia-ctk cdi generate --mode gds"),
+        ({"mofed-enabled": True}, "nvidia.com/mofed", "nvidia-ctk cdi generate --mode mofed"),
+    ],
+)
+def test_cdi_strategies_refuse_to_start_without_the_spec_of_gds_or_mofed_when_enabled(
+        given: dict[str, object], kind: str, fix: str, tmp_path: Path) -> None:
+    from kgpu.deviceplugin.hostfacts import read_host_facts
+
+    # Given a node with kgpu's nvidia.com/gpu spec only, and the plugin told to give containers GDS (or MOFED),
+    # which under a CDI strategy it names as NVIDIA's plugin does (nvidia.com/gds=all):
+    config = resolve_config({"device-list-strategy": "cdi-annotations", **given}, {})
+    (tmp_path / "etc/cdi").mkdir(parents=True)
+    (tmp_path / "etc/cdi/nvidia.yaml").write_text("cdiVersion: 0.5.0\nkind: nvidia.com/gpu\ndevices: []\n")
+    # then it refuses to start, naming the kind and how to write its spec, rather than fail every container;
+    with pytest.raises(NoDriverFiles, match=rf"has kind {re.escape(kind)}; write one with {re.escape(fix)}"):
+        read_host_facts(config, tmp_path)
+    # and starts once a spec of that kind is there.
+    name = kind.rsplit("/", 1)[1]
+    (tmp_path / "var/run/cdi").mkdir(parents=True)
+    (tmp_path / f"var/run/cdi/nvidia-{name}.yaml").write_text(f"cdiVersion: 0.5.0\nkind: {kind}\ndevices: []\n")
+    assert read_host_facts(config, tmp_path).warnings == ()
+
+
+@pytest.mark.parametrize(
     ("given", "what"),
     [
         ({"nvidia-cdi-hook-path": "/usr/local/nvidia/toolkit/nvidia-cdi-hook"}, "kgpu cdi generate --nvidia-cdi-hook"),

@@ -9,6 +9,7 @@ of the simulated ``mixed`` node, by UUID (deviceIDStrategy uuid).
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 from dp_helpers import build_logic, node, plugin_config
@@ -65,9 +66,33 @@ def test_an_empty_device_list_is_refused() -> None:
         logic.allocate("nvidia.com/gpu", [])
 
 
-# Not replayed: "mofed devices are selected if configured", "gds devices are selected if configured",
-# "gds and mofed devices are included with device ids" and "imex channel is included with devices".
-# NVIDIA's plugin writes CDI specs for gds, mofed and imex-channel itself and names them in the
-# annotation; kgpu's plugin writes no CDI spec (its CDI strategies name the node's nvidia.com/gpu spec,
-# from kgpu cdi generate or nvidia-ctk), so it cannot name kinds no spec on the node defines. Under a
-# CDI strategy kgpu sets NVIDIA_GDS/NVIDIA_MOFED=enabled (server.go does too) and leaves IMEX out.
+# The four cases with GDS, MOFED and IMEX channels. NVIDIA's mofed-only, gds-only and imex-only cases have no device
+# IDs (its helper is called alone); the kubelet always asks for one, so here GPU0 comes first, as NVIDIA's own
+# "gds and mofed devices are included with device ids" case orders them: GPUs, IMEX channels, GDS, MOFED.
+
+@pytest.mark.parametrize(
+    ("flags", "imex", "value"),
+    [
+        pytest.param({"mofed_enabled": True}, False, f"nvidia.com/gpu={GPU0},nvidia.com/mofed=all",
+                     id="mofed devices are selected if configured"),
+        pytest.param({"gds_enabled": True}, False, f"nvidia.com/gpu={GPU0},nvidia.com/gds=all",
+                     id="gds devices are selected if configured"),
+        pytest.param({"gds_enabled": True, "mofed_enabled": True}, False,
+                     f"nvidia.com/gpu={GPU0},nvidia.com/gds=all,nvidia.com/mofed=all",
+                     id="gds and mofed devices are included with device ids"),
+        pytest.param({}, True, f"nvidia.com/gpu={GPU0},nvidia.com/imex-channel=0",
+                     id="imex channel is included with devices"),
+    ],
+)
+def test_cdi_allocate_response_names_gds_mofed_and_imex_channels(flags: dict[str, bool], imex: bool, value: str,
+                                                                 tmp_path: Path) -> None:
+    # Given a node with IMEX channel 0 and imex.channelIDs [0] (NVIDIA's imexChannels [{ID: "0"}]), or not:
+    host = tmp_path / "host"
+    (host / "dev/nvidia-caps-imex-channels").mkdir(parents=True)
+    (host / "dev/nvidia-caps-imex-channels/channel0").touch()
+    text = "version: v1\nimex:\n  channelIDs: [0]\n" if imex else "version: v1\n"
+    config = plugin_config(tmp_path, text, device_list_strategy="cdi-annotations", **flags)
+    # when the kubelet allocates GPU0, the one CDI annotation names them all, in NVIDIA's order.
+    annotations = build_logic(MIXED, config, host).allocate("nvidia.com/gpu", [GPU0]).annotations
+    ((key, got),) = annotations.items()
+    assert re.fullmatch(r"cdi\.k8s\.io/" + KEY, key) and got == value

@@ -39,7 +39,8 @@ from kgpu.deviceplugin.mps import mps_extras
 DEVICE_LIST_ENV = "NVIDIA_VISIBLE_DEVICES"
 VOLUME_MOUNTS_HOST_PATH = "/dev/null"
 VOLUME_MOUNTS_CONTAINER_ROOT = "/var/run/nvidia-container-devices"
-CDI_KIND = "nvidia.com/gpu"
+CDI_VENDOR = "nvidia.com"
+CDI_KIND = f"{CDI_VENDOR}/gpu"
 """The CDI kind of the devices named in annotations and ``cdi_devices`` (``kgpu cdi generate`` writes it)."""
 CDI_PLUGIN_NAME = "nvidia-device-plugin"
 CONTAINER_LIB_DIR = "/usr/local/nvidia/lib64"
@@ -152,6 +153,11 @@ def plan_allocation(
 
     if plugin.any_cdi:
         names = [f"{CDI_KIND}={i}" for i in ids]
+        # As NVIDIA's updateResponseForCDI: then the IMEX channels, then GDS and MOFED when enabled, by their CDI
+        # names (the plugin checked at start that the node's specs have these kinds: hostfacts.check_cdi_specs).
+        names += [f"{CDI_VENDOR}/imex-channel={p.rsplit('channel', 1)[-1]}" for p in facts.imex_channels]
+        names += [f"{CDI_VENDOR}/{kind}=all" for enabled, kind in ((config.flags.gds_enabled, "gds"),
+                                                                  (config.flags.mofed_enabled, "mofed")) if enabled]
         if plugin.uses("cdi-annotations"):
             annotations[cdi_annotation_key(plugin.cdi_annotation_prefix, response_id())] = ",".join(names)
         if plugin.uses("cdi-cri"):

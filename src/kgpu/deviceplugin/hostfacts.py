@@ -97,26 +97,43 @@ CDI_SPEC_DIRS = ("/etc/cdi", "/var/run/cdi")
 """Where container runtimes look for CDI specs (containerd's and CRI-O's default cdi_spec_dirs)."""
 
 
-def check_cdi_specs(host_root: Path = Path("/")) -> list[str]:
-    """The cdi-* strategies name devices of the node's ``nvidia.com/gpu`` CDI spec: none there means every
-    container would fail to start, so :class:`NoDriverFiles` is raised. Warnings when the spec directories
-    cannot be seen (the plugin's container does not mount them), so nothing can be checked."""
+GENERATE_SPEC = {
+    "nvidia.com/gpu": "kgpu cdi generate --output /etc/cdi/nvidia.yaml (or kgpu node prepare --apply, or nvidia-ctk "
+                      "cdi generate)",
+    "nvidia.com/gds": "nvidia-ctk cdi generate --mode gds --output /etc/cdi/nvidia-gds.yaml, or set gdsEnabled false",
+    "nvidia.com/mofed": "nvidia-ctk cdi generate --mode mofed --output /etc/cdi/nvidia-mofed.yaml, or set mofedEnabled "
+                        "false",
+    "nvidia.com/imex-channel": "nvidia-ctk cdi generate --mode imex --output /etc/cdi/nvidia-imex.yaml, or leave "
+                               "imex.channelIDs empty",
+}
+"""How to write the CDI spec of each kind the cdi-* strategies name (kgpu cdi generate writes the GPUs' only)."""
+
+
+def check_cdi_specs(host_root: Path = Path("/"), kinds: tuple[str, ...] = ("nvidia.com/gpu",)) -> list[str]:
+    """The cdi-* strategies name devices of the node's CDI specs, of ``kinds`` (``nvidia.com/gpu``, and as NVIDIA's
+    plugin does, ``nvidia.com/gds``, ``nvidia.com/mofed`` and ``nvidia.com/imex-channel`` when configured): a kind
+    no spec has means every container would fail to start, so :class:`NoDriverFiles` is raised naming it and how
+    to write its spec. Warnings when the spec directories cannot be seen (the plugin's container does not mount
+    them), so nothing can be checked."""
     dirs = [host_root / d.lstrip("/") for d in CDI_SPEC_DIRS]
     if not any(d.is_dir() for d in dirs):
-        return [f"cannot see {' or '.join(CDI_SPEC_DIRS)}: not checking that a CDI spec for nvidia.com/gpu exists "
-                "(mount them into the plugin to have it checked)"]
+        return [f"cannot see {' or '.join(CDI_SPEC_DIRS)}: not checking that a CDI spec for {', '.join(kinds)} "
+                "exists (mount them into the plugin to have it checked)"]
+    missing = list(kinds)
     for directory in dirs:
         for spec in sorted(directory.glob("*.y*ml")) + sorted(directory.glob("*.json")):
             try:
                 text = spec.read_text(errors="replace")[:1024 * 1024]
             except OSError:
                 continue
-            if re.search(r'["\']?kind["\']?\s*:\s*["\']?nvidia\.com/gpu["\']?\s*(,|$)', text, re.M):
-                return []
+            missing = [k for k in missing if not re.search(
+                rf'["\']?kind["\']?\s*:\s*["\']?{re.escape(k)}["\']?\s*(,|$)', text, re.M)]
+    if not missing:
+        return []
+    kind = missing[0]
     raise NoDriverFiles(
-        f"the cdi-annotations/cdi-cri strategies name nvidia.com/gpu devices of the node's CDI spec, but no spec "
-        f"under {' or '.join(CDI_SPEC_DIRS)} has kind nvidia.com/gpu; write one with kgpu cdi generate --output "
-        "/etc/cdi/nvidia.yaml (or kgpu node prepare --apply, or nvidia-ctk cdi generate)"
+        f"the cdi-annotations/cdi-cri strategies name {kind} devices of the node's CDI specs, but no spec under "
+        f"{' or '.join(CDI_SPEC_DIRS)} has kind {kind}; write one with {GENERATE_SPEC[kind]}"
     )
 
 
@@ -159,13 +176,16 @@ def read_host_facts(config: PluginConfig, host_root: Path = Path("/"), *, check_
         mounts = driver_file_mounts(root)
         if not any(m.container_path.startswith(CONTAINER_LIB_DIR) for m in mounts):
             raise no_driver_files(root, host_root)
-    if flags.plugin.any_cdi and check_cdi:
-        warnings.extend(check_cdi_specs(host_root))
     channels = tuple(
         f"/dev/nvidia-caps-imex-channels/channel{c}"
         for c in config.imex.channel_ids
         if (dev_view / f"dev/nvidia-caps-imex-channels/channel{c}").exists() or config.imex.required
     )
+    if flags.plugin.any_cdi and check_cdi:
+        kinds = ("nvidia.com/gpu", *(["nvidia.com/imex-channel"] if channels else []),
+                 *(["nvidia.com/gds"] if flags.gds_enabled else []),
+                 *(["nvidia.com/mofed"] if flags.mofed_enabled else []))
+        warnings.extend(check_cdi_specs(host_root, kinds))
     minors = read_mig_minors(host_root) if flags.mig_strategy != "none" else {}
     return HostFacts(dev_root=dev_root, control_nodes=control, driver_mounts=mounts, imex_channels=channels,
                      mig_minors=minors, warnings=tuple(warnings))
