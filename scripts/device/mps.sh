@@ -79,7 +79,15 @@ dstate="$(awk '{print $3}' "/proc/$DPID/stat" 2>/dev/null || echo gone)"
 echo "control daemon $DPID after SIGTERM: state ${dstate}"
 if [ "$dstate" != gone ] && [ "$dstate" != Z ]; then echo "FAIL: MPS control daemon $DPID still running"; fail=1; kill "$DPID"; fi
 [ -e "$ROOT/.ready" ] && { echo "FAIL: .ready left behind"; fail=1; }
-grep -o '"state": "[a-z]*"' "$ROOT/$UUID/status.json"
+# A clean stop removes the GPU's status file (the device plugin then reads "no MPS daemon status"); one left
+# behind must at least not say running.
+if [ -e "$ROOT/$UUID/status.json" ]; then
+  state="$(grep -o '"state": "[a-z]*"' "$ROOT/$UUID/status.json")"
+  echo "status.json after SIGTERM: $state"
+  case "$state" in *running*) echo "FAIL: status.json still says running"; fail=1;; esac
+else
+  echo "status.json removed on the clean stop"
+fi
 grep -E '"msg": "(MPS daemon running|MPS daemon stopped|all MPS daemons running)"' "$OUT/mps-daemon.log" | cut -c1-200
 compute_mode_unchanged
 
