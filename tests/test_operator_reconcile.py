@@ -288,14 +288,7 @@ def test_when_everything_is_current_and_validated_the_policy_is_ready_and_nothin
     view, writer = _view(), FakeWriter()
     record_policy(view, None, _policy_body({}))
     record_node(view, None, gpu_node("gpu-1"))
-    desired = desired_objects(policy(), chart_defaults(), "kgpu", "kube-system")
-    for obj in desired.objects:
-        body = copy.deepcopy(obj)
-        if body["kind"] == "DaemonSet":
-            body["status"] = {"desiredNumberScheduled": 1, "numberReady": 1}
-            digest = obj["spec"]["template"]["metadata"]["annotations"][TEMPLATE_HASH]
-            record_pod(view, None, pod(f"{obj['metadata']['name']}-x", "gpu-1", obj["metadata"]["name"], digest))
-        record_object(view, None, body)
+    _current(view)
     reconcile_once(view, writer)  # type: ignore[arg-type]
     assert writer.applied == [] and writer.deleted_pods == []
     assert writer.statuses[-1][1]["state"] == "ready"

@@ -37,6 +37,8 @@ FIXTURE_NODE = ROOT / "tests/fixtures/nodes/ubuntu-h100"
 GPU_NODE = {"KGPU_SIMULATE": "h100x8"}
 """A GPU node's commands run on the simulated backend (the GPU machine runs them for real)."""
 E2E_DIR = ROOT / "tests" / "e2e"
+sys.path.insert(0, str(E2E_DIR))
+from readme import block_commands  # noqa: E402  (tests/e2e is a test root of its own)
 
 
 @dataclass(frozen=True)
@@ -227,27 +229,9 @@ def _uncomment(line: str) -> str:
 
 
 def commands(block: Block) -> list[str]:
-    """The block's commands: comment lines dropped, a trailing `` # comment`` cut, continued lines joined,
-    heredocs kept whole."""
-    out: list[str] = []
-    lines = block.text.splitlines()
-    i = 0
-    while i < len(lines):
-        line = lines[i]
-        i += 1
-        if not line.strip() or line.lstrip().startswith("#"):
-            continue
-        while line.endswith("\\") and i < len(lines):
-            line = line[:-1] + lines[i].strip()
-            i += 1
-        command = _uncomment(line)
-        heredoc = re.search(r"<<'(\w+)'$", command)
-        if heredoc:
-            while i < len(lines) and lines[i] != heredoc.group(1):
-                i += 1
-            i += 1
-        out.append(command)
-    return out
+    """The block's commands as the real-cluster suite splits them (tests/e2e/readme.py), a heredoc by its
+    command line alone: the key of its plan."""
+    return [c.split("\n", 1)[0] for c in block_commands(block.text)]
 
 
 SHELL_BLOCKS = [b for b in readme_blocks() if b.lang == "sh"]

@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import stat
+import time
 from pathlib import Path
 
 from cluster import REPO
@@ -23,6 +24,7 @@ from kgpu.gpu.simulated import SimulatedBackend
 # lab-values.yaml's driverRoot; the chart's KGPU_SIMULATE_EVENTS on a simulated node
 DRIVER_ROOT = Path("/var/lib/kgpu-e2e/nvidia")
 EVENTS_FILE = Path("/run/kgpu/simulated-events.jsonl")
+MPS_ROOT = Path("/run/kgpu/mps")  # the chart's --mps-root
 SIMULATED = "h100x8"
 
 LIBRARIES = ("libnvidia-ml.so", "libcuda.so", "libnvidia-ptxjitcompiler.so", "libnvidia-nvvm.so", "libnvidia-cfg.so")
@@ -118,3 +120,17 @@ if __name__ == "__main__":
         print(lay_out_driver_root(DRIVER_ROOT))
     else:
         sys.exit(f"usage: {sys.argv[0]} [remove]: lay out (or remove) the lab's driver root at {DRIVER_ROOT}")
+
+
+def serving_mps_daemons() -> set[str]:
+    """The GPUs whose MPS control daemon kgpu mps-daemon reports running, in a status checked in the last 15 s
+    (what the device plugin requires of a GPU's slices to call them healthy)."""
+    serving = set()
+    for path in MPS_ROOT.glob("*/status.json"):
+        try:
+            status = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue  # replaced atomically; gone between glob and read
+        if status.get("state") == "running" and time.time() - float(status.get("updated", 0)) < 15:
+            serving.add(str(status.get("uuid")))
+    return serving

@@ -35,28 +35,33 @@ def shell_commands(section: str) -> list[str]:
     assert heading, f"README has no section ## {section} or ### {section}"
     after = re.search(rf"^#{{2,{len(heading.group(1))}}} ", text[heading.end():], re.M)  # not a shell "# comment"
     body = text[heading.end():heading.end() + after.start()] if after else text[heading.end():]
+    return [c for block in re.findall(r"^```sh\n(.*?)^```", body, re.M | re.S) for c in block_commands(block)]
+
+
+def block_commands(block: str) -> list[str]:
+    """The commands of one shell block: comment lines dropped, a trailing ``# comment`` cut, continued lines
+    joined, a heredoc kept whole (its body and terminator on the lines after the command)."""
     out: list[str] = []
-    for block in re.findall(r"^```sh\n(.*?)^```", body, re.M | re.S):
-        lines = block.splitlines()
-        i = 0
-        while i < len(lines):
-            line = lines[i]
+    lines = block.splitlines()
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        i += 1
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        while line.endswith("\\") and i < len(lines):
+            line = line[:-1] + lines[i].strip()
             i += 1
-            if not line.strip() or line.lstrip().startswith("#"):
-                continue
-            while line.endswith("\\") and i < len(lines):
-                line = line[:-1] + lines[i].strip()
+        line = re.sub(r"\s+#\s.*$", "", line).rstrip()
+        heredoc = re.search(r"<<'(\w+)'$", line)
+        if heredoc:
+            body = []
+            while i < len(lines) and lines[i] != heredoc.group(1):
+                body.append(lines[i])
                 i += 1
-            line = re.sub(r"\s+#\s.*$", "", line).rstrip()
-            heredoc = re.search(r"<<'(\w+)'$", line)
-            if heredoc:
-                body = []
-                while i < len(lines) and lines[i] != heredoc.group(1):
-                    body.append(lines[i])
-                    i += 1
-                i += 1
-                line = "\n".join([line, *body, heredoc.group(1)])
-            out.append(line)
+            i += 1
+            line = "\n".join([line, *body, heredoc.group(1)])
+        out.append(line)
     return out
 
 

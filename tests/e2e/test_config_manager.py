@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import json
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,12 +18,12 @@ import yaml
 from chart import NAMESPACE, SELECTOR, Release, follows, lab_values, pod_identities
 from cluster import GPU, Cluster, wait_for
 from conftest import record
+from node import serving_mps_daemons
 
 LABEL = "nvidia.com/device-plugin.config"
 PRESENT = "nvidia.com/gpu.present"
 
 
-MPS_ROOT = Path("/run/kgpu/mps")  # the chart's --mps-root, a host directory of the node (the lab's: this machine)
 COMPONENTS = ("device-plugin", "labeler", "mps-daemon")  # the pods that follow the chosen config
 
 
@@ -38,20 +37,6 @@ def mps(replicas: int) -> dict[str, Any]:
     config: dict[str, Any] = copy.deepcopy(lab_values()["config"])
     config["sharing"] = {"mps": {"resources": [{"name": GPU, "replicas": replicas}]}}
     return config
-
-
-def serving_mps_daemons() -> set[str]:
-    """The GPUs whose MPS control daemon kgpu mps-daemon reports running, in a status checked in the last 15 s
-    (what the device plugin requires of a GPU's slices to call them healthy)."""
-    serving = set()
-    for path in MPS_ROOT.glob("*/status.json"):
-        try:
-            status = json.loads(path.read_text())
-        except (OSError, ValueError):
-            continue  # replaced atomically; gone between glob and read
-        if status.get("state") == "running" and time.time() - float(status.get("updated", 0)) < 15:
-            serving.add(str(status.get("uuid")))
-    return serving
 
 
 @pytest.fixture(scope="module")

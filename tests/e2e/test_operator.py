@@ -23,7 +23,7 @@ import readme
 from chart import NAMESPACE, SELECTOR, Release, lab_values
 from cluster import GPU, REPO, Cluster, wait_for
 from conftest import record
-from node import kgpu_files_left
+from node import kgpu_files_left, serving_mps_daemons
 
 PRESENT = "nvidia.com/gpu.present"
 POLICY = "cluster-policy"
@@ -434,17 +434,6 @@ def test_a_sharing_change_rolls_out_node_by_node_after_validation_and_allocatabl
     assert labels["nvidia.com/gpu.sharing-strategy"] == "time-slicing"
 
 
-def _serving_mps_daemons() -> int:
-    """GPUs whose MPS control daemon kgpu mps-daemon reports running, checked in the last 15 s (its status files
-    under the chart's --mps-root, a host directory: the lab's node is this machine)."""
-    serving = 0
-    for path in Path("/run/kgpu/mps").glob("*/status.json"):
-        with contextlib.suppress(OSError, ValueError):
-            st = json.loads(path.read_text())
-            serving += st.get("state") == "running" and time.time() - float(st.get("updated", 0)) < 15
-    return serving
-
-
 @pytest.mark.newest_only("the operator's config validation and the MPS daemon it renders")
 def test_mps_through_the_policy_is_served_by_mps_daemons_and_a_combination_the_plugin_refuses_is_an_error(
         installed: Installed, cluster: Cluster) -> None:
@@ -467,7 +456,7 @@ def test_mps_through_the_policy_is_served_by_mps_daemons_and_a_combination_the_p
         start = time.monotonic()
         patch_spec(cluster, {"mig": {"strategy": "none"}})
         wait_for("16 MPS slices, 8 MPS daemons serving, policy ready", lambda: cluster.allocatable() == 16
-                 and _serving_mps_daemons() == 8 and ready(cluster), timeout=180, interval=0.5)
+                 and len(serving_mps_daemons()) == 8 and ready(cluster), timeout=180, interval=0.5)
         record(f"v{cluster.version}: MPS in the ClusterPolicy → 16 slices served by 8 MPS daemons, ready",
                f"{time.monotonic() - start:.1f} s")
         assert cluster.node_labels()["nvidia.com/gpu.sharing-strategy"] == "mps"
@@ -475,7 +464,7 @@ def test_mps_through_the_policy_is_served_by_mps_daemons_and_a_combination_the_p
         cluster.kubectl("patch", "clusterpolicies.kgpu.io", POLICY, "--type", "json", "-p",
                         json.dumps([{"op": "replace", "path": "/spec", "value": before}]))
     wait_for(f"{gpus} GPUs again, no MPS daemon, ready", lambda: cluster.allocatable() == gpus
-             and _serving_mps_daemons() == 0 and ready(cluster), timeout=180, interval=0.5)
+             and serving_mps_daemons() == set() and ready(cluster), timeout=180, interval=0.5)
 
 
 def _follow_logs(cluster: Cluster, selector: str, into: list[str]) -> subprocess.Popen[str]:
